@@ -1,0 +1,94 @@
+//! Error types of the engine, one small enum per concern. The broker maps them to Kafka error
+//! codes at the protocol boundary (see `LogError::kafka_code`).
+
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::types::Offset;
+
+/// Why a record batch was refused before it touched the log.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("batch of {len} bytes is shorter than the 61-byte v2 header")]
+    TooShort { len: usize },
+    #[error("batchLength {declared} is impossible")]
+    BadLength { declared: i32 },
+    #[error("batch declares {declared} bytes but {actual} were given")]
+    LengthMismatch { declared: usize, actual: usize },
+    #[error("unsupported record batch magic {0} (only v2 is stored)")]
+    BadMagic(i8),
+    #[error("CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("recordCount {count} does not match lastOffsetDelta {last_offset_delta}")]
+    BadRecordCount { count: i32, last_offset_delta: i32 },
+    #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
+    TooLarge { size: usize, max: usize },
+}
+
+/// Errors of a partition log.
+#[derive(Debug, Error)]
+pub enum LogError {
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A write or fsync failed earlier; the partition refuses writes until it is reopened
+    /// (which runs recovery). Failed fsyncs are never retried: the page state is unknown.
+    #[error("partition log {path} is poisoned after a failed {cause}; reopen to recover")]
+    Poisoned { path: PathBuf, cause: String },
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        offset: Offset,
+        log_start: Offset,
+        log_end: Offset,
+    },
+    #[error("partition log is closed")]
+    Closed,
+    #[error("metadata file {path} is unreadable: {reason}")]
+    BadMetadata { path: PathBuf, reason: String },
+}
+
+/// Kafka error codes the engine's errors map to (a subset of Kafka's `Errors`).
+pub mod kafka_codes {
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const INVALID_RECORD: i16 = 87;
+    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+}
+
+impl LogError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        LogError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The Kafka error code a broker should answer with.
+    pub fn kafka_code(&self) -> i16 {
+        use kafka_codes::*;
+        match self {
+            LogError::InvalidBatch(BatchError::TooLarge { .. }) => MESSAGE_TOO_LARGE,
+            LogError::InvalidBatch(BatchError::BadMagic(_)) => UNSUPPORTED_FOR_MESSAGE_FORMAT,
+            LogError::InvalidBatch(BatchError::BadRecordCount { .. }) => INVALID_RECORD,
+            LogError::InvalidBatch(_) => CORRUPT_MESSAGE,
+            LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
+            LogError::Io { .. }
+            | LogError::Poisoned { .. }
+            | LogError::Closed
+            | LogError::BadMetadata { .. } => KAFKA_STORAGE_ERROR,
+        }
+    }
+}
+
+pub type Result<T, E = LogError> = std::result::Result<T, E>;

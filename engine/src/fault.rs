@@ -1,0 +1,49 @@
+//! Fault injection for tests: a plan shared with a `PartitionLog` that makes its next writes or
+//! fsyncs fail (EIO) or come up short, on the real files. Off unless a test installs one.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+/// Which I/O the plan should break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The next segment write fails with EIO before reaching the file.
+    WriteEio,
+    /// The next segment write persists only its first page and reports a short count.
+    ShortWrite,
+    /// The next fdatasync of a segment fails with EIO.
+    SyncEio,
+}
+
+/// A queue-less, one-shot fault plan: arm a fault, and the next matching operation takes it.
+#[derive(Debug, Default)]
+pub struct FaultPlan {
+    armed: Cell<Option<Fault>>,
+    fired: Cell<u32>,
+}
+
+impl FaultPlan {
+    pub fn new() -> Rc<FaultPlan> {
+        Rc::new(FaultPlan::default())
+    }
+
+    pub fn arm(&self, fault: Fault) {
+        self.armed.set(Some(fault));
+    }
+
+    /// How many injected faults have fired.
+    pub fn fired(&self) -> u32 {
+        self.fired.get()
+    }
+
+    pub(crate) fn take(&self, matches: impl Fn(Fault) -> bool) -> Option<Fault> {
+        match self.armed.get() {
+            Some(f) if matches(f) => {
+                self.armed.set(None);
+                self.fired.set(self.fired.get() + 1);
+                Some(f)
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The hot tail: recently appended batches kept in memory (already carrying their assigned
+//! offsets), so tailing consumers are served without touching the disk. O_DIRECT writes bypass
+//! the page cache, so without this every fresh read would go to the device.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::types::{Offset, TimestampMs};
+
+/// One batch of the hot tail.
+#[derive(Debug, Clone)]
+pub struct HotBatch {
+    pub base: Offset,
+    pub last: Offset,
+    pub max_ts: TimestampMs,
+    pub bytes: Bytes,
+}
+
+/// Batches in offset order; never evicts a batch that has not been handed to the kernel yet,
+/// so every offset at or above `written` is always served from here.
+#[derive(Debug)]
+pub struct HotTail {
+    batches: VecDeque<HotBatch>,
+    bytes: usize,
+    limit: usize,
+    arena: BytesMut,
+}
+
+const ARENA_BYTES: usize = 1 << 20;
+
+impl HotTail {
+    pub fn new(limit: usize) -> HotTail {
+        HotTail {
+            batches: VecDeque::new(),
+            bytes: 0,
+            limit,
+            arena: BytesMut::new(),
+        }
+    }
+
+    /// Copies `batch` into the arena and returns the writable copy's index for patching.
+    pub fn push(&mut self, batch: &[u8], base: Offset, last: Offset, max_ts: TimestampMs) {
+        if self.arena.capacity() < batch.len() {
+            self.arena = BytesMut::with_capacity(ARENA_BYTES.max(batch.len()));
+        }
+        self.arena.extend_from_slice(batch);
+        let bytes = self.arena.split().freeze();
+        debug_assert!(self.batches.back().is_none_or(|b| b.last < base));
+        self.bytes += bytes.len();
+        self.batches.push_back(HotBatch {
+            base,
+            last,
+            max_ts,
+            bytes,
+        });
+    }
+
+    /// Drops the oldest batches beyond the byte limit, keeping everything at or above
+    /// `written` (not yet on disk).
+    pub fn evict(&mut self, written: Offset) {
+        while self.bytes > self.limit {
+            match self.batches.front() {
+                Some(b) if b.last < written => {
+                    self.bytes -= b.bytes.len();
+                    self.batches.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// First offset served from memory, if any.
+    pub fn start(&self) -> Option<Offset> {
+        self.batches.front().map(|b| b.base)
+    }
+
+    /// Whole batches from the one containing `offset`, below `visible_end`, up to `max_bytes`
+    /// (at least one batch when `min_one`).
+    pub fn read(
+        &self,
+        offset: Offset,
+        visible_end: Offset,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Vec<Bytes> {
+        let i = self.batches.partition_point(|b| b.last < offset);
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for b in self.batches.iter().skip(i) {
+            if b.base >= visible_end {
+                break;
+            }
+            let fits = total + b.bytes.len() <= max_bytes;
+            if !(fits || min_one && out.is_empty()) {
+                break;
+            }
+            total += b.bytes.len();
+            out.push(b.bytes.clone());
+        }
+        out
+    }
+
+    /// Clones of the batches with base offsets in `[from, to)` (cheap: `Bytes` are shared).
+    pub fn clone_range(&self, from: Offset, to: Offset) -> Vec<HotBatch> {
+        let i = self.batches.partition_point(|b| b.last < from);
+        self.batches
+            .iter()
+            .skip(i)
+            .take_while(|b| b.base < to)
+            .cloned()
+            .collect()
+    }
+
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+}

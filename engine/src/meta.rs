@@ -1,0 +1,75 @@
+//! The small per-partition metadata file (`partition.meta`, JSON), written atomically:
+//! write a temp file, fdatasync it, rename over the old one, fsync the directory.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LogError, Result};
+
+pub const META_FILE: &str = "partition.meta";
+
+/// What a clean close leaves behind so the next open can skip the recovery scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanShutdown {
+    /// Next offset to assign.
+    pub log_end_offset: u64,
+    /// Exact byte size of the active segment's `.log` file.
+    pub active_size: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    /// DeleteRecords / retention moved the first readable offset here.
+    pub log_start_offset: u64,
+    /// Every segment with a base offset below this was fdatasync'd and sealed with its indexes;
+    /// recovery scans from the segment containing this offset.
+    pub recovery_point: u64,
+    /// Present only between a clean close and the next open (the clean-shutdown marker).
+    pub clean_shutdown: Option<CleanShutdown>,
+}
+
+impl PartitionMeta {
+    pub fn load(dir: &Path) -> Result<Option<PartitionMeta>> {
+        let path = dir.join(META_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| LogError::BadMetadata {
+                        path,
+                        reason: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LogError::io("reading", path, e)),
+        }
+    }
+
+    /// Durably replaces the metadata file. Blocking, but small and rare (segment seal,
+    /// DeleteRecords, retention, open and close).
+    pub fn store(&self, dir: &Path) -> Result<()> {
+        let tmp = dir.join(format!("{META_FILE}.tmp"));
+        let path = dir.join(META_FILE);
+        let bytes = serde_json::to_vec(self).map_err(|e| LogError::BadMetadata {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut f = fs::File::create(&tmp).map_err(|e| LogError::io("creating", &tmp, e))?;
+        f.write_all(&bytes)
+            .map_err(|e| LogError::io("writing", &tmp, e))?;
+        f.sync_data()
+            .map_err(|e| LogError::io("syncing", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| LogError::io("renaming", &path, e))?;
+        sync_dir(dir)
+    }
+}
+
+/// fsync a directory so that file creations, renames and deletions in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let d = fs::File::open(dir).map_err(|e| LogError::io("opening dir", dir, e))?;
+    d.sync_all()
+        .map_err(|e| LogError::io("syncing dir", dir, e))
+}

@@ -1,0 +1,72 @@
+//! Helpers shared by the engine's integration tests.
+#![allow(dead_code)]
+
+use std::future::Future;
+
+use sluice_engine::batch::{self, BatchHeader};
+use sluice_engine::{FirstBatch, Offset, PartitionLog};
+
+/// Runs `f` on a fresh single-threaded glommio executor and returns its output.
+pub fn run<T, F, Fut>(f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .spawn(f)
+        .expect("spawn executor")
+        .join()
+        .expect("executor thread")
+}
+
+/// A batch whose `count` values encode `tag` and the record index, so reads can be checked.
+pub fn tagged_batch(tag: u64, count: usize, ts: i64) -> Vec<u8> {
+    let values: Vec<String> = (0..count).map(|i| format!("{tag}:{i}")).collect();
+    let recs: Vec<batch::NewRecord<'_>> = values
+        .iter()
+        .map(|v| batch::NewRecord {
+            key: None,
+            value: Some(v.as_bytes()),
+            timestamp: ts,
+        })
+        .collect();
+    batch::build(&recs)
+}
+
+/// Reads every batch from `from` to the high watermark; returns (base offset, bytes) pairs.
+pub async fn read_all(log: &PartitionLog, from: Offset, max_bytes: usize) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let r = log
+            .read(next, max_bytes, FirstBatch::Always)
+            .await
+            .expect("read");
+        if r.data.is_empty() {
+            assert_eq!(
+                next, r.high_watermark,
+                "empty read only at the high watermark"
+            );
+            break;
+        }
+        let bytes = r.data.to_vec().expect("bytes");
+        for b in batch::split_batches(&bytes) {
+            let h = batch::validate(b).expect("stored batches stay valid");
+            out.push((h.base_offset.get() as u64, b.to_vec()));
+            next = Offset(h.last().get() + 1);
+        }
+        let consumed: usize = batch::split_batches(&bytes).map(|b| b.len()).sum();
+        assert_eq!(consumed, bytes.len(), "reads are batch aligned");
+    }
+    out
+}
+
+/// The payload of a stored batch with its offset fields reset, for comparing with the input.
+pub fn normalized(b: &[u8]) -> Vec<u8> {
+    let mut v = b.to_vec();
+    let h = BatchHeader::mut_from(&mut v).expect("header");
+    h.base_offset.set(0);
+    h.partition_leader_epoch.set(-1);
+    v
+}
