@@ -958,6 +958,23 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// The offset and timestamp of the first record carrying the log's largest timestamp
+    /// (ListOffsets with MAX_TIMESTAMP, KIP-734).
+    pub async fn max_timestamp_offset(&self) -> Result<Option<(Offset, TimestampMs)>> {
+        let max = {
+            let st = self.inner.borrow();
+            st.segments
+                .values()
+                .filter(|s| s.next_offset > st.log_start)
+                .filter_map(|s| s.max_timestamp())
+                .max()
+        };
+        match max {
+            Some(m) => self.offset_for_timestamp(m).await,
+            None => Ok(None),
+        }
+    }
+
     /// Moves the log start offset forward (DeleteRecords). Whole segments below it are deleted.
     pub async fn delete_records(&self, before: Offset) -> Result<Offset> {
         {

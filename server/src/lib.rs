@@ -1,1 +1,265 @@
+//! sluice-server: a Kafka-compatible broker, thread-per-core on glommio.
+//!
+//! Data path of a produce: socket -> [`conn`] (i32 length-prefixed frame, bounded by
+//! socket.request.max.bytes) -> [`api::handle`] (kafka-protocol decode; records stay `Bytes`
+//! slices of the frame) -> split by owning shard -> [`shard::Shard::call`] over the glommio
+//! channel mesh -> `PartitionLog::append` (one copy into an aligned DMA buffer) -> group
+//! fdatasync -> responses written in request order.
+//!
+//! Data path of a fetch: owner shard reads -> hot tail `Bytes` or a segment file range ->
+//! encoded response with the records spliced in -> sendfile(2) for file ranges.
 
+pub mod api;
+pub mod catalog;
+pub mod config;
+pub mod conn;
+mod sendfile;
+pub mod shard;
+pub mod wire;
+
+use glommio::ExecutorJoinHandle;
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::Duration;
+
+use event_listener::Event;
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use thiserror::Error;
+
+use crate::catalog::Catalog;
+use crate::config::ServerConfig;
+use crate::shard::{BrokerShared, Job, Shard, MESH_CHANNEL_SIZE};
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("data dir {path}: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error("{0}")]
+    Catalog(#[from] catalog::CatalogError),
+    #[error("shard {shard} failed to start: {reason}")]
+    Shard { shard: usize, reason: String },
+}
+
+/// A running broker. Dropping it does not stop it; call [`BrokerHandle::stop`].
+pub struct BrokerHandle {
+    pub addr: SocketAddr,
+    shared: Arc<BrokerShared>,
+    threads: Vec<ExecutorJoinHandle<()>>,
+}
+
+impl BrokerHandle {
+    /// Stops accepting, lets in-flight requests finish, closes every log cleanly, and waits.
+    pub fn stop(self) {
+        self.shared.request_stop();
+        self.join();
+    }
+
+    /// Waits for the shards to exit (after a stop requested elsewhere, e.g. a signal).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Asks the broker to stop without waiting.
+    pub fn request_stop(&self) {
+        self.shared.request_stop();
+    }
+
+    pub fn stopper(&self) -> Arc<dyn Fn() + Send + Sync> {
+        let s = self.shared.clone();
+        Arc::new(move || s.request_stop())
+    }
+}
+
+/// Starts the broker's shards and returns once every shard is listening.
+pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let cores = config.cores.max(1);
+    let catalog = Catalog::open(&config.data_dir, cores)?;
+    let shared = Arc::new(BrokerShared {
+        config,
+        catalog,
+        bound: OnceLock::new(),
+        stopping: AtomicBool::new(false),
+        stop: Event::new(),
+    });
+    let mesh: MeshBuilder<Job, Full> = MeshBuilder::full(cores, MESH_CHANNEL_SIZE);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut threads = Vec::new();
+    for i in 0..cores {
+        let shared = shared.clone();
+        let mesh = mesh.clone();
+        let ready = ready_tx.clone();
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(i % ncpu))
+            .name(&format!("shard-{i}"))
+            .spin_before_park(Duration::from_micros(0));
+        let handle = builder
+            .spawn(move || async move {
+                shard_main(shared, mesh, ready).await;
+            })
+            .map_err(|e| StartError::Shard {
+                shard: i,
+                reason: format!("{e} (io_uring blocked or memlock too low? see README)"),
+            })?;
+        threads.push(handle);
+    }
+    drop(ready_tx);
+    let mut addr = None;
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok(a)) => addr = Some(a),
+            Ok(Err(reason)) => {
+                shared.request_stop();
+                return Err(StartError::Shard { shard: 0, reason });
+            }
+            Err(_) => {
+                shared.request_stop();
+                return Err(StartError::Shard {
+                    shard: 0,
+                    reason: "a shard exited during start-up".into(),
+                });
+            }
+        }
+    }
+    let addr = addr.ok_or_else(|| StartError::Shard {
+        shard: 0,
+        reason: "no shard started".into(),
+    })?;
+    Ok(BrokerHandle {
+        addr,
+        shared,
+        threads,
+    })
+}
+
+async fn shard_main(
+    shared: Arc<BrokerShared>,
+    mesh: MeshBuilder<Job, Full>,
+    ready: mpsc::Sender<Result<SocketAddr, String>>,
+) {
+    let (senders, receivers) = match mesh.join().await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ready.send(Err(format!("channel mesh join failed: {e}")));
+            return;
+        }
+    };
+    let id = senders.peer_id();
+    let shard = Shard::new(id, shared.clone(), senders);
+    shard.serve_mesh(receivers);
+    if let Err(e) = sluice_engine::prime_dma_probe(&shared.config.data_dir).await {
+        let _ = ready.send(Err(e.to_string()));
+        return;
+    }
+    // open the partitions placed on this shard
+    let owned: Vec<(String, i32)> = {
+        let st = shared.catalog.read();
+        st.topics
+            .values()
+            .flat_map(|t| {
+                t.shards
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &s)| s == id)
+                    .map(|(p, _)| (t.name.clone(), p as i32))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    for (topic, p) in owned {
+        if let Err(e) = shard.open_partition(&topic, p).await {
+            let _ = ready.send(Err(format!("opening {topic}-{p}: {e}")));
+            return;
+        }
+    }
+    // shard 0 binds first (the port may be 0); the others join it with SO_REUSEPORT
+    let listener = if id == 0 {
+        match TcpListener::bind(shared.config.listen) {
+            Ok(l) => {
+                let addr = l.local_addr().unwrap_or(shared.config.listen);
+                let _ = shared.bound.set(addr);
+                l
+            }
+            Err(e) => {
+                let _ = ready.send(Err(format!("binding {}: {e}", shared.config.listen)));
+                shared.request_stop();
+                return;
+            }
+        }
+    } else {
+        loop {
+            if let Some(a) = shared.bound.get() {
+                match TcpListener::bind(*a) {
+                    Ok(l) => break l,
+                    Err(e) => {
+                        let _ = ready.send(Err(format!("binding {a}: {e}")));
+                        return;
+                    }
+                }
+            }
+            if shared.is_stopping() {
+                return;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(shared.config.listen);
+    let _ = ready.send(Ok(addr));
+    drop(ready);
+    tracing::info!(shard = id, %addr, "listening");
+    // retention runs on every shard for its own logs
+    let retention = {
+        let shard = shard.clone();
+        let every = Duration::from_millis(shared.config.retention_check_ms.max(100));
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(every).await;
+                shard.enforce_retention();
+            }
+        })
+        .detach()
+    };
+    let open_conns = Rc::new(Cell::new(0usize));
+    loop {
+        let stop = shared.stop.listen();
+        if shared.is_stopping() {
+            break;
+        }
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stop.await;
+            None
+        })
+        .await;
+        match accepted {
+            Some(Ok(stream)) => {
+                let s = shard.clone();
+                let c = open_conns.clone();
+                glommio::spawn_local(conn::serve(s, stream, c)).detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!(shard = id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            None => break,
+        }
+    }
+    drop(listener);
+    // let in-flight requests finish (bounded wait), then close every log cleanly
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while open_conns.get() > 0 && std::time::Instant::now() < until {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    retention.cancel();
+    shard.close_all().await;
+    tracing::info!(shard = id, "stopped");
+}

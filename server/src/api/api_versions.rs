@@ -1,0 +1,34 @@
+//! ApiVersions: the truthful list of what sluice implements.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+use super::{codes, SUPPORTED};
+use crate::conn::ConnError;
+use crate::wire::{self, Response};
+
+fn api_list() -> Vec<ApiVersion> {
+    SUPPORTED
+        .iter()
+        .map(|k| {
+            let r = k.valid_versions();
+            ApiVersion::default()
+                .with_api_key(*k as i16)
+                .with_min_version(r.min)
+                .with_max_version(r.max)
+        })
+        .collect()
+}
+
+pub fn response() -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_api_keys(api_list())
+}
+
+/// The v0 answer to an ApiVersions version we do not know.
+pub fn unsupported(correlation_id: i32) -> Result<Response, ConnError> {
+    let body = ApiVersionsResponse::default()
+        .with_error_code(codes::UNSUPPORTED_VERSION)
+        .with_api_keys(api_list());
+    wire::encode(ApiKey::ApiVersions, 0, correlation_id, &body)
+        .map_err(|e| ConnError::Malformed(e.to_string()))
+}

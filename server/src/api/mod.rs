@@ -1,0 +1,151 @@
+//! Request dispatch: decode the header and body with kafka-protocol, run the API's handler,
+//! encode its response. Handlers answer per-partition problems with Kafka error codes; only a
+//! frame that cannot be understood closes the connection.
+
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
+use kafka_protocol::protocol::Decodable;
+
+use crate::conn::ConnError;
+use crate::shard::Shard;
+use crate::wire::{self, Response};
+
+mod admin;
+mod api_versions;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+pub mod topics;
+
+/// Kafka error codes used by the handlers.
+pub mod codes {
+    pub const NONE: i16 = 0;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const INVALID_REQUIRED_ACKS: i16 = 21;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const POLICY_VIOLATION: i16 = 44;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const INVALID_RECORD: i16 = 87;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    pub const RESOURCE_NOT_FOUND: i16 = 91;
+}
+
+/// What one request parsed into.
+pub struct Request {
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+    pub body: RequestKind,
+}
+
+/// The APIs sluice implements, advertised in ApiVersions with kafka-protocol's version ranges.
+pub const SUPPORTED: &[ApiKey] = &[
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::Metadata,
+    ApiKey::ApiVersions,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+];
+
+fn supported(api_key: ApiKey, version: i16) -> bool {
+    let r = api_key.valid_versions();
+    SUPPORTED.contains(&api_key) && version >= r.min && version <= r.max
+}
+
+/// Handles one frame (without its length prefix). `Ok(None)`: no response (acks=0).
+pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Result<Option<Response>, ConnError> {
+    if frame.len() < 8 {
+        return Err(ConnError::Malformed(format!("{}-byte frame", frame.len())));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api_key = ApiKey::try_from(key).map_err(|_| ConnError::UnknownApi(key))?;
+    if !supported(api_key, version) {
+        if api_key == ApiKey::ApiVersions {
+            // KIP-511: answer with a v0 response carrying UNSUPPORTED_VERSION and our ranges
+            return api_versions::unsupported(correlation_id).map(Some);
+        }
+        if !SUPPORTED.contains(&api_key) {
+            return Err(ConnError::UnknownApi(key));
+        }
+        return Err(ConnError::UnsupportedVersion {
+            api_key: key,
+            version,
+        });
+    }
+    let mut buf = frame;
+    let header = RequestHeader::decode(&mut buf, api_key.request_header_version(version))
+        .map_err(|e| ConnError::Malformed(format!("{api_key:?} v{version} header: {e}")))?;
+    let body = RequestKind::decode(api_key, &mut buf, version)
+        .map_err(|e| ConnError::Malformed(format!("{api_key:?} v{version}: {e}")))?;
+    if buf.has_remaining() {
+        tracing::debug!(
+            ?api_key,
+            version,
+            left = buf.remaining(),
+            "trailing bytes after request"
+        );
+    }
+    let req = Request {
+        api_key,
+        version,
+        header,
+        body,
+    };
+    dispatch(shard, req).await
+}
+
+async fn dispatch(shard: &Rc<Shard>, req: Request) -> Result<Option<Response>, ConnError> {
+    let (k, v, c) = (req.api_key, req.version, req.header.correlation_id);
+    macro_rules! respond {
+        ($body:expr) => {
+            wire::encode(k, v, c, &$body)
+                .map(Some)
+                .map_err(|e| ConnError::Malformed(e.to_string()))
+        };
+    }
+    match req.body {
+        RequestKind::ApiVersions(_) => respond!(api_versions::response()),
+        RequestKind::Metadata(r) => respond!(metadata::handle(shard, r, v).await),
+        RequestKind::Produce(r) => {
+            let acks = r.acks;
+            let resp = produce::handle(shard, r, v).await;
+            if acks == 0 {
+                Ok(None)
+            } else {
+                respond!(resp)
+            }
+        }
+        RequestKind::Fetch(r) => fetch::handle(shard, r, v, c).await.map(Some),
+        RequestKind::ListOffsets(r) => respond!(list_offsets::handle(shard, r, v).await),
+        RequestKind::CreateTopics(r) => respond!(topics::create(shard, r, v).await),
+        RequestKind::DeleteTopics(r) => respond!(topics::delete(shard, r, v).await),
+        RequestKind::CreatePartitions(r) => respond!(admin::create_partitions(shard, r).await),
+        RequestKind::DescribeConfigs(r) => respond!(admin::describe_configs(shard, r)),
+        RequestKind::AlterConfigs(r) => respond!(admin::alter_configs(shard, r).await),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            respond!(admin::incremental_alter_configs(shard, r).await)
+        }
+        RequestKind::DeleteRecords(r) => respond!(admin::delete_records(shard, r).await),
+        RequestKind::DescribeLogDirs(r) => respond!(admin::describe_log_dirs(shard, r).await),
+        RequestKind::DescribeCluster(r) => respond!(admin::describe_cluster(shard, r)),
+        _ => Err(ConnError::UnknownApi(k as i16)),
+    }
+}

@@ -1,0 +1,275 @@
+//! Produce: split by owning shard, append on the owner, answer per acks.
+//!
+//! acks=0: appended, no response. acks=1: answered once the batch is handed to the kernel
+//! (the O_DIRECT write completed). acks=-1 (all): answered only after a group-committed
+//! fdatasync covering the batch.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use sluice_engine::{batch, AppendOptions, Durability, LogError, TimestampType};
+
+use super::{codes, topics};
+use crate::shard::{Shard, TopicPartition};
+
+/// One partition's part of a produce request, as sent to its owner.
+struct Part {
+    slot: (usize, usize),
+    tp: TopicPartition,
+    records: Option<Bytes>,
+    timestamp_type: TimestampType,
+}
+
+/// The owner's answer for one partition.
+#[derive(Debug, Clone)]
+struct PartResult {
+    error: i16,
+    message: Option<String>,
+    base_offset: i64,
+    log_append_time: i64,
+    log_start_offset: i64,
+}
+
+impl PartResult {
+    fn error(code: i16, message: Option<String>) -> Self {
+        PartResult {
+            error: code,
+            message,
+            base_offset: -1,
+            log_append_time: -1,
+            log_start_offset: -1,
+        }
+    }
+}
+
+pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> ProduceResponse {
+    let level = match req.acks {
+        0 | 1 => Some(Durability::Written),
+        -1 => Some(Durability::Synced),
+        _ => None,
+    };
+    let mut out: Vec<TopicProduceResponse> = Vec::new();
+    let mut by_shard: BTreeMap<usize, Vec<Part>> = BTreeMap::new();
+    let mut results: Vec<Vec<PartResult>> = Vec::new();
+    let mut indexes: Vec<Vec<i32>> = Vec::new();
+    for (ti, t) in req.topic_data.into_iter().enumerate() {
+        // v13 names topics by id
+        let name = if version >= 13 {
+            shard
+                .shared
+                .catalog
+                .read()
+                .by_id(t.topic_id)
+                .map(|i| i.name.clone())
+                .unwrap_or_default()
+        } else {
+            t.name.0.to_string()
+        };
+        out.push(
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_topic_id(t.topic_id),
+        );
+        let topic_code = if level.is_none() {
+            Some(codes::INVALID_REQUIRED_ACKS)
+        } else if name.is_empty() {
+            Some(if version >= 13 {
+                codes::UNKNOWN_TOPIC_ID
+            } else {
+                codes::INVALID_TOPIC_EXCEPTION
+            })
+        } else {
+            topics::ensure_topic(shard, &name, true).await.err()
+        };
+        let (owners, ts_type) = {
+            let st = shard.shared.catalog.read();
+            match st.topics.get(&name) {
+                Some(info) => (
+                    info.shards.clone(),
+                    if info
+                        .configs
+                        .get("message.timestamp.type")
+                        .map(String::as_str)
+                        == Some("LogAppendTime")
+                    {
+                        TimestampType::LogAppendTime
+                    } else {
+                        TimestampType::CreateTime
+                    },
+                ),
+                None => (Vec::new(), TimestampType::CreateTime),
+            }
+        };
+        let topic: Arc<str> = Arc::from(name.as_str());
+        let mut rs = Vec::new();
+        indexes.push(t.partition_data.iter().map(|p| p.index).collect());
+        for (pi, p) in t.partition_data.into_iter().enumerate() {
+            rs.push(PartResult::error(codes::UNKNOWN_SERVER_ERROR, None));
+            let owner = usize::try_from(p.index)
+                .ok()
+                .and_then(|i| owners.get(i).copied());
+            match (topic_code, owner) {
+                (Some(code), _) => rs[pi] = PartResult::error(code, None),
+                (None, None) => rs[pi] = PartResult::error(codes::UNKNOWN_TOPIC_OR_PARTITION, None),
+                (None, Some(o)) => by_shard.entry(o).or_default().push(Part {
+                    slot: (ti, pi),
+                    tp: TopicPartition {
+                        topic: topic.clone(),
+                        partition: p.index,
+                    },
+                    records: p.records,
+                    timestamp_type: ts_type,
+                }),
+            }
+        }
+        results.push(rs);
+    }
+    if let Some(level) = level {
+        let acks_none = req.acks == 0;
+        let mut tasks = Vec::new();
+        for (owner, parts) in by_shard {
+            let s = shard.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let slots: Vec<_> = parts.iter().map(|p| p.slot).collect();
+                let r = s
+                    .call(owner, move |o| async move {
+                        produce_local(&o, parts, level, acks_none).await
+                    })
+                    .await;
+                (slots, r)
+            }));
+        }
+        for t in tasks {
+            let (slots, r) = t.await;
+            match r {
+                Ok(v) => {
+                    for (slot, pr) in slots.into_iter().zip(v) {
+                        results[slot.0][slot.1] = pr;
+                    }
+                }
+                Err(e) => {
+                    for slot in slots {
+                        results[slot.0][slot.1] =
+                            PartResult::error(codes::KAFKA_STORAGE_ERROR, Some(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    for ((t, rs), idx) in out.iter_mut().zip(results).zip(indexes) {
+        // partitions come back in request order
+        t.partition_responses = rs
+            .into_iter()
+            .zip(idx)
+            .map(|(r, index)| {
+                PartitionProduceResponse::default()
+                    .with_index(index)
+                    .with_error_code(r.error)
+                    .with_base_offset(r.base_offset)
+                    .with_log_append_time_ms(r.log_append_time)
+                    .with_log_start_offset(r.log_start_offset)
+                    .with_error_message(r.message.map(StrBytes::from_string))
+            })
+            .collect();
+    }
+    ProduceResponse::default().with_responses(out)
+}
+
+/// Appends on the owning shard. Appends of all parts happen before any wait, so several
+/// partitions share the same flush round.
+async fn produce_local(
+    shard: &Rc<Shard>,
+    parts: Vec<Part>,
+    level: Durability,
+    acks_none: bool,
+) -> Vec<PartResult> {
+    let mut pending = Vec::with_capacity(parts.len());
+    for p in parts {
+        let log = match shard.owned_log(&p.tp).await {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                pending.push(Err(PartResult::error(
+                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    None,
+                )));
+                continue;
+            }
+            Err(e) => {
+                pending.push(Err(PartResult::error(codes::KAFKA_STORAGE_ERROR, Some(e))));
+                continue;
+            }
+        };
+        let Some(records) = p.records.filter(|r| !r.is_empty()) else {
+            pending.push(Err(PartResult::error(
+                codes::INVALID_RECORD,
+                Some("no records".into()),
+            )));
+            continue;
+        };
+        let opts = AppendOptions {
+            leader_epoch: 0,
+            timestamp_type: p.timestamp_type,
+        };
+        let mut first = None;
+        let mut last = None;
+        let mut err = None;
+        let mut consumed = 0usize;
+        for b in batch::split_batches(&records) {
+            consumed += b.len();
+            match log.append(b, opts).await {
+                Ok(info) => {
+                    first.get_or_insert(info);
+                    last = Some(info);
+                }
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        if err.is_none() && consumed != records.len() {
+            err = Some(LogError::InvalidBatch(
+                sluice_engine::BatchError::LengthMismatch {
+                    declared: consumed,
+                    actual: records.len(),
+                },
+            ));
+        }
+        match (err, first, last) {
+            (Some(e), _, _) => {
+                pending.push(Err(PartResult::error(e.kafka_code(), Some(e.to_string()))))
+            }
+            (None, Some(f), Some(l)) => pending.push(Ok((log, f, l))),
+            _ => pending.push(Err(PartResult::error(codes::CORRUPT_MESSAGE, None))),
+        }
+    }
+    let mut out = Vec::with_capacity(pending.len());
+    for p in pending {
+        out.push(match p {
+            Err(r) => r,
+            Ok((log, first, last)) => {
+                let waited = if acks_none {
+                    Ok(())
+                } else {
+                    log.wait_durable(last.last_offset, level).await
+                };
+                match waited {
+                    Ok(()) => PartResult {
+                        error: codes::NONE,
+                        message: None,
+                        base_offset: first.base_offset.get() as i64,
+                        log_append_time: first.log_append_time.unwrap_or(-1),
+                        log_start_offset: log.offsets().log_start.get() as i64,
+                    },
+                    Err(e) => PartResult::error(e.kafka_code(), Some(e.to_string())),
+                }
+            }
+        });
+    }
+    out
+}

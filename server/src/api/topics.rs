@@ -1,0 +1,303 @@
+//! CreateTopics, DeleteTopics and topic auto-creation.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::codes;
+use crate::catalog::{validate_configs, validate_topic_name, CatalogError, TopicInfo};
+use crate::shard::Shard;
+
+/// A topic-level failure: Kafka error code and message.
+#[derive(Debug, Clone)]
+pub struct TopicError(pub i16, pub String);
+
+impl From<CatalogError> for TopicError {
+    fn from(e: CatalogError) -> Self {
+        TopicError(codes::KAFKA_STORAGE_ERROR, e.to_string())
+    }
+}
+
+/// Creates a topic: validates, places partitions on the least loaded shards, persists the
+/// catalog, then opens every partition log on its shard.
+pub async fn create_topic(
+    shard: &Rc<Shard>,
+    name: &str,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<TopicInfo, TopicError> {
+    validate_topic_name(name).map_err(|m| TopicError(codes::INVALID_TOPIC_EXCEPTION, m))?;
+    if partitions < 1 {
+        return Err(TopicError(
+            codes::INVALID_PARTITIONS,
+            format!("number of partitions must be at least 1, got {partitions}"),
+        ));
+    }
+    if partitions > 100_000 {
+        return Err(TopicError(
+            codes::INVALID_PARTITIONS,
+            format!("{partitions} partitions is more than the 100000 allowed"),
+        ));
+    }
+    validate_configs(&configs).map_err(|e| TopicError(codes::INVALID_CONFIG, e.to_string()))?;
+    let nr = shard.nr;
+    let build = |st: &crate::catalog::CatalogState| {
+        let mut shards = Vec::with_capacity(partitions as usize);
+        for _ in 0..partitions {
+            shards.push(st.least_loaded_shard(nr, &shards));
+        }
+        TopicInfo {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            shards,
+            configs: configs.clone(),
+        }
+    };
+    let exists = |st: &crate::catalog::CatalogState| st.topics.contains_key(name);
+    if validate_only {
+        let st = shard.shared.catalog.read();
+        if exists(&st) {
+            return Err(TopicError(
+                codes::TOPIC_ALREADY_EXISTS,
+                format!("Topic '{name}' already exists."),
+            ));
+        }
+        return Ok(build(&st));
+    }
+    let info = shard.shared.catalog.update(|st| {
+        if exists(st) {
+            return Err(TopicError(
+                codes::TOPIC_ALREADY_EXISTS,
+                format!("Topic '{name}' already exists."),
+            ));
+        }
+        let info = build(st);
+        st.topics.insert(name.to_string(), info.clone());
+        Ok(info)
+    })?;
+    open_partitions(shard, &info, 0).await?;
+    tracing::info!(topic = name, partitions, "created topic");
+    Ok(info)
+}
+
+/// Opens partitions `from..` of a topic on their shards.
+pub async fn open_partitions(
+    shard: &Rc<Shard>,
+    info: &TopicInfo,
+    from: usize,
+) -> Result<(), TopicError> {
+    let mut tasks = Vec::new();
+    for (p, &owner) in info.shards.iter().enumerate().skip(from) {
+        let name = info.name.clone();
+        let s = shard.clone();
+        tasks.push(glommio::spawn_local(async move {
+            s.call(owner, move |o| async move {
+                o.open_partition(&name, p as i32).await
+            })
+            .await
+        }));
+    }
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(TopicError(codes::KAFKA_STORAGE_ERROR, e)),
+            Err(e) => return Err(TopicError(codes::KAFKA_STORAGE_ERROR, e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure `name` exists, creating it when auto.create.topics.enable allows.
+pub async fn ensure_topic(shard: &Rc<Shard>, name: &str, allow_auto: bool) -> Result<(), i16> {
+    if shard.shared.catalog.read().topics.contains_key(name) {
+        return Ok(());
+    }
+    if !(allow_auto && shard.shared.config.auto_create_topics) {
+        return Err(codes::UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    if validate_topic_name(name).is_err() {
+        return Err(codes::INVALID_TOPIC_EXCEPTION);
+    }
+    let n = shard.shared.config.num_partitions;
+    match create_topic(shard, name, n, BTreeMap::new(), false).await {
+        Ok(_) => Ok(()),
+        Err(TopicError(codes::TOPIC_ALREADY_EXISTS, _)) => Ok(()),
+        Err(TopicError(code, msg)) => {
+            tracing::warn!(topic = name, %msg, "auto-creation failed");
+            Err(code)
+        }
+    }
+}
+
+pub async fn create(
+    shard: &Rc<Shard>,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let mut results = Vec::new();
+    let defaults = shard.shared.config.topic_defaults();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let mut configs = BTreeMap::new();
+        let mut bad_config = None;
+        for c in &t.configs {
+            match &c.value {
+                Some(v) => {
+                    configs.insert(c.name.to_string(), v.to_string());
+                }
+                None => bad_config = Some(format!("config {} has a null value", c.name)),
+            }
+        }
+        let partitions = if t.num_partitions == -1 {
+            shard.shared.config.num_partitions
+        } else {
+            t.num_partitions
+        };
+        let outcome = if let Some(msg) = bad_config {
+            Err(TopicError(codes::INVALID_CONFIG, msg))
+        } else if !(t.replication_factor == -1 || t.replication_factor == 1) {
+            Err(TopicError(
+                codes::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "Replication factor: {} larger than available brokers: 1.",
+                    t.replication_factor
+                ),
+            ))
+        } else if !t.assignments.is_empty() {
+            Err(TopicError(
+                codes::INVALID_REPLICA_ASSIGNMENT,
+                "manual replica assignment is not supported".into(),
+            ))
+        } else {
+            create_topic(shard, &name, partitions, configs.clone(), req.validate_only).await
+        };
+        let mut r = CreatableTopicResult::default().with_name(t.name.clone());
+        match outcome {
+            Ok(info) => {
+                let mut all = defaults.clone();
+                all.extend(configs);
+                r = r
+                    .with_topic_id(info.id)
+                    .with_num_partitions(info.partitions())
+                    .with_replication_factor(1);
+                if version >= 5 {
+                    r = r.with_configs(Some(
+                        all.into_iter()
+                            .map(|(k, v)| {
+                                CreatableTopicConfigs::default()
+                                    .with_name(StrBytes::from_string(k))
+                                    .with_value(Some(StrBytes::from_string(v)))
+                            })
+                            .collect(),
+                    ));
+                }
+            }
+            Err(TopicError(code, msg)) => {
+                r = r
+                    .with_error_code(code)
+                    .with_error_message(Some(StrBytes::from_string(msg)))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1);
+            }
+        }
+        results.push(r);
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+/// Deletes a topic: drops it from the catalog, then closes and removes its partitions.
+pub async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<Uuid, TopicError> {
+    let info = shard.shared.catalog.update(|st| {
+        st.topics.remove(name).ok_or_else(|| {
+            TopicError(
+                codes::UNKNOWN_TOPIC_OR_PARTITION,
+                "This server does not host this topic-partition.".into(),
+            )
+        })
+    })?;
+    let mut tasks = Vec::new();
+    for (p, &owner) in info.shards.iter().enumerate() {
+        let name = name.to_string();
+        let s = shard.clone();
+        tasks.push(glommio::spawn_local(async move {
+            s.call(owner, move |o| async move {
+                o.delete_partition(&name, p as i32).await
+            })
+            .await
+        }));
+    }
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(TopicError(codes::KAFKA_STORAGE_ERROR, e)),
+            Err(e) => return Err(TopicError(codes::KAFKA_STORAGE_ERROR, e.to_string())),
+        }
+    }
+    tracing::info!(topic = name, "deleted topic");
+    Ok(info.id)
+}
+
+pub async fn delete(
+    shard: &Rc<Shard>,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    // v0-5 name topics in topic_names, v6+ in topics (by name or id)
+    let mut wanted: Vec<(Option<String>, Uuid)> = req
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+        .collect();
+    wanted.extend(
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+    );
+    let mut results = Vec::new();
+    for (name, id) in wanted {
+        let resolved = match &name {
+            Some(n) => Some(n.clone()),
+            None => shard
+                .shared
+                .catalog
+                .read()
+                .by_id(id)
+                .map(|t| t.name.clone()),
+        };
+        let mut r = DeletableTopicResult::default()
+            .with_name(
+                resolved
+                    .clone()
+                    .map(|n| TopicName(StrBytes::from_string(n))),
+            )
+            .with_topic_id(id);
+        let outcome = match resolved {
+            Some(n) => delete_topic(shard, &n).await,
+            None => Err(TopicError(
+                codes::UNKNOWN_TOPIC_ID,
+                "unknown topic id".into(),
+            )),
+        };
+        match outcome {
+            Ok(id) => r = r.with_topic_id(id),
+            Err(TopicError(code, msg)) => {
+                r = r.with_error_code(code);
+                if version >= 5 {
+                    r = r.with_error_message(Some(StrBytes::from_string(msg)));
+                }
+            }
+        }
+        results.push(r);
+    }
+    DeleteTopicsResponse::default().with_responses(results)
+}

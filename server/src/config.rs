@@ -1,0 +1,387 @@
+//! Broker configuration: Kafka's server.properties key names, `--override key=value`, and the
+//! command-line flags. Unknown keys are warned about; bad values are refused with a message
+//! naming the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use sluice_engine::LogConfig;
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{key}: invalid value {value:?}: {reason}")]
+    BadValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("line {line} of {file}: expected key=value")]
+    BadLine { file: String, line: usize },
+    #[error("cannot read {file}: {reason}")]
+    Unreadable { file: String, reason: String },
+}
+
+/// Everything the broker needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub node_id: i32,
+    pub listen: SocketAddr,
+    /// host:port given to clients in Metadata; defaults to the bound address.
+    pub advertised: Option<(String, u16)>,
+    pub data_dir: PathBuf,
+    /// Shards (glommio executors, one per core).
+    pub cores: usize,
+    pub num_partitions: i32,
+    pub auto_create_topics: bool,
+    pub message_max_bytes: usize,
+    pub socket_request_max_bytes: usize,
+    /// Defaults for every partition log (log.* keys); topics override them.
+    pub log: LogConfig,
+    pub retention_check_ms: u64,
+    /// sluice.fetch.zero.copy: send cold fetch data with sendfile(2) (true) or copy it.
+    pub fetch_zero_copy: bool,
+    /// Keys seen that sluice does not know (warned about at start).
+    pub unknown_keys: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let listen: SocketAddr = "127.0.0.1:9092".parse().expect("static address");
+        ServerConfig {
+            node_id: 0,
+            listen,
+            advertised: None,
+            data_dir: PathBuf::from("./data"),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            num_partitions: 1,
+            auto_create_topics: true,
+            message_max_bytes: 1_048_588,
+            socket_request_max_bytes: 104_857_600,
+            log: LogConfig::default(),
+            retention_check_ms: 300_000,
+            fetch_zero_copy: true,
+            unknown_keys: Vec::new(),
+        }
+    }
+}
+
+fn bad(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::BadValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
+    value
+        .trim()
+        .parse::<T>()
+        .map_err(|_| bad(key, value, "not a valid number"))
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(bad(key, value, "expected true or false")),
+    }
+}
+
+/// `PLAINTEXT://host:port` or `host:port` (the first entry of a listener list).
+fn parse_listener(key: &str, value: &str) -> Result<(String, u16), ConfigError> {
+    let first = value.split(',').next().unwrap_or("").trim();
+    let hostport = first.rsplit("://").next().unwrap_or(first);
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .ok_or_else(|| bad(key, value, "expected [PLAINTEXT://]host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad(key, value, "port is not a number"))?;
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// A "never" value for Kafka's long settings (-1 or Long.MAX disable them).
+fn parse_optional_ms(key: &str, value: &str) -> Result<Option<u64>, ConfigError> {
+    let v: i64 = parse_num(key, value)?;
+    match v {
+        -1 | i64::MAX => Ok(None),
+        v if v >= 0 => Ok(Some(v as u64)),
+        _ => Err(bad(key, value, "must be >= 0 or -1")),
+    }
+}
+
+/// Topic-level settings (Kafka topic config names) applied over `base`. Used for topic
+/// creation, AlterConfigs and the broker's log.* defaults.
+pub fn apply_topic_config(
+    base: &mut LogConfig,
+    key: &str,
+    value: &str,
+) -> Result<bool, ConfigError> {
+    match key {
+        "segment.bytes" => {
+            let v: u64 = parse_num(key, value)?;
+            if !(14..=i32::MAX as u64).contains(&v) {
+                return Err(bad(key, value, "must be between 14 and 2147483647"));
+            }
+            base.segment_bytes = v;
+        }
+        "segment.ms" => base.segment_ms = parse_optional_ms(key, value)?,
+        "retention.ms" => base.retention_ms = parse_optional_ms(key, value)?,
+        "retention.bytes" => base.retention_bytes = parse_optional_ms(key, value)?,
+        "flush.messages" => base.flush_messages = parse_optional_ms(key, value)?,
+        "flush.ms" => base.flush_ms = parse_optional_ms(key, value)?,
+        "index.interval.bytes" => base.index_interval_bytes = parse_num(key, value)?,
+        "max.message.bytes" => {
+            let v: i64 = parse_num(key, value)?;
+            if v < 0 {
+                return Err(bad(key, value, "must be >= 0"));
+            }
+            base.max_message_bytes = v as usize;
+        }
+        "preallocate" => {
+            if !parse_bool(key, value)? {
+                base.preallocate_bytes = 0;
+            }
+        }
+        // stored and reported, enforced by the broker, not the log
+        "message.timestamp.type" => {
+            if value != "CreateTime" && value != "LogAppendTime" {
+                return Err(bad(key, value, "expected CreateTime or LogAppendTime"));
+            }
+        }
+        "cleanup.policy" => {
+            if value != "delete" {
+                return Err(bad(key, value, "only cleanup.policy=delete is supported"));
+            }
+        }
+        "min.insync.replicas" => {
+            let v: i32 = parse_num(key, value)?;
+            if v < 1 {
+                return Err(bad(key, value, "must be >= 1"));
+            }
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Topic config keys sluice knows, with the broker-level key that sets their default.
+pub const TOPIC_KEYS: &[(&str, &str)] = &[
+    ("cleanup.policy", "log.cleanup.policy"),
+    ("flush.messages", "log.flush.interval.messages"),
+    ("flush.ms", "log.flush.interval.ms"),
+    ("index.interval.bytes", "log.index.interval.bytes"),
+    ("max.message.bytes", "message.max.bytes"),
+    ("message.timestamp.type", "log.message.timestamp.type"),
+    ("min.insync.replicas", "min.insync.replicas"),
+    ("retention.bytes", "log.retention.bytes"),
+    ("retention.ms", "log.retention.ms"),
+    ("segment.bytes", "log.segment.bytes"),
+    ("segment.ms", "log.roll.ms"),
+];
+
+impl ServerConfig {
+    /// Applies one server.properties key.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let value = value.trim();
+        match key {
+            "node.id" | "broker.id" => self.node_id = parse_num(key, value)?,
+            "listeners" => {
+                let (host, port) = parse_listener(key, value)?;
+                self.listen = format!("{host}:{port}")
+                    .parse()
+                    .or_else(|_| {
+                        use std::net::ToSocketAddrs;
+                        (host.as_str(), port)
+                            .to_socket_addrs()
+                            .ok()
+                            .and_then(|mut a| a.next())
+                            .ok_or(())
+                    })
+                    .map_err(|_| bad(key, value, "cannot resolve host"))?;
+            }
+            "advertised.listeners" => self.advertised = Some(parse_listener(key, value)?),
+            "log.dirs" | "log.dir" => {
+                let first = value.split(',').next().unwrap_or("").trim();
+                if first.is_empty() {
+                    return Err(bad(key, value, "empty path"));
+                }
+                self.data_dir = PathBuf::from(first);
+            }
+            "num.partitions" => {
+                let v: i32 = parse_num(key, value)?;
+                if v < 1 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+                self.num_partitions = v;
+            }
+            "auto.create.topics.enable" => self.auto_create_topics = parse_bool(key, value)?,
+            "message.max.bytes" => {
+                let v: usize = parse_num(key, value)?;
+                self.message_max_bytes = v;
+                self.log.max_message_bytes = v;
+            }
+            "socket.request.max.bytes" => {
+                let v: usize = parse_num(key, value)?;
+                if v < 1024 {
+                    return Err(bad(key, value, "must be >= 1024"));
+                }
+                self.socket_request_max_bytes = v;
+            }
+            "log.segment.bytes" => {
+                apply_topic_config(&mut self.log, "segment.bytes", value)?;
+            }
+            "log.roll.ms" => {
+                apply_topic_config(&mut self.log, "segment.ms", value)?;
+            }
+            "log.roll.hours" => {
+                let h: u64 = parse_num(key, value)?;
+                self.log.segment_ms = Some(h * 3_600_000);
+            }
+            "log.retention.ms" => {
+                apply_topic_config(&mut self.log, "retention.ms", value).map(drop)?
+            }
+            "log.retention.minutes" => {
+                let m: i64 = parse_num(key, value)?;
+                self.log.retention_ms = (m >= 0).then(|| m as u64 * 60_000);
+            }
+            "log.retention.hours" => {
+                let h: i64 = parse_num(key, value)?;
+                self.log.retention_ms = (h >= 0).then(|| h as u64 * 3_600_000);
+            }
+            "log.retention.bytes" => {
+                apply_topic_config(&mut self.log, "retention.bytes", value)?;
+            }
+            "log.flush.interval.messages" => {
+                apply_topic_config(&mut self.log, "flush.messages", value)?;
+            }
+            "log.flush.interval.ms" => {
+                apply_topic_config(&mut self.log, "flush.ms", value)?;
+            }
+            "log.index.interval.bytes" => {
+                apply_topic_config(&mut self.log, "index.interval.bytes", value)?;
+            }
+            "log.retention.check.interval.ms" => self.retention_check_ms = parse_num(key, value)?,
+            "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
+            "sluice.cores" => {
+                let v: usize = parse_num(key, value)?;
+                if v == 0 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+                self.cores = v;
+            }
+            // accepted for compatibility with stock server.properties, no effect here
+            "process.roles"
+            | "controller.quorum.voters"
+            | "controller.listener.names"
+            | "inter.broker.listener.name"
+            | "listener.security.protocol.map"
+            | "num.network.threads"
+            | "num.io.threads"
+            | "socket.send.buffer.bytes"
+            | "socket.receive.buffer.bytes"
+            | "num.recovery.threads.per.data.dir"
+            | "offsets.topic.replication.factor"
+            | "transaction.state.log.replication.factor"
+            | "transaction.state.log.min.isr"
+            | "zookeeper.connect"
+            | "zookeeper.connection.timeout.ms"
+            | "group.initial.rebalance.delay.ms"
+            | "controller.quorum.bootstrap.servers" => {}
+            other => {
+                tracing::warn!(key = other, "unknown configuration key ignored");
+                self.unknown_keys.push(other.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a server.properties file.
+    pub fn load_properties(&mut self, file: &str, text: &str) -> Result<(), ConfigError> {
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let (k, v) = line
+                .split_once('=')
+                .or_else(|| line.split_once(':'))
+                .ok_or(ConfigError::BadLine {
+                    file: file.to_string(),
+                    line: i + 1,
+                })?;
+            self.set(k.trim(), v)?;
+        }
+        Ok(())
+    }
+
+    /// Reads and applies a server.properties file from disk.
+    pub fn load_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        self.load_properties(&path.display().to_string(), &text)
+    }
+
+    /// The broker-level defaults shown in DescribeConfigs for a topic with no overrides.
+    pub fn topic_defaults(&self) -> BTreeMap<String, String> {
+        let l = &self.log;
+        let never = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
+        let long_max = |v: Option<u64>| v.map_or(i64::MAX.to_string(), |v| v.to_string());
+        BTreeMap::from([
+            ("cleanup.policy".into(), "delete".into()),
+            ("flush.messages".into(), long_max(l.flush_messages)),
+            ("flush.ms".into(), long_max(l.flush_ms)),
+            (
+                "index.interval.bytes".into(),
+                l.index_interval_bytes.to_string(),
+            ),
+            ("max.message.bytes".into(), l.max_message_bytes.to_string()),
+            ("message.timestamp.type".into(), "CreateTime".into()),
+            ("min.insync.replicas".into(), "1".into()),
+            ("retention.bytes".into(), never(l.retention_bytes)),
+            ("retention.ms".into(), never(l.retention_ms)),
+            ("segment.bytes".into(), l.segment_bytes.to_string()),
+            ("segment.ms".into(), long_max(l.segment_ms)),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kafka_properties() {
+        let mut c = ServerConfig::default();
+        c.load_properties(
+            "server.properties",
+            "# comment\nlisteners=PLAINTEXT://127.0.0.1:19092\nlog.dirs=/tmp/x,/tmp/y\n\
+             num.partitions=3\nlog.retention.hours=1\nlog.flush.interval.messages=10\n\
+             auto.create.topics.enable=false\nsome.unknown=1\n",
+        )
+        .expect("valid");
+        assert_eq!(c.listen.port(), 19092);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.log.retention_ms, Some(3_600_000));
+        assert_eq!(c.log.flush_messages, Some(10));
+        assert!(!c.auto_create_topics);
+        assert_eq!(c.unknown_keys, vec!["some.unknown".to_string()]);
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        let mut c = ServerConfig::default();
+        let e = c.set("num.partitions", "zero").expect_err("bad");
+        assert!(e.to_string().contains("num.partitions"), "{e}");
+        assert!(c.set("log.segment.bytes", "5").is_err());
+        assert!(c.set("auto.create.topics.enable", "yes").is_err());
+        assert!(c.load_properties("f", "novalue\n").is_err());
+    }
+}

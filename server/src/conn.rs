@@ -1,0 +1,183 @@
+//! One client connection: read length-prefixed frames, run each request as its own task
+//! (pipelining), and write the responses in request order. A malformed frame, an unknown API
+//! key or a frame above socket.request.max.bytes closes the connection with a log line; other
+//! connections are unaffected.
+
+use std::cell::Cell;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use glommio::net::TcpStream;
+use thiserror::Error;
+
+use crate::api;
+use crate::shard::Shard;
+use crate::wire::{Piece, Response};
+
+/// Requests of one connection being processed at once; further reads wait (back-pressure).
+pub const MAX_IN_FLIGHT: usize = 64;
+
+#[derive(Debug, Error)]
+pub enum ConnError {
+    #[error("frame of {size} bytes exceeds socket.request.max.bytes {max}")]
+    FrameTooLarge { size: i64, max: usize },
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("unknown api key {0}")]
+    UnknownApi(i16),
+    #[error("unsupported version {version} of api key {api_key}")]
+    UnsupportedVersion { api_key: i16, version: i16 },
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Pending = glommio::task::JoinHandle<Result<Option<Response>, ConnError>>;
+
+/// Serves one connection until the peer closes it, an error occurs, or the broker stops.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, open_conns: Rc<Cell<usize>>) {
+    open_conns.set(open_conns.get() + 1);
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
+    let (reader, writer) = futures_lite::io::split(stream);
+    let (tx, rx) = glommio::channels::local_channel::new_bounded::<Pending>(MAX_IN_FLIGHT);
+    let zero_copy = shard.shared.config.fetch_zero_copy;
+    // requests queued for the writer; it flushes when this drops to zero
+    let queued = Rc::new(Cell::new(0usize));
+    let writer_task = glommio::spawn_local(write_loop(rx, writer, fd, zero_copy, queued.clone()));
+    let max = shard.shared.config.socket_request_max_bytes;
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let read_result = futures_lite::future::or(
+        async {
+            loop {
+                let frame = match read_frame(&mut reader, max).await {
+                    Ok(Some(f)) => f,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                let s = shard.clone();
+                let task =
+                    glommio::spawn_local(async move { api::handle(&s, frame).await }).detach();
+                queued.set(queued.get() + 1);
+                if tx.send(task).await.is_err() {
+                    return Ok(()); // writer stopped
+                }
+                if shard.shared.is_stopping() {
+                    return Ok(());
+                }
+            }
+        },
+        async {
+            // the writer ending first (error) ends the connection
+            writer_task.await;
+            Ok(())
+        },
+    )
+    .await;
+    drop(tx);
+    if let Err(e) = read_result {
+        tracing::info!(%peer, error = %e, "closing connection");
+    }
+    open_conns.set(open_conns.get() - 1);
+}
+
+/// Reads one frame; `None` on a clean EOF between frames.
+async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Bytes>, ConnError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let size = i32::from_be_bytes(len) as i64;
+    if size < 8 || size as u64 > max as u64 {
+        return Err(ConnError::FrameTooLarge { size, max });
+    }
+    let mut buf = BytesMut::zeroed(size as usize);
+    r.read_exact(&mut buf).await?;
+    Ok(Some(buf.freeze()))
+}
+
+async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
+    rx: glommio::channels::local_channel::LocalReceiver<Pending>,
+    writer: W,
+    fd: RawFd,
+    zero_copy: bool,
+    queued: Rc<Cell<usize>>,
+) {
+    let mut w = futures_lite::io::BufWriter::with_capacity(64 * 1024, writer);
+    let mut nonblocking = false;
+    while let Some(task) = rx.recv().await {
+        queued.set(queued.get().saturating_sub(1));
+        let resp = match task.await {
+            Some(Ok(Some(r))) => r,
+            Some(Ok(None)) => continue, // acks=0 produce: no response
+            Some(Err(e)) => {
+                tracing::info!(error = %e, "request failed; closing connection");
+                break;
+            }
+            None => break,
+        };
+        if let Err(e) = write_response(&mut w, fd, &mut nonblocking, zero_copy, resp).await {
+            tracing::debug!(error = %e, "write failed");
+            break;
+        }
+        if queued.get() == 0 && w.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = w.flush().await;
+    let _ = w.close().await;
+}
+
+async fn write_response<W: futures_lite::AsyncWrite + Unpin>(
+    w: &mut futures_lite::io::BufWriter<W>,
+    fd: RawFd,
+    nonblocking: &mut bool,
+    zero_copy: bool,
+    resp: Response,
+) -> std::io::Result<()> {
+    for piece in resp.pieces {
+        match piece {
+            Piece::Bytes(b) => w.write_all(&b).await?,
+            Piece::File {
+                file,
+                position,
+                len,
+            } => {
+                if zero_copy {
+                    w.flush().await?;
+                    if !*nonblocking {
+                        set_nonblocking(fd)?;
+                        *nonblocking = true;
+                    }
+                    crate::sendfile::send_file(w, fd, &file, position, len).await?;
+                } else {
+                    crate::sendfile::copy_file(w, &file, position, len).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on an fd this connection owns; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! Shards: one glommio executor per core. Each owns a set of partition logs (only the owner
+//! touches their files) and accepts connections on the shared port (SO_REUSEPORT). Work for
+//! partitions of another shard travels over the channel mesh as a closure that runs on the
+//! owner; its answer comes back on a oneshot channel.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use event_listener::Event;
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use sluice_engine::{LogEnv, PartitionLog};
+use thiserror::Error;
+
+use crate::catalog::{log_config, partition_dir, Catalog};
+use crate::config::ServerConfig;
+
+/// A unit of work sent to another shard.
+pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// Bound of each shard-to-shard channel (back-pressure between shards).
+pub const MESH_CHANNEL_SIZE: usize = 1024;
+
+#[derive(Debug, Error)]
+pub enum ShardError {
+    #[error("shard {0} is gone")]
+    Gone(usize),
+}
+
+/// State shared by all shards.
+pub struct BrokerShared {
+    pub config: ServerConfig,
+    pub catalog: Arc<Catalog>,
+    /// The address every shard listens on (known once shard 0 has bound).
+    pub bound: OnceLock<SocketAddr>,
+    pub stopping: AtomicBool,
+    pub stop: Event,
+}
+
+impl BrokerShared {
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.notify(usize::MAX);
+    }
+
+    /// host:port clients should use.
+    pub fn advertised(&self) -> (String, u16) {
+        if let Some(a) = &self.config.advertised {
+            return a.clone();
+        }
+        let bound = self.bound.get().copied().unwrap_or(self.config.listen);
+        let host = if bound.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            bound.ip().to_string()
+        };
+        (host, bound.port())
+    }
+}
+
+/// A topic partition key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: &str, partition: i32) -> Self {
+        TopicPartition {
+            topic: Arc::from(topic),
+            partition,
+        }
+    }
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub nr: usize,
+    pub shared: Arc<BrokerShared>,
+    senders: Senders<Job>,
+    logs: RefCell<HashMap<TopicPartition, Rc<PartitionLog>>>,
+    /// Serialises log opening so one partition is never opened twice.
+    opening: glommio::sync::Semaphore,
+}
+
+impl Shard {
+    pub fn new(id: usize, shared: Arc<BrokerShared>, senders: Senders<Job>) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            nr: senders.nr_consumers(),
+            shared,
+            senders,
+            logs: RefCell::new(HashMap::new()),
+            opening: glommio::sync::Semaphore::new(1),
+        })
+    }
+
+    /// Receives jobs from every peer and runs each as a task, in arrival order.
+    pub fn serve_mesh(self: &Rc<Self>, mut receivers: Receivers<Job>) {
+        for (_, rx) in receivers.streams() {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                use futures_lite::StreamExt;
+                let mut rx = rx;
+                while let Some(job) = rx.next().await {
+                    glommio::spawn_local(job(shard.clone())).detach();
+                }
+            })
+            .detach();
+        }
+    }
+
+    /// Runs `f` on shard `target` (directly when it is this shard) and returns its output.
+    pub async fn call<R, F, Fut>(self: &Rc<Self>, target: usize, f: F) -> Result<R, ShardError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        if target == self.id {
+            return Ok(f(self.clone()).await);
+        }
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let job: Job = Box::new(move |shard| {
+            Box::pin(async move {
+                let r = f(shard).await;
+                let _ = tx.send(r);
+            })
+        });
+        let peer = self.peer_index(target);
+        self.senders
+            .send_to(peer, job)
+            .await
+            .map_err(|_| ShardError::Gone(target))?;
+        rx.await.map_err(|_| ShardError::Gone(target))
+    }
+
+    /// Mesh peer index of a shard id (the mesh numbers peers in join order = shard id).
+    fn peer_index(&self, shard: usize) -> usize {
+        shard
+    }
+
+    pub fn log(&self, tp: &TopicPartition) -> Option<Rc<PartitionLog>> {
+        self.logs.borrow().get(tp).cloned()
+    }
+
+    pub fn logs(&self) -> Vec<(TopicPartition, Rc<PartitionLog>)> {
+        let mut v: Vec<_> = self
+            .logs
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The log of a partition this shard owns, opening it on first use. `None` when the
+    /// catalog does not place the partition here.
+    pub async fn owned_log(&self, tp: &TopicPartition) -> Result<Option<Rc<PartitionLog>>, String> {
+        if let Some(l) = self.log(tp) {
+            return Ok(Some(l));
+        }
+        let here = {
+            let st = self.shared.catalog.read();
+            st.topics
+                .get(&*tp.topic)
+                .and_then(|t| t.shards.get(tp.partition as usize).copied())
+                == Some(self.id)
+        };
+        if !here || tp.partition < 0 {
+            return Ok(None);
+        }
+        self.open_partition(&tp.topic, tp.partition).await?;
+        Ok(self.log(tp))
+    }
+
+    /// Opens (or creates) the log of a partition this shard owns.
+    pub async fn open_partition(&self, topic: &str, partition: i32) -> Result<(), String> {
+        let tp = TopicPartition::new(topic, partition);
+        let _permit = self
+            .opening
+            .acquire_permit(1)
+            .await
+            .map_err(|e| e.to_string())?;
+        if self.logs.borrow().contains_key(&tp) {
+            return Ok(());
+        }
+        let (cfg, dir) = {
+            let st = self.shared.catalog.read();
+            let overrides = st
+                .topics
+                .get(topic)
+                .map(|t| t.configs.clone())
+                .unwrap_or_default();
+            (
+                log_config(&self.shared.config, &overrides),
+                partition_dir(&self.shared.config.data_dir, topic, partition),
+            )
+        };
+        let log = PartitionLog::open(&dir, cfg, LogEnv::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        self.logs.borrow_mut().insert(tp, Rc::new(log));
+        Ok(())
+    }
+
+    /// Closes and deletes the files of a partition this shard owns.
+    pub async fn delete_partition(&self, topic: &str, partition: i32) -> Result<(), String> {
+        let tp = TopicPartition::new(topic, partition);
+        let log = self.logs.borrow_mut().remove(&tp);
+        if let Some(log) = log {
+            let _ = log.close().await;
+        }
+        let dir = partition_dir(&self.shared.config.data_dir, topic, partition);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("deleting {}: {e}", dir.display())),
+        }
+        if let Err(e) = sluice_engine::meta::sync_dir(&self.shared.config.data_dir) {
+            return Err(e.to_string());
+        }
+        Ok(())
+    }
+
+    /// Applies the catalog's current config of `topic` to this shard's logs of it.
+    pub fn refresh_config(&self, topic: &str) {
+        let cfg = {
+            let st = self.shared.catalog.read();
+            let Some(t) = st.topics.get(topic) else {
+                return;
+            };
+            log_config(&self.shared.config, &t.configs)
+        };
+        for (tp, log) in self.logs.borrow().iter() {
+            if &*tp.topic == topic {
+                log.set_config(cfg.clone());
+            }
+        }
+    }
+
+    /// Closes every log cleanly (shutdown).
+    pub async fn close_all(&self) {
+        let logs: Vec<_> = self.logs.borrow_mut().drain().collect();
+        for (tp, log) in logs {
+            if let Err(e) = log.close().await {
+                tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "close failed");
+            }
+        }
+    }
+
+    /// Runs retention on this shard's logs.
+    pub fn enforce_retention(&self) {
+        for (tp, log) in self.logs() {
+            if let Err(e) = log.enforce_retention() {
+                tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "retention failed");
+            }
+        }
+    }
+}
