@@ -49,13 +49,31 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, open_conns: Rc<Cell<usiz
     let zero_copy = shard.shared.config.fetch_zero_copy;
     // requests queued for the writer; it flushes when this drops to zero
     let queued = Rc::new(Cell::new(0usize));
-    let writer_task = glommio::spawn_local(write_loop(rx, writer, fd, zero_copy, queued.clone()));
+    let writer_exit = Rc::new(event_listener::Event::new());
+    let writer_exited = writer_exit.listen();
+    let writer_task = {
+        let queued = queued.clone();
+        let exit = writer_exit.clone();
+        glommio::spawn_local(async move {
+            write_loop(rx, writer, fd, zero_copy, queued).await;
+            exit.notify(usize::MAX);
+        })
+    };
     let max = shard.shared.config.socket_request_max_bytes;
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let read_result = futures_lite::future::or(
         async {
             loop {
-                let frame = match read_frame(&mut reader, max).await {
+                // between frames, a broker stop ends the connection (in-flight requests finish)
+                let stop = shard.shared.stop.listen();
+                if shard.shared.is_stopping() {
+                    return Ok(());
+                }
+                let next = futures_lite::future::or(read_frame(&mut reader, max), async {
+                    stop.await;
+                    Ok(None)
+                });
+                let frame = match next.await {
                     Ok(Some(f)) => f,
                     Ok(None) => return Ok(()),
                     Err(e) => return Err(e),
@@ -67,14 +85,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, open_conns: Rc<Cell<usiz
                 if tx.send(task).await.is_err() {
                     return Ok(()); // writer stopped
                 }
-                if shard.shared.is_stopping() {
-                    return Ok(());
-                }
             }
         },
         async {
-            // the writer ending first (error) ends the connection
-            writer_task.await;
+            // the writer ending first (write error, bad request) ends the connection
+            writer_exited.await;
             Ok(())
         },
     )
@@ -83,6 +98,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, open_conns: Rc<Cell<usiz
     if let Err(e) = read_result {
         tracing::info!(%peer, error = %e, "closing connection");
     }
+    // let the writer send the answers of requests already read
+    writer_task.await;
     open_conns.set(open_conns.get() - 1);
 }
 
