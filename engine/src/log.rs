@@ -253,6 +253,9 @@ struct Inner {
     queue: VecDeque<Chunk>,
     /// Appended bytes not yet handed to the kernel (bounded by write_buffer_bytes).
     unwritten_bytes: usize,
+    /// Appenders queued behind a full buffer; while any wait, new appends queue too, so
+    /// batches keep their arrival order.
+    appenders_waiting: usize,
     log_start: Offset,
     leo: Offset,
     written: Offset,
@@ -281,6 +284,24 @@ pub struct PartitionLog {
     inner: Rc<RefCell<Inner>>,
     signals: Rc<Signals>,
     flusher: RefCell<Option<JoinHandle<()>>>,
+    /// FIFO gate for appenders that found the write buffer full.
+    append_gate: glommio::sync::Semaphore,
+}
+
+/// Counts an appender as waiting for as long as it lives (also when its future is dropped).
+struct WaitingAppender(Rc<RefCell<Inner>>);
+
+impl WaitingAppender {
+    fn new(inner: &Rc<RefCell<Inner>>) -> Self {
+        inner.borrow_mut().appenders_waiting += 1;
+        WaitingAppender(inner.clone())
+    }
+}
+
+impl Drop for WaitingAppender {
+    fn drop(&mut self) {
+        self.0.borrow_mut().appenders_waiting -= 1;
+    }
 }
 
 impl Inner {
@@ -296,6 +317,12 @@ impl Inner {
             .values_mut()
             .next_back()
             .expect("a log always has an active segment")
+    }
+
+    /// Whether a batch of `len` bytes fits the bounded write buffer (an empty buffer always
+    /// takes one batch, however large).
+    fn has_room(&self, len: usize) -> bool {
+        self.unwritten_bytes == 0 || self.unwritten_bytes + len <= self.config.write_buffer_bytes
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -662,6 +689,7 @@ impl PartitionLog {
             pending: Pending::new(active_base, file_pos, carry, leo),
             queue: VecDeque::new(),
             unwritten_bytes: 0,
+            appenders_waiting: 0,
             log_start,
             leo,
             written: leo,
@@ -679,6 +707,7 @@ impl PartitionLog {
             inner,
             signals,
             flusher: RefCell::new(Some(task)),
+            append_gate: glommio::sync::Semaphore::new(1),
         })
     }
 
@@ -739,12 +768,27 @@ impl PartitionLog {
             .into());
         }
         let header = *batch::validate(batch)?;
+        {
+            // fast path: room in the buffer and nobody queued ahead
+            let mut st = self.inner.borrow_mut();
+            st.check_writable()?;
+            if st.appenders_waiting == 0 && st.has_room(batch.len()) {
+                let info = st.append_now(batch, &header, &opts);
+                self.signals.work.notify(1);
+                return Ok(info);
+            }
+        }
+        let _waiting = WaitingAppender::new(&self.inner);
+        let _turn = self
+            .append_gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Closed)?;
         loop {
             let listener = {
                 let mut st = self.inner.borrow_mut();
                 st.check_writable()?;
-                let limit = st.config.write_buffer_bytes;
-                if st.unwritten_bytes == 0 || st.unwritten_bytes + batch.len() <= limit {
+                if st.has_room(batch.len()) {
                     let info = st.append_now(batch, &header, &opts);
                     self.signals.work.notify(1);
                     return Ok(info);
@@ -1038,7 +1082,7 @@ impl PartitionLog {
         let doomed: Vec<Offset> = st
             .segments
             .values()
-            .filter(|s| s.sealed && s.next_offset <= start)
+            .filter(|s| s.sealed && s.next_offset < start)
             .map(|s| s.base)
             .collect();
         for b in &doomed {

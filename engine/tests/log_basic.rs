@@ -387,3 +387,42 @@ fn failed_fsync_poisons_the_log() {
         log.close().await.expect("close");
     });
 }
+
+#[test]
+fn appends_keep_arrival_order_under_back_pressure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("t-6");
+    run(move || async move {
+        let cfg = LogConfig {
+            write_buffer_bytes: 8 * 1024,
+            ..LogConfig::default()
+        };
+        let log = Rc::new(
+            PartitionLog::open(&p, cfg, LogEnv::default())
+                .await
+                .expect("open"),
+        );
+        let mut tasks = Vec::new();
+        for i in 0..200u64 {
+            let log = log.clone();
+            // batches of varying size so small ones could overtake large ones if allowed
+            let count = if i % 3 == 0 { 40 } else { 1 };
+            tasks.push(glommio::spawn_local(async move {
+                let info = log
+                    .append(&tagged_batch(i, count, 1), AppendOptions::default())
+                    .await
+                    .expect("append");
+                (i, info.base_offset)
+            }));
+        }
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await);
+        }
+        let bases: Vec<u64> = got.iter().map(|(_, b)| b.get()).collect();
+        let mut sorted = bases.clone();
+        sorted.sort();
+        assert_eq!(bases, sorted, "offsets follow arrival order");
+        log.close().await.expect("close");
+    });
+}
