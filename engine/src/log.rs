@@ -1082,7 +1082,7 @@ impl PartitionLog {
         let doomed: Vec<Offset> = st
             .segments
             .values()
-            .filter(|s| s.sealed && s.next_offset < start)
+            .filter(|s| s.sealed && s.next_offset <= start)
             .map(|s| s.base)
             .collect();
         for b in &doomed {
