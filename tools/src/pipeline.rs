@@ -1,0 +1,150 @@
+//! A pipelined connection: several requests in flight, responses matched by correlation id.
+//!
+//! The caller's thread encodes and writes requests ([`Pipeline::send`]); a reader thread reads
+//! the responses (Kafka answers in request order on one connection), checks each correlation id
+//! against the oldest request in flight and calls the handler with the request's token and the
+//! response body. The window is a bounded queue of in-flight requests: `send` blocks while
+//! `max_in_flight` requests are unanswered, which is the back-pressure a producer needs.
+
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Encodable, StrBytes};
+
+use crate::conn::{encode_request, read_response, ConnError, Connection};
+
+/// What the reader needs to know about one request in flight.
+struct InFlight<T> {
+    correlation_id: i32,
+    api: ApiKey,
+    version: i16,
+    /// false for acks=0 produces, which get no response.
+    expects_response: bool,
+    token: T,
+}
+
+/// A connection with a writer (the owner) and a reader thread.
+pub struct Pipeline<T: Send + 'static> {
+    stream: TcpStream,
+    tx: Option<SyncSender<InFlight<T>>>,
+    reader: Option<JoinHandle<Result<(), ConnError>>>,
+    client_id: StrBytes,
+    next_id: i32,
+    buf: BytesMut,
+}
+
+impl<T: Send + 'static> Pipeline<T> {
+    /// Takes over `conn`. `handler(token, response)` runs on the reader thread, in request
+    /// order, once per request; after a connection error it gets `Err` for every request still
+    /// in flight.
+    pub fn start<H>(conn: Connection, max_in_flight: usize, handler: H) -> Result<Self, ConnError>
+    where
+        H: FnMut(T, Result<Bytes, ConnError>) + Send + 'static,
+    {
+        let (stream, client_id, next_id) = conn.into_stream();
+        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let read_half = stream.try_clone()?;
+        // the reader holds one request outside the queue while it waits for its response
+        let (tx, rx) = mpsc::sync_channel::<InFlight<T>>(max_in_flight.max(1) - 1);
+        let reader = std::thread::Builder::new()
+            .name("kafka-reader".into())
+            .spawn(move || read_loop(read_half, rx, handler))?;
+        Ok(Pipeline {
+            stream,
+            tx: Some(tx),
+            reader: Some(reader),
+            client_id,
+            next_id,
+            buf: BytesMut::with_capacity(64 * 1024),
+        })
+    }
+
+    /// Encodes and writes one request; blocks while the window is full.
+    pub fn send<B: Encodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        body: &B,
+        token: T,
+        expects_response: bool,
+    ) -> Result<(), ConnError> {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.buf.clear();
+        encode_request(&mut self.buf, api, version, id, &self.client_id, body)?;
+        let tx = self.tx.as_ref().ok_or(ConnError::Closed)?;
+        // queue first, so the reader knows the request before its response can arrive
+        tx.send(InFlight {
+            correlation_id: id,
+            api,
+            version,
+            expects_response,
+            token,
+        })
+        .map_err(|_| ConnError::Closed)?;
+        self.stream.write_all(&self.buf)?;
+        Ok(())
+    }
+
+    /// Waits for every response, stops the reader and returns its result.
+    pub fn finish(mut self) -> Result<(), ConnError> {
+        self.tx = None;
+        let r = match self.reader.take() {
+            Some(h) => h.join().unwrap_or(Err(ConnError::Closed)),
+            None => Ok(()),
+        };
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        r
+    }
+}
+
+impl<T: Send + 'static> Drop for Pipeline<T> {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.reader.take() {
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+            let _ = h.join();
+        }
+    }
+}
+
+fn read_loop<T, H>(
+    stream: TcpStream,
+    rx: Receiver<InFlight<T>>,
+    mut handler: H,
+) -> Result<(), ConnError>
+where
+    H: FnMut(T, Result<Bytes, ConnError>),
+{
+    let mut r = BufReader::with_capacity(256 * 1024, stream);
+    while let Ok(req) = rx.recv() {
+        if !req.expects_response {
+            handler(req.token, Ok(Bytes::new()));
+            continue;
+        }
+        let err = match read_response(&mut r, req.api, req.version) {
+            Ok((id, body)) if id == req.correlation_id => {
+                handler(req.token, Ok(body));
+                continue;
+            }
+            Ok((got, _)) => ConnError::Correlation {
+                expected: req.correlation_id,
+                got,
+            },
+            Err(e) => e,
+        };
+        let text = err.to_string();
+        handler(req.token, Err(err));
+        // everything else in flight fails too
+        while let Ok(req) = rx.recv() {
+            handler(req.token, Err(ConnError::Failed(text.clone())));
+        }
+        return Err(ConnError::Failed(text));
+    }
+    Ok(())
+}
