@@ -371,3 +371,72 @@ pub fn build_uniform(count: usize, value_len: usize, timestamp: TimestampMs) -> 
         .collect();
     build(&recs)
 }
+
+/// One record of an uncompressed batch, borrowed from the batch bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub offset_delta: u32,
+    pub timestamp: TimestampMs,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
+}
+
+/// The records of an uncompressed batch. `None` if the batch is compressed or malformed.
+pub fn records(batch: &[u8]) -> Option<Vec<RecordView<'_>>> {
+    fn take(buf: &[u8], pos: &mut usize) -> Option<i64> {
+        let (v, n) = read_varint(buf.get(*pos..)?)?;
+        *pos += n;
+        Some(v)
+    }
+    fn bytes_field<'b>(buf: &'b [u8], pos: &mut usize) -> Option<Option<&'b [u8]>> {
+        let len = take(buf, pos)?;
+        if len < 0 {
+            return Some(None);
+        }
+        let end = pos.checked_add(usize::try_from(len).ok()?)?;
+        let v = buf.get(*pos..end)?;
+        *pos = end;
+        Some(Some(v))
+    }
+    let header = BatchHeader::parse(batch)?;
+    if header.compression() != Compression::None {
+        return None;
+    }
+    let base_ts = header.base_timestamp.get();
+    let log_append = header
+        .is_log_append_time()
+        .then(|| header.max_timestamp.get());
+    let count = usize::try_from(header.record_count.get()).ok()?;
+    let mut out = Vec::with_capacity(count.min(batch.len() / 7));
+    let mut pos = HEADER_LEN;
+    for _ in 0..count {
+        let len = usize::try_from(take(batch, &mut pos)?).ok()?;
+        let end = pos.checked_add(len)?;
+        let body = batch.get(..end)?;
+        let mut p = pos + 1; // attributes
+        let ts_delta = take(body, &mut p)?;
+        let off_delta = take(body, &mut p)?;
+        let key = bytes_field(body, &mut p)?;
+        let value = bytes_field(body, &mut p)?;
+        let nh = usize::try_from(take(body, &mut p)?).ok()?;
+        let mut headers = Vec::with_capacity(nh.min(64));
+        for _ in 0..nh {
+            let k = bytes_field(body, &mut p)?.unwrap_or_default();
+            let v = bytes_field(body, &mut p)?;
+            headers.push((k, v));
+        }
+        if p != end {
+            return None;
+        }
+        out.push(RecordView {
+            offset_delta: u32::try_from(off_delta).ok()?,
+            timestamp: log_append.unwrap_or(base_ts.wrapping_add(ts_delta)),
+            key,
+            value,
+            headers,
+        });
+        pos = end;
+    }
+    Some(out)
+}

@@ -42,6 +42,9 @@ impl TopicInfo {
 pub struct CatalogState {
     pub cluster_id: String,
     pub topics: BTreeMap<String, TopicInfo>,
+    /// The next producer id InitProducerId hands out (never reused across restarts).
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 impl CatalogState {
@@ -144,6 +147,7 @@ impl Catalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogState {
                 cluster_id: Uuid::new_v4().simple().to_string()[..22].to_string(),
                 topics: BTreeMap::new(),
+                next_producer_id: 0,
             },
             Err(e) => return Err(err(&path, &e)),
         };

@@ -42,6 +42,13 @@ pub struct ServerConfig {
     pub retention_check_ms: u64,
     /// sluice.fetch.zero.copy: send cold fetch data with sendfile(2) (true) or copy it.
     pub fetch_zero_copy: bool,
+    /// group.min.session.timeout.ms / group.max.session.timeout.ms
+    pub group_min_session_ms: u64,
+    pub group_max_session_ms: u64,
+    /// group.initial.rebalance.delay.ms (0 as in Kafka's shipped server.properties)
+    pub group_initial_rebalance_delay_ms: u64,
+    /// offsets.retention.minutes
+    pub offsets_retention_minutes: u64,
     /// Keys seen that sluice does not know (warned about at start).
     pub unknown_keys: Vec<String>,
 }
@@ -62,6 +69,10 @@ impl Default for ServerConfig {
             log: LogConfig::default(),
             retention_check_ms: 300_000,
             fetch_zero_copy: true,
+            group_min_session_ms: 6_000,
+            group_max_session_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 0,
+            offsets_retention_minutes: 10_080,
             unknown_keys: Vec::new(),
         }
     }
@@ -266,6 +277,12 @@ impl ServerConfig {
                 apply_topic_config(&mut self.log, "index.interval.bytes", value)?;
             }
             "log.retention.check.interval.ms" => self.retention_check_ms = parse_num(key, value)?,
+            "group.min.session.timeout.ms" => self.group_min_session_ms = parse_num(key, value)?,
+            "group.max.session.timeout.ms" => self.group_max_session_ms = parse_num(key, value)?,
+            "group.initial.rebalance.delay.ms" => {
+                self.group_initial_rebalance_delay_ms = parse_num(key, value)?
+            }
+            "offsets.retention.minutes" => self.offsets_retention_minutes = parse_num(key, value)?,
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
             "sluice.cores" => {
                 let v: usize = parse_num(key, value)?;
@@ -290,7 +307,6 @@ impl ServerConfig {
             | "transaction.state.log.min.isr"
             | "zookeeper.connect"
             | "zookeeper.connection.timeout.ms"
-            | "group.initial.rebalance.delay.ms"
             | "controller.quorum.bootstrap.servers" => {}
             other => {
                 tracing::warn!(key = other, "unknown configuration key ignored");
@@ -326,6 +342,22 @@ impl ServerConfig {
             reason: e.to_string(),
         })?;
         self.load_properties(&path.display().to_string(), &text)
+    }
+
+    /// Settings of the group coordinators.
+    pub fn coordinator_config(&self) -> crate::group::CoordinatorConfig {
+        use std::time::Duration;
+        crate::group::CoordinatorConfig {
+            group: crate::group::state::GroupConfig {
+                min_session_timeout: Duration::from_millis(self.group_min_session_ms),
+                max_session_timeout: Duration::from_millis(self.group_max_session_ms),
+                initial_rebalance_delay: Duration::from_millis(
+                    self.group_initial_rebalance_delay_ms,
+                ),
+                ..Default::default()
+            },
+            offsets_retention: Duration::from_secs(self.offsets_retention_minutes * 60),
+        }
     }
 
     /// The broker-level defaults shown in DescribeConfigs for a topic with no overrides.

@@ -38,10 +38,11 @@ type Pending = glommio::task::JoinHandle<Result<Option<Response>, ConnError>>;
 /// Serves one connection until the peer closes it, an error occurs, or the broker stops.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, open_conns: Rc<Cell<usize>>) {
     open_conns.set(open_conns.get() + 1);
-    let peer = stream
+    let peer: Rc<str> = stream
         .peer_addr()
         .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
+        .unwrap_or_else(|_| "?".into())
+        .into();
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     let (reader, writer) = futures_lite::io::split(stream);
@@ -79,8 +80,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, open_conns: Rc<Cell<usiz
                     Err(e) => return Err(e),
                 };
                 let s = shard.clone();
-                let task =
-                    glommio::spawn_local(async move { api::handle(&s, frame).await }).detach();
+                let peer = peer.clone();
+                let task = glommio::spawn_local(async move { api::handle(&s, frame, &peer).await })
+                    .detach();
                 queued.set(queued.get() + 1);
                 if tx.send(task).await.is_err() {
                     return Ok(()); // writer stopped

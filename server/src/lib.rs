@@ -13,6 +13,7 @@ pub mod api;
 pub mod catalog;
 pub mod config;
 pub mod conn;
+pub mod group;
 mod sendfile;
 pub mod shard;
 pub mod wire;
@@ -182,6 +183,23 @@ async fn shard_main(
             return;
         }
     }
+    // the group coordinator of this shard: its offsets partitions, replayed
+    let coordinator = match group::Coordinator::open(
+        &shared.config.data_dir,
+        id,
+        shard.nr,
+        shared.config.coordinator_config(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(format!("group coordinator: {e}")));
+            return;
+        }
+    };
+    let ticker = coordinator.start_ticker();
+    shard.set_coordinator(coordinator.clone());
     // shard 0 binds first (the port may be 0); the others join it with SO_REUSEPORT
     let listener = if id == 0 {
         match TcpListener::bind(shared.config.listen) {
@@ -260,6 +278,8 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     retention.cancel();
+    ticker.cancel();
+    coordinator.close().await;
     shard.close_all().await;
     tracing::info!(shard = id, "stopped");
 }

@@ -91,6 +91,8 @@ pub struct Shard {
     logs: RefCell<HashMap<TopicPartition, Rc<PartitionLog>>>,
     /// Serialises log opening so one partition is never opened twice.
     opening: glommio::sync::Semaphore,
+    /// Groups coordinated by this shard (set once at start).
+    coordinator: RefCell<Option<Rc<crate::group::Coordinator>>>,
 }
 
 impl Shard {
@@ -102,6 +104,7 @@ impl Shard {
             senders,
             logs: RefCell::new(HashMap::new()),
             opening: glommio::sync::Semaphore::new(1),
+            coordinator: RefCell::new(None),
         })
     }
 
@@ -148,6 +151,14 @@ impl Shard {
     /// Mesh peer index of a shard id (the mesh numbers peers in join order = shard id).
     fn peer_index(&self, shard: usize) -> usize {
         shard
+    }
+
+    pub fn coordinator(&self) -> Option<Rc<crate::group::Coordinator>> {
+        self.coordinator.borrow().clone()
+    }
+
+    pub fn set_coordinator(&self, c: Rc<crate::group::Coordinator>) {
+        *self.coordinator.borrow_mut() = Some(c);
     }
 
     pub fn log(&self, tp: &TopicPartition) -> Option<Rc<PartitionLog>> {

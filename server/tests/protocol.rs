@@ -109,7 +109,7 @@ fn api_versions_negotiation() {
         assert!(
             r.api_keys
                 .iter()
-                .all(|k| k.api_key != ApiKey::JoinGroup as i16),
+                .all(|k| k.api_key != ApiKey::AddPartitionsToTxn as i16),
             "only what is implemented"
         );
     }

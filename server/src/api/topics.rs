@@ -184,8 +184,12 @@ pub async fn create(
         let mut r = CreatableTopicResult::default().with_name(t.name.clone());
         match outcome {
             Ok(info) => {
-                let mut all = defaults.clone();
-                all.extend(configs);
+                // (value, config source: 1 = DYNAMIC_TOPIC_CONFIG, 5 = DEFAULT_CONFIG)
+                let mut all: BTreeMap<String, (String, i8)> = defaults
+                    .iter()
+                    .map(|(k, v)| (k.clone(), (v.clone(), 5)))
+                    .collect();
+                all.extend(configs.into_iter().map(|(k, v)| (k, (v, 1))));
                 r = r
                     .with_topic_id(info.id)
                     .with_num_partitions(info.partitions())
@@ -193,10 +197,11 @@ pub async fn create(
                 if version >= 5 {
                     r = r.with_configs(Some(
                         all.into_iter()
-                            .map(|(k, v)| {
+                            .map(|(k, (v, source))| {
                                 CreatableTopicConfigs::default()
                                     .with_name(StrBytes::from_string(k))
                                     .with_value(Some(StrBytes::from_string(v)))
+                                    .with_config_source(source)
                             })
                             .collect(),
                     ));
