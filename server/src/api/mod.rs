@@ -42,6 +42,8 @@ pub mod codes {
     pub const INVALID_RECORD: i16 = 87;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
     pub const RESOURCE_NOT_FOUND: i16 = 91;
+    pub const MISMATCHED_ENDPOINT_TYPE: i16 = 114;
+    pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 115;
 }
 
 /// What one request parsed into.
@@ -61,6 +63,13 @@ pub const SUPPORTED: &[ApiKey] = &[
     ApiKey::ApiVersions,
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
+    ApiKey::CreatePartitions,
+    ApiKey::DescribeConfigs,
+    ApiKey::AlterConfigs,
+    ApiKey::IncrementalAlterConfigs,
+    ApiKey::DeleteRecords,
+    ApiKey::DescribeLogDirs,
+    ApiKey::DescribeCluster,
 ];
 
 fn supported(api_key: ApiKey, version: i16) -> bool {
