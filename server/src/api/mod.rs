@@ -15,9 +15,11 @@ use crate::wire::{self, Response};
 mod admin;
 mod api_versions;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod producer_id;
 pub mod topics;
 
 /// Kafka error codes used by the handlers.
@@ -70,6 +72,18 @@ pub const SUPPORTED: &[ApiKey] = &[
     ApiKey::DeleteRecords,
     ApiKey::DescribeLogDirs,
     ApiKey::DescribeCluster,
+    ApiKey::FindCoordinator,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::ListGroups,
+    ApiKey::DescribeGroups,
+    ApiKey::DeleteGroups,
+    ApiKey::OffsetDelete,
+    ApiKey::InitProducerId,
 ];
 
 fn supported(api_key: ApiKey, version: i16) -> bool {
@@ -78,7 +92,12 @@ fn supported(api_key: ApiKey, version: i16) -> bool {
 }
 
 /// Handles one frame (without its length prefix). `Ok(None)`: no response (acks=0).
-pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Result<Option<Response>, ConnError> {
+/// `peer` is the client's address (shown as CLIENT-HOST in group descriptions).
+pub async fn handle(
+    shard: &Rc<Shard>,
+    frame: Bytes,
+    peer: &str,
+) -> Result<Option<Response>, ConnError> {
     if frame.len() < 8 {
         return Err(ConnError::Malformed(format!("{}-byte frame", frame.len())));
     }
@@ -118,16 +137,26 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Result<Option<Response>,
         header,
         body,
     };
-    dispatch(shard, req).await
+    dispatch(shard, req, peer).await
 }
 
-async fn dispatch(shard: &Rc<Shard>, req: Request) -> Result<Option<Response>, ConnError> {
+async fn dispatch(
+    shard: &Rc<Shard>,
+    req: Request,
+    peer: &str,
+) -> Result<Option<Response>, ConnError> {
+    let client_id = req
+        .header
+        .client_id
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
     let (k, v, c) = (req.api_key, req.version, req.header.correlation_id);
     macro_rules! respond {
         ($body:expr) => {
             wire::encode(k, v, c, &$body)
                 .map(Some)
-                .map_err(|e| ConnError::Malformed(e.to_string()))
+                .map_err(|e| ConnError::Malformed(format!("{k:?} v{v} response: {e}")))
         };
     }
     match req.body {
@@ -155,6 +184,21 @@ async fn dispatch(shard: &Rc<Shard>, req: Request) -> Result<Option<Response>, C
         RequestKind::DeleteRecords(r) => respond!(admin::delete_records(shard, r).await),
         RequestKind::DescribeLogDirs(r) => respond!(admin::describe_log_dirs(shard, r).await),
         RequestKind::DescribeCluster(r) => respond!(admin::describe_cluster(shard, r)),
+        RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(shard, r, v)),
+        RequestKind::JoinGroup(r) => {
+            let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(h, _)| h));
+            respond!(groups::join(shard, r, v, client_id, host).await)
+        }
+        RequestKind::SyncGroup(r) => respond!(groups::sync(shard, r, v).await),
+        RequestKind::Heartbeat(r) => respond!(groups::heartbeat(shard, r).await),
+        RequestKind::LeaveGroup(r) => respond!(groups::leave(shard, r, v).await),
+        RequestKind::OffsetCommit(r) => respond!(groups::offset_commit(shard, r, v).await),
+        RequestKind::OffsetFetch(r) => respond!(groups::offset_fetch(shard, r, v).await),
+        RequestKind::ListGroups(r) => respond!(groups::list_groups(shard, r, v).await),
+        RequestKind::DescribeGroups(r) => respond!(groups::describe_groups(shard, r, v).await),
+        RequestKind::DeleteGroups(r) => respond!(groups::delete_groups(shard, r).await),
+        RequestKind::OffsetDelete(r) => respond!(groups::offset_delete(shard, r).await),
+        RequestKind::InitProducerId(r) => respond!(producer_id::handle(shard, r)),
         _ => Err(ConnError::UnknownApi(k as i16)),
     }
 }
