@@ -9,6 +9,7 @@
 //! Data path of a fetch: owner shard reads -> hot tail `Bytes` or a segment file range ->
 //! encoded response with the records spliced in -> sendfile(2) for file ranges.
 
+pub mod alloc;
 pub mod api;
 pub mod catalog;
 pub mod config;

@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use sluice_server::alloc::GuardedAlloc;
 use sluice_server::config::ServerConfig;
+
+/// Survives allocations sized by hostile length prefixes (see `sluice_server::alloc`).
+#[global_allocator]
+static ALLOC: GuardedAlloc = GuardedAlloc;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -4,6 +4,9 @@
 
 mod common;
 
+#[global_allocator]
+static ALLOC: sluice_server::alloc::GuardedAlloc = sluice_server::alloc::GuardedAlloc;
+
 use std::io::Write;
 
 use bytes::Bytes;
@@ -274,6 +277,15 @@ fn bad_frames_close_only_their_connection() {
         .write_all(&[0, 0, 0, 12, 0, 0, 0, 9, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff])
         .expect("write");
     assert!(c.is_closed(), "undecodable request closes the connection");
+    // an array length from the wire (2^31 topics) that kafka-protocol pre-allocates for:
+    // the decode fails and only this connection closes (the broker does not abort)
+    let mut c = Client::connect(b.addr);
+    let mut frame = vec![0u8, 0, 0, 3, 0, 0, 0, 9, 0xff, 0xff]; // Produce v3, id 9, null client
+    frame.extend_from_slice(&[0xff, 0xff, 0, 1, 0, 0, 3, 0xe8, 0x7f, 0xff, 0xff, 0xff]);
+    let mut framed = (frame.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&frame);
+    c.stream.write_all(&framed).expect("write");
+    assert!(c.is_closed(), "hostile array length closes the connection");
     // the other connection is unaffected
     assert_eq!(produce(&mut good, "g", 0, batch_of(1, "ok", 1), -1), (0, 0));
     b.stop();
