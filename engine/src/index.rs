@@ -196,6 +196,13 @@ impl SegmentIndex {
                 rel: rel as u32,
             });
         }
+        // Every segment holding data is written with at least its final time entry (seal and
+        // close call `finish_time_index`). An empty time index next to a non-empty log is
+        // damage: accepting it left `max_ts` at None, which hid the whole segment from
+        // timestamp lookups (ListOffsets) and from time-based retention. Rebuild instead.
+        if log_size > 0 && idx.times.is_empty() {
+            return None;
+        }
         // the final entry written at seal/close carries the segment's largest timestamp
         idx.max_ts = idx.times.last().map(|t| t.ts);
         Some(idx)

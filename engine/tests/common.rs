@@ -70,3 +70,48 @@ pub fn normalized(b: &[u8]) -> Vec<u8> {
     h.partition_leader_epoch.set(-1);
     v
 }
+
+/// A batch of `count` records whose values start with `tag:index:` and are padded to
+/// `value_len` bytes with a byte derived from `tag`, all with timestamp `ts`. Deterministic, so a
+/// test can rebuild the exact input from `(tag, count, value_len, ts)`.
+pub fn padded_batch(tag: u64, count: usize, value_len: usize, ts: i64) -> Vec<u8> {
+    let pad = b'a' + (tag % 26) as u8;
+    let values: Vec<Vec<u8>> = (0..count)
+        .map(|i| {
+            let mut v = format!("{tag}:{i}:").into_bytes();
+            v.resize(v.len().max(value_len), pad);
+            v
+        })
+        .collect();
+    let recs: Vec<batch::NewRecord<'_>> = values
+        .iter()
+        .map(|v| batch::NewRecord {
+            key: None,
+            value: Some(v),
+            timestamp: ts,
+        })
+        .collect();
+    batch::build(&recs)
+}
+
+/// Copies the regular files of `src` (a partition directory, which has no subdirectories)
+/// into `dst`, creating it.
+pub fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).expect("create copy dir");
+    for entry in std::fs::read_dir(src).expect("list dir") {
+        let entry = entry.expect("dir entry");
+        if entry.file_type().expect("file type").is_file() {
+            std::fs::copy(entry.path(), dst.join(entry.file_name())).expect("copy file");
+        }
+    }
+}
+
+/// Sum of the sizes of the `.log` files in `dir`.
+pub fn log_files_len(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("list dir")
+        .map(|e| e.expect("dir entry"))
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| e.metadata().expect("stat").len())
+        .sum()
+}
