@@ -512,6 +512,8 @@ struct Recovered {
     segment: Segment,
     /// The scan stopped early: everything after this segment is discarded.
     cut: bool,
+    /// The indexes were rebuilt by a scan (rather than loaded from their files).
+    scanned: bool,
 }
 
 async fn recover_segment(
@@ -538,6 +540,7 @@ async fn recover_segment(
             return Ok(Recovered {
                 segment: seg,
                 cut: false,
+                scanned: false,
             });
         }
         tracing::info!(segment = %path.display(), "index missing or damaged; rebuilding");
@@ -573,7 +576,11 @@ async fn recover_segment(
     seg.index = out.index;
     seg.files = Some(SegmentFiles { dma, plain: None });
     // a zero-length tail (not the first segment) means "no valid data past the previous one"
-    Ok(Recovered { segment: seg, cut })
+    Ok(Recovered {
+        segment: seg,
+        cut,
+        scanned: true,
+    })
 }
 
 impl PartitionLog {
@@ -638,7 +645,14 @@ impl PartitionLog {
                 discard_from = Some(i);
                 break;
             }
-            segments.insert(base, r.segment);
+            let sealed = i + 1 < bases.len() && !r.cut;
+            let mut seg = r.segment;
+            if r.scanned && sealed {
+                // persist the rebuilt indexes so the next open does not scan this segment again
+                seg.finish_time_index();
+                seg.write_index_files(dir)?;
+            }
+            segments.insert(base, seg);
             if r.cut {
                 discard_from = Some(i + 1);
                 break;

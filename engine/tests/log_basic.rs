@@ -426,3 +426,39 @@ fn appends_keep_arrival_order_under_back_pressure() {
         log.close().await.expect("close");
     });
 }
+
+#[test]
+fn a_damaged_index_is_rebuilt_and_written_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t-7");
+    let p = path.clone();
+    let first_base = run(move || async move {
+        let log = PartitionLog::open(&p, small_segments(), LogEnv::default())
+            .await
+            .expect("open");
+        for i in 0..300u64 {
+            log.append(&tagged_batch(i, 50, 1), AppendOptions::default())
+                .await
+                .expect("append");
+        }
+        log.close().await.expect("close");
+        log.segment_bases()[0]
+    });
+    let idx = path.join(format!("{:020}.index", first_base.get()));
+    let good = std::fs::read(&idx).expect("index");
+    assert!(good.len() >= 16);
+    std::fs::write(&idx, &good[..5]).expect("damage");
+    let p = path.clone();
+    run(move || async move {
+        let log = PartitionLog::open(&p, small_segments(), LogEnv::default())
+            .await
+            .expect("reopen");
+        assert_eq!(read_all(&log, Offset(0), 100_000).await.len(), 300);
+        log.close().await.expect("close");
+    });
+    assert_eq!(
+        std::fs::read(&idx).expect("index"),
+        good,
+        "rebuilt index written back"
+    );
+}
