@@ -1,1 +1,18 @@
+//! sluice-bench: `loadgen` (bin) and its parts, plus the criterion benches (benches/).
+//!
+//! loadgen: [`config`] (command line), [`run`] (broker, producers, consumers, progress,
+//! sampling), [`producer`] / [`consumer`] (one thread each on `sluice-tools` connections),
+//! [`verify`] (loss, duplicates, order), [`report`] (summary.json, .hgrm, .hlog, csv),
+//! [`hgrm`] (HdrHistogram percentile-distribution text), [`plot`], [`compare`], [`nullsink`].
 
+pub mod compare;
+pub mod config;
+pub mod consumer;
+pub mod hgrm;
+pub mod nullsink;
+pub mod plot;
+pub mod producer;
+pub mod report;
+pub mod run;
+pub mod stats;
+pub mod verify;

@@ -1,0 +1,234 @@
+//! loadgen's command line.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use sluice_tools::Compression;
+
+/// Bytes at the start of every message value: run id (u32), producer (u32), sequence number
+/// within (producer, partition) (u64), send time in microseconds since the Unix epoch (u64).
+pub const VALUE_HEADER: usize = 24;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Kafka load generator: million-message runs with HdrHistogram latency reports, \
+             loss verification, plots and comparisons",
+    long_about = "Produces --messages messages, consumes them back and verifies that none was \
+                  lost, duplicated or reordered. With no --bootstrap-server it starts an embedded \
+                  sluice broker (temporary data dir on the real disk, real fsync)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Side-by-side table of two or more runs (result directories) with ratios to the first,
+    /// and one overlaid percentile plot.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CompareArgs {
+    /// Run directories (each with summary.json and produce-latency.hgrm).
+    #[arg(required = true, num_args = 2..)]
+    pub runs: Vec<PathBuf>,
+    /// Where to write compare.txt and the overlaid plots (default: beside the first run,
+    /// `<output>/<date>-compare-<labels>`).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Produce only (no verification).
+    Produce,
+    /// Consume --messages messages from the earliest offsets and check order and duplicates.
+    Consume,
+    /// Produce, consume everything back (consumers run alongside the producers so end-to-end
+    /// latency is meaningful) and verify.
+    E2e,
+}
+
+/// Kafka acks: 0, 1 or all (-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Acks(pub i16);
+
+impl FromStr for Acks {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "0" => Ok(Acks(0)),
+            "1" => Ok(Acks(1)),
+            "all" | "-1" => Ok(Acks(-1)),
+            _ => Err(format!("acks must be 0, 1 or all, not {s:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for Acks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            -1 => f.write_str("all"),
+            n => write!(f, "{n}"),
+        }
+    }
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    s.parse()
+}
+
+#[derive(Debug, Args, Clone, Serialize)]
+pub struct RunArgs {
+    /// Broker to benchmark (host:port). Without it, an embedded sluice broker is started.
+    #[arg(long, short = 'b')]
+    pub bootstrap_server: Option<String>,
+    /// Messages to produce (and consume back).
+    #[arg(long, short = 'n', default_value_t = 1_000_000)]
+    pub messages: u64,
+    /// Bytes per message value (at least 24: run id, producer, sequence, send time).
+    #[arg(long, short = 's', default_value_t = 100)]
+    pub message_size: usize,
+    /// 0, 1 or all.
+    #[arg(long, default_value = "all")]
+    pub acks: Acks,
+    /// Topic (created with --partitions when missing).
+    #[arg(long, default_value = "loadgen")]
+    pub topic: String,
+    /// Partitions of the topic when loadgen creates it.
+    #[arg(long, short = 'p', default_value_t = 1)]
+    pub partitions: i32,
+    /// Producer connections (one thread each, plus its response reader).
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// Consumer connections (partitions are divided among them).
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Batch size in bytes per partition (Kafka's batch.size).
+    #[arg(long, default_value_t = 65_536)]
+    pub batch_size: usize,
+    /// Longest a message waits for its batch to fill, in ms (Kafka's linger.ms).
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u64,
+    /// Produce requests in flight per connection
+    /// (Kafka's max.in.flight.requests.per.connection).
+    #[arg(long, default_value_t = 5)]
+    pub max_in_flight: usize,
+    /// Target messages/s over all producers; 0 = as fast as possible. Latency is then measured
+    /// from each message's intended send time (coordinated omission correction).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none", value_parser = parse_compression)]
+    #[serde(serialize_with = "ser_display")]
+    pub compression: Compression,
+    /// Keyed messages (key = message number), partitioned with Kafka's murmur2.
+    #[arg(long)]
+    pub keys: bool,
+    /// Messages sent first and left out of the latency and throughput figures (still verified).
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
+    /// produce, consume or e2e.
+    #[arg(long, value_enum, default_value = "e2e")]
+    pub mode: Mode,
+    /// Reports go to OUTPUT/<date>-<label>/.
+    #[arg(long, default_value = "results")]
+    pub output: PathBuf,
+    /// Name of the run (default: made from the settings).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Shards (cores) of the embedded broker. Default 1 on this 2-vCPU class: the broker's
+    /// shard owns one core and loadgen's threads get the other.
+    #[arg(long, default_value_t = 1)]
+    pub cores: usize,
+    /// Parent directory of the embedded broker's temporary data dir (must be a real disk, not
+    /// tmpfs, for real fsync).
+    #[arg(long, default_value = "/var/tmp")]
+    pub data_dir: PathBuf,
+    /// Keep the embedded broker's data dir after the run.
+    #[arg(long)]
+    pub keep_data: bool,
+    /// Seconds to wait for missing messages once producing is done (consume phase).
+    #[arg(long, default_value_t = 30)]
+    pub consume_timeout: u64,
+    /// Start consuming only after every message is acknowledged (no end-to-end latency).
+    #[arg(long)]
+    pub consume_after: bool,
+    /// Pin loadgen's threads to the cores the embedded broker does not use.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub pin: bool,
+    /// Null sink: produce to an in-process server that acknowledges every request at once
+    /// without storing it. Measures loadgen's own ceiling (implies --mode produce).
+    #[arg(long)]
+    pub null_sink: bool,
+    /// No report directory (print the summary only).
+    #[arg(long)]
+    pub no_report: bool,
+    /// Testing aid: after this many messages are acknowledged, delete every record of
+    /// partition 0 written so far (DeleteRecords), so verification must report a loss.
+    #[arg(long, hide = true)]
+    pub inject_delete_records_at: Option<u64>,
+}
+
+fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl RunArgs {
+    /// The label used when none is given: e.g. `sluice-acks-all-p4-100b`.
+    pub fn default_label(&self) -> String {
+        let target = if self.null_sink {
+            "null-sink"
+        } else if self.bootstrap_server.is_some() {
+            "external"
+        } else {
+            "sluice"
+        };
+        let mut l = format!(
+            "{target}-acks-{}-p{}-{}b",
+            self.acks, self.partitions, self.message_size
+        );
+        if self.compression != Compression::None {
+            l.push('-');
+            l.push_str(self.compression.name());
+        }
+        if self.rate > 0 {
+            l.push_str(&format!("-rate{}", self.rate));
+        }
+        l
+    }
+
+    /// Checks the combination of options.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.message_size < VALUE_HEADER {
+            return Err(format!(
+                "--message-size must be at least {VALUE_HEADER} (run id, producer, sequence, time)"
+            ));
+        }
+        if self.messages == 0 {
+            return Err("--messages must be > 0".into());
+        }
+        if self.partitions < 1 || self.producers < 1 || self.consumers < 1 {
+            return Err("--partitions, --producers and --consumers must be >= 1".into());
+        }
+        if self.max_in_flight < 1 {
+            return Err("--max-in-flight must be >= 1".into());
+        }
+        if self.cores < 1 {
+            return Err("--cores must be >= 1".into());
+        }
+        if self.batch_size < 128 {
+            return Err("--batch-size must be >= 128".into());
+        }
+        Ok(())
+    }
+}

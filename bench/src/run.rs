@@ -1,0 +1,525 @@
+//! One loadgen run: start (or reach) the broker, create the topic, run producers and consumers
+//! with a progress bar, sample throughput and latency every second, verify.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use sluice_tools::Client;
+use thiserror::Error;
+
+use crate::config::{Mode, RunArgs};
+use crate::consumer::{self, ConsumeControl, ConsumerOutcome, ConsumerPlan};
+use crate::nullsink::NullSink;
+use crate::producer::{self, ProducerOutcome, ProducerPlan};
+use crate::stats::{new_histogram, Clock, Stats};
+use crate::verify::{self, PartitionCheck, Verification};
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(String),
+    #[error("embedded broker: {0}")]
+    Broker(String),
+    #[error("{0}")]
+    Client(#[from] sluice_tools::ClientError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What loadgen ran against.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerInfo {
+    /// "sluice (embedded)", "external" or "null sink".
+    pub kind: String,
+    pub address: String,
+    pub cores: Option<usize>,
+    pub data_dir: Option<String>,
+    /// Whether acks=all waits for an fdatasync (true for sluice; unknown for an external one).
+    pub fsync_on_acks_all: Option<bool>,
+}
+
+/// One second of the run.
+#[derive(Debug, Clone)]
+pub struct Interval {
+    /// Seconds since the run's clock started.
+    pub start_s: f64,
+    pub duration_s: f64,
+    /// Acknowledged (measured) messages and value bytes in the interval.
+    pub acked: u64,
+    pub acked_bytes: u64,
+    pub consumed: u64,
+    pub consumed_bytes: u64,
+    pub produce: Histogram<u64>,
+    pub e2e: Histogram<u64>,
+}
+
+/// Totals of one direction.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub messages: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub messages_per_sec: f64,
+    pub mb_per_sec: f64,
+}
+
+impl Throughput {
+    fn new(messages: u64, bytes: u64, from_us: u64, to_us: u64) -> Throughput {
+        let seconds = (to_us.saturating_sub(from_us) as f64 / 1e6).max(1e-6);
+        Throughput {
+            messages,
+            bytes,
+            seconds,
+            messages_per_sec: messages as f64 / seconds,
+            mb_per_sec: bytes as f64 / seconds / (1024.0 * 1024.0),
+        }
+    }
+}
+
+/// Everything a run produced, for the summary and the report files.
+pub struct RunResult {
+    pub args: RunArgs,
+    pub label: String,
+    pub run_id: u32,
+    pub started_us: u64,
+    pub broker: BrokerInfo,
+    pub produce: Option<Throughput>,
+    pub consume: Option<Throughput>,
+    pub produce_hist: Histogram<u64>,
+    pub e2e_hist: Histogram<u64>,
+    pub intervals: Vec<Interval>,
+    pub verification: Option<Verification>,
+    pub failed: u64,
+    pub errors: (u64, Vec<String>),
+    pub wall_seconds: f64,
+}
+
+impl RunResult {
+    /// True when the run met its contract: no errors, and verification (if any) clean.
+    pub fn ok(&self) -> bool {
+        self.errors.0 == 0 && self.failed == 0 && self.verification.as_ref().is_none_or(|v| v.ok())
+    }
+}
+
+enum Target {
+    Embedded {
+        handle: sluice_server::BrokerHandle,
+        dir: Option<tempfile::TempDir>,
+        path: PathBuf,
+    },
+    Null(NullSink),
+    External,
+}
+
+fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo), RunError> {
+    std::fs::create_dir_all(&args.data_dir)?;
+    let dir = tempfile::Builder::new()
+        .prefix("loadgen-sluice-")
+        .tempdir_in(&args.data_dir)?;
+    let path = dir.path().to_path_buf();
+    let config = sluice_server::config::ServerConfig {
+        listen: "127.0.0.1:0"
+            .parse()
+            .map_err(|e| RunError::Broker(format!("{e}")))?,
+        data_dir: path.clone(),
+        cores: args.cores,
+        ..Default::default()
+    };
+    let handle = sluice_server::start(config).map_err(|e| RunError::Broker(e.to_string()))?;
+    let addr = handle.addr;
+    let info = BrokerInfo {
+        kind: "sluice (embedded)".into(),
+        address: addr.to_string(),
+        cores: Some(args.cores),
+        data_dir: Some(path.display().to_string()),
+        fsync_on_acks_all: Some(true),
+    };
+    Ok((
+        Target::Embedded {
+            handle,
+            dir: Some(dir),
+            path,
+        },
+        addr,
+        info,
+    ))
+}
+
+/// Pins the calling thread (and the threads it starts later) to `cpus`.
+fn pin_to(cpus: &[usize]) {
+    if cpus.is_empty() {
+        return;
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it; sched_setaffinity
+    // reads it for the calling thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        let _ = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// A random-enough run id (time and pid), so messages of earlier runs are told apart.
+fn make_run_id(clock: &Clock) -> u32 {
+    let x = clock.start_us() ^ (u64::from(std::process::id()) << 32);
+    let x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((x >> 32) as u32).max(1)
+}
+
+/// Runs loadgen with `args`.
+pub fn run(args: &RunArgs) -> Result<RunResult, RunError> {
+    args.validate().map_err(RunError::Config)?;
+    let mut args = args.clone();
+    if args.null_sink {
+        args.mode = Mode::Produce;
+    }
+    let clock = Clock::new();
+    let run_id = make_run_id(&clock);
+    let label = args.label.clone().unwrap_or_else(|| args.default_label());
+    let (target, addr, broker) = if args.null_sink {
+        let s = NullSink::start(args.partitions)?;
+        let addr = s.addr;
+        (
+            Target::Null(s),
+            addr,
+            BrokerInfo {
+                kind: "null sink".into(),
+                address: addr.to_string(),
+                cores: None,
+                data_dir: None,
+                fsync_on_acks_all: Some(false),
+            },
+        )
+    } else if let Some(b) = &args.bootstrap_server {
+        let addr = sluice_tools::conn::resolve(b).map_err(sluice_tools::ClientError::from)?;
+        (
+            Target::External,
+            addr,
+            BrokerInfo {
+                kind: "external".into(),
+                address: b.clone(),
+                cores: None,
+                data_dir: None,
+                fsync_on_acks_all: None,
+            },
+        )
+    } else {
+        start_embedded(&args)?
+    };
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if args.pin && matches!(target, Target::Embedded { .. }) && ncpu > args.cores {
+        let cpus: Vec<usize> = (args.cores..ncpu).collect();
+        pin_to(&cpus);
+    }
+    let result = drive(&args, &label, run_id, clock, addr, broker);
+    // stop the broker whatever happened
+    match target {
+        Target::Embedded { handle, dir, path } => {
+            handle.stop();
+            if args.keep_data {
+                if let Some(d) = dir {
+                    let kept = d.keep();
+                    eprintln!("kept broker data in {}", kept.display());
+                }
+            } else {
+                drop(dir);
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+        Target::Null(s) => drop(s),
+        Target::External => {}
+    }
+    result
+}
+
+fn drive(
+    args: &RunArgs,
+    label: &str,
+    run_id: u32,
+    clock: Clock,
+    addr: SocketAddr,
+    broker: BrokerInfo,
+) -> Result<RunResult, RunError> {
+    let wall = Instant::now();
+    let mut admin = Client::connect_addr(addr, "loadgen-admin")?;
+    let partitions = match admin.partitions(&args.topic)? {
+        Some(p) if !p.is_empty() => {
+            if p.len() as i32 != args.partitions {
+                eprintln!(
+                    "topic {} exists with {} partitions (not {}); using it as it is",
+                    args.topic,
+                    p.len(),
+                    args.partitions
+                );
+            }
+            p.len() as i32
+        }
+        _ => {
+            if args.mode == Mode::Consume {
+                return Err(RunError::Config(format!(
+                    "topic {} does not exist",
+                    args.topic
+                )));
+            }
+            admin.create_topic(&args.topic, args.partitions, 1, &[])?;
+            args.partitions
+        }
+    };
+    let all: Vec<i32> = (0..partitions).collect();
+    let start_at = if args.mode == Mode::Consume { -2 } else { -1 };
+    let start_offsets = if args.null_sink {
+        all.iter().map(|p| (*p, 0)).collect()
+    } else {
+        admin.list_offsets(&args.topic, &all, start_at)?
+    };
+
+    let stats = Arc::new(Stats::new());
+    let control = Arc::new(ConsumeControl {
+        end_offsets: OnceLock::new(),
+        abort: AtomicBool::new(false),
+        limit: if args.mode == Mode::Consume {
+            args.messages
+        } else {
+            0
+        },
+        timeout: Duration::from_secs(args.consume_timeout.max(1)),
+        read: AtomicU64::new(0),
+    });
+    if args.mode == Mode::Consume {
+        let latest = admin.list_offsets(&args.topic, &all, -1)?;
+        let _ = control
+            .end_offsets
+            .set(latest.iter().map(|x| x.1).collect());
+    }
+    let spawn_consumers = || -> Vec<JoinHandle<ConsumerOutcome>> {
+        let n = args.consumers.min(partitions as usize).max(1);
+        (0..n)
+            .map(|c| {
+                let plan = ConsumerPlan {
+                    id: c,
+                    addr,
+                    topic: args.topic.clone(),
+                    partitions: start_offsets
+                        .iter()
+                        .filter(|(p, _)| *p as usize % n == c)
+                        .copied()
+                        .collect(),
+                    run_id,
+                    clock,
+                    stats: stats.clone(),
+                    control: control.clone(),
+                };
+                std::thread::Builder::new()
+                    .name(format!("consumer-{c}"))
+                    .spawn(move || consumer::run(plan))
+                    .expect("spawning a consumer thread")
+            })
+            .collect()
+    };
+    let mut consumers: Vec<JoinHandle<ConsumerOutcome>> = Vec::new();
+    let consuming = args.mode != Mode::Produce;
+    if args.mode == Mode::Consume || (consuming && !args.consume_after) {
+        consumers = spawn_consumers();
+    }
+
+    let mut producers: Vec<JoinHandle<ProducerOutcome>> = Vec::new();
+    if args.mode != Mode::Consume {
+        let n = args.producers as u64;
+        let mut first = 0u64;
+        for i in 0..n {
+            let share = args.messages / n + u64::from(i < args.messages % n);
+            let warm = args.warmup / n + u64::from(i < args.warmup % n);
+            let plan = ProducerPlan {
+                id: i as u32,
+                run_id,
+                addr,
+                topic: args.topic.clone(),
+                partitions,
+                messages: share,
+                warmup: warm.min(share),
+                first_index: first,
+                rate: args.rate as f64 / n as f64,
+                args: args.clone(),
+                clock,
+                stats: stats.clone(),
+            };
+            first += share;
+            producers.push(
+                std::thread::Builder::new()
+                    .name(format!("producer-{i}"))
+                    .spawn(move || producer::run(plan))?,
+            );
+        }
+    }
+
+    let pb = ProgressBar::new(args.messages);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut intervals: Vec<Interval> = Vec::new();
+    let mut last_tick = clock.now_us();
+    let (mut last_acked, mut last_bytes, mut last_consumed, mut last_cbytes) = (0, 0, 0, 0);
+    let mut produced_done_handled = args.mode == Mode::Consume;
+    let mut producer_outcomes: Vec<ProducerOutcome> = Vec::new();
+    let mut injected = false;
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = clock.now_us();
+        let acked = stats.acked.load(Ordering::Relaxed);
+        let consumed = stats.consumed.load(Ordering::Relaxed);
+        if args.mode == Mode::Consume {
+            pb.set_position(consumed);
+        } else {
+            pb.set_position(acked);
+        }
+        if let Some(at) = args.inject_delete_records_at {
+            if !injected && acked >= at {
+                injected = true;
+                let hw = admin.list_offsets(&args.topic, &[0], -1)?;
+                let upto = hw.first().map_or(0, |x| x.1);
+                match admin.delete_records(&args.topic, &[(0, upto)]) {
+                    Ok(_) => eprintln!("injected fault: deleted partition 0 below offset {upto}"),
+                    Err(e) => stats.error(format!("injected DeleteRecords failed: {e}")),
+                }
+            }
+        }
+        if now - last_tick >= 1_000_000 {
+            let (p, e) = stats.take_intervals();
+            let a = stats.measured_acked.load(Ordering::Relaxed);
+            let b = stats.measured_bytes.load(Ordering::Relaxed);
+            let cb = stats.consumed_bytes.load(Ordering::Relaxed);
+            intervals.push(Interval {
+                start_s: (last_tick - clock.start_us()) as f64 / 1e6,
+                duration_s: (now - last_tick) as f64 / 1e6,
+                acked: a - last_acked,
+                acked_bytes: b - last_bytes,
+                consumed: consumed - last_consumed,
+                consumed_bytes: cb - last_cbytes,
+                produce: p,
+                e2e: e,
+            });
+            let secs = (now - last_tick) as f64 / 1e6;
+            pb.set_message(format!(
+                "{:.0} msg/s acked, {:.0} msg/s consumed",
+                (a - last_acked) as f64 / secs,
+                (consumed - last_consumed) as f64 / secs
+            ));
+            (last_acked, last_bytes, last_consumed, last_cbytes) = (a, b, consumed, cb);
+            last_tick = now;
+        }
+        if !produced_done_handled && producers.iter().all(|h| h.is_finished()) {
+            produced_done_handled = true;
+            for h in producers.drain(..) {
+                producer_outcomes.push(h.join().unwrap_or_default());
+            }
+            if consuming {
+                let end = admin.list_offsets(&args.topic, &all, -1)?;
+                let _ = control.end_offsets.set(end.iter().map(|x| x.1).collect());
+                if args.consume_after {
+                    consumers = spawn_consumers();
+                    pb.set_length(args.messages);
+                }
+            }
+            if consuming {
+                // from here on the bar shows what was read back
+                pb.set_message("consuming");
+            }
+        }
+        if produced_done_handled && consumers.iter().all(|h| h.is_finished()) {
+            break;
+        }
+    }
+    pb.finish_and_clear();
+    let consumer_outcomes: Vec<ConsumerOutcome> = consumers
+        .into_iter()
+        .filter_map(|h| h.join().ok())
+        .collect();
+    // the last partial second
+    let (p, e) = stats.take_intervals();
+    let now = clock.now_us();
+    let a = stats.measured_acked.load(Ordering::Relaxed);
+    let b = stats.measured_bytes.load(Ordering::Relaxed);
+    let consumed = stats.consumed.load(Ordering::Relaxed);
+    let cb = stats.consumed_bytes.load(Ordering::Relaxed);
+    if !p.is_empty() || !e.is_empty() || a > last_acked || consumed > last_consumed {
+        intervals.push(Interval {
+            start_s: (last_tick - clock.start_us()) as f64 / 1e6,
+            duration_s: ((now - last_tick) as f64 / 1e6).max(1e-3),
+            acked: a - last_acked,
+            acked_bytes: b - last_bytes,
+            consumed: consumed - last_consumed,
+            consumed_bytes: cb - last_cbytes,
+            produce: p,
+            e2e: e,
+        });
+    }
+    let mut produce_hist = new_histogram();
+    let mut e2e_hist = new_histogram();
+    for i in &intervals {
+        let _ = produce_hist.add(&i.produce);
+        let _ = e2e_hist.add(&i.e2e);
+    }
+
+    let produce = (args.mode != Mode::Consume).then(|| {
+        Throughput::new(
+            a,
+            b,
+            stats.measure_start_us.load(Ordering::Relaxed).min(now),
+            stats.last_ack_us.load(Ordering::Relaxed).max(1),
+        )
+    });
+    let consume = consuming.then(|| {
+        Throughput::new(
+            consumed,
+            cb,
+            stats.first_consume_us.load(Ordering::Relaxed).min(now),
+            stats.last_consume_us.load(Ordering::Relaxed).max(1),
+        )
+    });
+    let verification = if consuming {
+        let mut checks: BTreeMap<i32, PartitionCheck> = BTreeMap::new();
+        for o in &consumer_outcomes {
+            for (p, c) in &o.checks {
+                checks.insert(*p, c.clone());
+            }
+        }
+        Some(if args.mode == Mode::Consume {
+            verify::verify_standalone(&checks)
+        } else {
+            let sent: Vec<Vec<u64>> = producer_outcomes.iter().map(|o| o.sent.clone()).collect();
+            let failed: Vec<Vec<(i32, u64, u64)>> =
+                producer_outcomes.iter().map(|o| o.failed.clone()).collect();
+            verify::verify(run_id, &checks, &sent, &failed)
+        })
+    } else {
+        None
+    };
+    Ok(RunResult {
+        args: args.clone(),
+        label: label.to_string(),
+        run_id,
+        started_us: clock.start_us(),
+        broker,
+        produce,
+        consume,
+        produce_hist,
+        e2e_hist,
+        intervals,
+        verification,
+        failed: stats.failed.load(Ordering::Relaxed),
+        errors: stats.errors(),
+        wall_seconds: wall.elapsed().as_secs_f64(),
+    })
+}
