@@ -89,6 +89,11 @@ pub fn payload(len: usize, seed: u64) -> Vec<u8> {
 
 /// Runs one producer to completion.
 pub fn run(plan: ProducerPlan) -> ProducerOutcome {
+    // 1 us timer slack (default 50 us) so --rate pacing and linger are kept closely
+    // SAFETY: prctl(PR_SET_TIMERSLACK) takes an integer and affects only this thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1u64);
+    }
     let mut out = ProducerOutcome {
         id: plan.id,
         sent: vec![0; plan.partitions as usize],
@@ -205,19 +210,18 @@ fn produce(
         let enq = if interval_us > 0.0 {
             let intended = t0 + (k as f64 * interval_us) as u64;
             while now < intended {
-                if deadline <= now {
-                    let expired: Vec<usize> = (0..nparts)
-                        .filter(|&p| {
-                            !parts[p].builder.is_empty() && parts[p].opened_us + linger_us <= now
-                        })
-                        .collect();
+                if deadline <= now && pipe.has_room() {
+                    let expired = expired_batches(&parts, linger_us, now);
                     send(&mut parts, &expired, &mut pipe)?;
                     deadline = recompute_deadline(&parts);
                 }
-                let wake = intended.min(deadline);
-                if wake > now {
-                    sleep_until(&clock, wake);
-                }
+                // a batch past its linger time waits for room in the window: poll for it
+                let wake = if deadline <= now {
+                    intended.min(now + 50)
+                } else {
+                    intended.min(deadline)
+                };
+                sleep_until(&clock, wake);
                 now = clock.now_us();
             }
             intended
@@ -253,7 +257,6 @@ fn produce(
             v[VALUE_HEADER..].copy_from_slice(&pay[VALUE_HEADER..]);
         });
         part.enqueued.push(if warm { WARMUP } else { enq });
-        plan.stats.enqueued.fetch_add(1, Ordering::Relaxed);
         if part.builder.size_bytes() + record_bound > batch_size {
             let mut which = vec![p];
             if args.keys {
@@ -267,23 +270,30 @@ fn produce(
             }
             send(&mut parts, &which, &mut pipe)?;
             deadline = recompute_deadline(&parts);
-        } else if linger_us == 0 || deadline <= now {
-            let expired: Vec<usize> = (0..nparts)
-                .filter(|&q| {
-                    !parts[q].builder.is_empty()
-                        && (linger_us == 0 || parts[q].opened_us + linger_us <= now)
-                })
-                .collect();
+        } else if deadline <= now && pipe.has_room() {
+            // linger is over and a request can go out now without waiting: send what there is
+            // (with linger 0 batches grow only while the window is full, like Kafka's)
+            let expired = expired_batches(&parts, linger_us, now);
             send(&mut parts, &expired, &mut pipe)?;
             deadline = recompute_deadline(&parts);
         }
     }
     let all: Vec<usize> = (0..nparts).collect();
     send(&mut parts, &all, &mut pipe)?;
+    plan.stats
+        .enqueued
+        .fetch_add(plan.messages, Ordering::Relaxed);
     for (p, part) in parts.iter().enumerate() {
         out.sent[p] = part.next_seq;
     }
     pipe.finish().map_err(|e| e.to_string())
+}
+
+/// Open batches whose linger time is over at `now`.
+fn expired_batches(parts: &[Partition], linger_us: u64, now: u64) -> Vec<usize> {
+    (0..parts.len())
+        .filter(|&q| !parts[q].builder.is_empty() && parts[q].opened_us + linger_us <= now)
+        .collect()
 }
 
 fn on_response(

@@ -81,6 +81,9 @@ pub struct Machine {
     pub memory_gib: f64,
     pub kernel: String,
     pub git_commit: Option<String>,
+    /// /proc/loadavg (1, 5, 15 min) when the run started.
+    #[serde(default)]
+    pub load_average_at_start: String,
 }
 
 fn read_trim(p: &str) -> Option<String> {
@@ -128,6 +131,7 @@ impl Machine {
             memory_gib,
             kernel,
             git_commit,
+            load_average_at_start: String::new(),
         }
     }
 }
@@ -209,7 +213,10 @@ impl Summary {
             run_id: r.run_id,
             config: serde_json::to_value(&r.args).unwrap_or_default(),
             broker: serde_json::to_value::<&BrokerInfo>(&r.broker).unwrap_or_default(),
-            machine: Machine::probe(),
+            machine: Machine {
+                load_average_at_start: r.load_average_at_start.clone(),
+                ..Machine::probe()
+            },
             produce: r.produce.as_ref().map(ThroughputJson::from),
             consume: r.consume.as_ref().map(ThroughputJson::from),
             produce_latency: r.produce.as_ref().map(|_| Latency::of(&r.produce_hist)),

@@ -100,6 +100,9 @@ pub struct RunResult {
     pub failed: u64,
     pub errors: (u64, Vec<String>),
     pub wall_seconds: f64,
+    /// /proc/loadavg (1, 5, 15 min) when the run started: other work on the machine skews
+    /// the figures.
+    pub load_average_at_start: String,
 }
 
 impl RunResult {
@@ -252,6 +255,9 @@ fn drive(
     broker: BrokerInfo,
 ) -> Result<RunResult, RunError> {
     let wall = Instant::now();
+    let load_average_at_start = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
     let mut admin = Client::connect_addr(addr, "loadgen-admin")?;
     let partitions = match admin.partitions(&args.topic)? {
         Some(p) if !p.is_empty() => {
@@ -521,5 +527,6 @@ fn drive(
         failed: stats.failed.load(Ordering::Relaxed),
         errors: stats.errors(),
         wall_seconds: wall.elapsed().as_secs_f64(),
+        load_average_at_start,
     })
 }

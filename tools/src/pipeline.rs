@@ -8,7 +8,9 @@
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -36,6 +38,8 @@ pub struct Pipeline<T: Send + 'static> {
     client_id: StrBytes,
     next_id: i32,
     buf: BytesMut,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: usize,
 }
 
 impl<T: Send + 'static> Pipeline<T> {
@@ -51,9 +55,16 @@ impl<T: Send + 'static> Pipeline<T> {
         let read_half = stream.try_clone()?;
         // the reader holds one request outside the queue while it waits for its response
         let (tx, rx) = mpsc::sync_channel::<InFlight<T>>(max_in_flight.max(1) - 1);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let count = in_flight.clone();
+        let mut handler = handler;
+        let counted = move |token: T, r: Result<Bytes, ConnError>| {
+            handler(token, r);
+            count.fetch_sub(1, Ordering::Release);
+        };
         let reader = std::thread::Builder::new()
             .name("kafka-reader".into())
-            .spawn(move || read_loop(read_half, rx, handler))?;
+            .spawn(move || read_loop(read_half, rx, counted))?;
         Ok(Pipeline {
             stream,
             tx: Some(tx),
@@ -61,7 +72,19 @@ impl<T: Send + 'static> Pipeline<T> {
             client_id,
             next_id,
             buf: BytesMut::with_capacity(64 * 1024),
+            in_flight,
+            max_in_flight: max_in_flight.max(1),
         })
+    }
+
+    /// Requests sent and not yet handled.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// True when [`Pipeline::send`] would not block.
+    pub fn has_room(&self) -> bool {
+        self.in_flight() < self.max_in_flight
     }
 
     /// Encodes and writes one request; blocks while the window is full.
@@ -78,6 +101,7 @@ impl<T: Send + 'static> Pipeline<T> {
         self.buf.clear();
         encode_request(&mut self.buf, api, version, id, &self.client_id, body)?;
         let tx = self.tx.as_ref().ok_or(ConnError::Closed)?;
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         // queue first, so the reader knows the request before its response can arrive
         tx.send(InFlight {
             correlation_id: id,
