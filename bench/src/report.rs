@@ -284,6 +284,18 @@ pub fn summary_lines(r: &RunResult) -> Vec<String> {
             r.errors.1.join("; ")
         ));
     }
+    let load1: f64 = r
+        .load_average_at_start
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0.0);
+    if load1 >= 1.0 {
+        out.push(format!(
+            "note: load average {} when the run started: other work was sharing the CPUs",
+            r.load_average_at_start
+        ));
+    }
     out
 }
 
