@@ -632,10 +632,12 @@ impl PartitionLog {
                     break;
                 }
             }
-            let trusted_next = if i < first_scan {
-                bases.get(i + 1).copied()
-            } else {
-                clean.map(|c| Offset(c.log_end_offset))
+            // sealed segments end where the next begins; the active one where the clean
+            // marker says (without a marker it is scanned)
+            let trusted_next = match bases.get(i + 1) {
+                Some(next) if i < first_scan => Some(*next),
+                Some(_) => None,
+                None => clean.map(|c| Offset(c.log_end_offset)),
             };
             let r = recover_segment(dir, &config, base, trusted_next).await?;
             expected = Some(r.segment.next_offset);

@@ -462,3 +462,51 @@ fn a_damaged_index_is_rebuilt_and_written_back() {
         "rebuilt index written back"
     );
 }
+
+#[test]
+fn clean_close_lets_the_next_open_skip_the_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t-8");
+    let p = path.clone();
+    run(move || async move {
+        let log = PartitionLog::open(&p, LogConfig::default(), LogEnv::default())
+            .await
+            .expect("open");
+        for i in 0..10u64 {
+            log.append(&tagged_batch(i, 2, 1), AppendOptions::default())
+                .await
+                .expect("append");
+        }
+        log.close().await.expect("close");
+    });
+    // damage the tail without changing the size: a scan would cut it, the trusted marker not
+    let seg = path.join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&seg).expect("segment");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&seg, &bytes).expect("write");
+    let p = path.clone();
+    run(move || async move {
+        let log = PartitionLog::open(&p, LogConfig::default(), LogEnv::default())
+            .await
+            .expect("reopen");
+        assert_eq!(
+            log.offsets().log_end,
+            Offset(20),
+            "no scan after a clean close"
+        );
+        drop(log); // unclean: the next open scans and finds the damage
+    });
+    let p = path.clone();
+    run(move || async move {
+        let log = PartitionLog::open(&p, LogConfig::default(), LogEnv::default())
+            .await
+            .expect("reopen");
+        assert_eq!(
+            log.offsets().log_end,
+            Offset(18),
+            "the scan drops the damaged batch"
+        );
+        log.close().await.expect("close");
+    });
+}

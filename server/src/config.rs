@@ -154,9 +154,7 @@ pub fn apply_topic_config(
             base.max_message_bytes = v as usize;
         }
         "preallocate" => {
-            if !parse_bool(key, value)? {
-                base.preallocate_bytes = 0;
-            }
+            base.preallocate_bytes = if parse_bool(key, value)? { 32 << 20 } else { 0 };
         }
         // stored and reported, enforced by the broker, not the log
         "message.timestamp.type" => {
