@@ -12,7 +12,9 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 # System packages: kcat (librdkafka 2.0.x, an old strict client) for the real-client suites.
 need_apt=()
 command -v kcat >/dev/null || need_apt+=(kcat)
-command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
+command -v python3 >/dev/null || need_apt+=(python3)
+# Debian splits venv's pip bootstrap (ensurepip) into python3-venv
+python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -26,9 +28,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating venv $VENV"
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import confluent_kafka, kafka' 2>/dev/null; then
-  log "pip install clients"
+# reinstall when tests/requirements.txt changes (the venv keeps a copy of what it was built from)
+REQ_STAMP="$VENV/.sluice-requirements.txt"
+if ! cmp -s tests/requirements.txt "$REQ_STAMP" \
+  || ! "$VENV/bin/python" -c 'import confluent_kafka, kafka, pytest' 2>/dev/null; then
+  log "pip install -r tests/requirements.txt"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
+  cp tests/requirements.txt "$REQ_STAMP"
 fi
 export SLUICE_PYTHON="$VENV/bin/python"
 
@@ -40,6 +46,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 log "cargo test"
 cargo test --workspace
+
+# Real clients (confluent-kafka, kafka-python, kcat) against the broker binary; each test starts
+# its own sluice-server on 127.0.0.1 with a fresh data dir (tests/clients/conftest.py).
+log "real-client suite (pytest tests/clients)"
+cargo build -p sluice-server
+SLUICE_SERVER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/sluice-server" \
+  "$VENV/bin/python" -m pytest -q tests/clients
 
 log "benches compile"
 cargo bench --workspace --no-run -q 2>/dev/null || cargo bench --workspace --no-run
