@@ -13,10 +13,16 @@
 //! (no intermediate record structs), compressed with kafka-protocol's codecs, and decoded by
 //! [`records::decode_batches`] without copying uncompressed data.
 
+pub mod admin;
 pub mod client;
 pub mod conn;
+pub mod consume;
+pub mod dumplog;
+pub mod groups;
+pub mod member;
 pub mod partitioner;
 pub mod pipeline;
+pub mod produce;
 pub mod records;
 
 pub use client::{Client, ClientError};
