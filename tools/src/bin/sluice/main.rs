@@ -1,0 +1,132 @@
+//! `sluice`: the admin CLI. Topics, console produce/consume, consumer groups and lag, record
+//! deletion, log dirs, the cluster, and an offline dump of segment files. Output follows Kafka's
+//! tools (kafka-topics.sh, kafka-consumer-groups.sh, kafka-dump-log.sh); `--output json` gives
+//! machine-readable output everywhere. Errors are one line on stderr (`sluice: error: ...`);
+//! the exit code is 0 on success, 1 when something failed and 2 for bad arguments.
+
+mod admin;
+mod consume;
+mod dump;
+mod group;
+mod out;
+mod produce;
+mod topic;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use out::CliError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Broker(s) to bootstrap from: host:port[,host:port...]
+    #[arg(
+        long = "bootstrap-server",
+        short = 'b',
+        alias = "brokers",
+        global = true,
+        default_value = "127.0.0.1:9092",
+        value_name = "HOST:PORT"
+    )]
+    pub bootstrap: String,
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+impl Global {
+    pub fn json(&self) -> bool {
+        self.output == OutputFormat::Json
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Admin CLI for sluice and other Kafka-compatible brokers",
+    after_help = "Exit codes: 0 success, 1 failure (broker unreachable, unknown topic or group, \
+                  broker error, damaged segment), 2 bad arguments."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, describe, delete and configure topics (kafka-topics.sh)
+    #[command(subcommand)]
+    Topic(topic::TopicCmd),
+    /// Produce one message per line of stdin (kafka-console-producer.sh)
+    Produce(produce::ProduceArgs),
+    /// Print messages of a topic (kafka-console-consumer.sh)
+    Consume(consume::ConsumeArgs),
+    /// List, describe (offsets and lag), delete consumer groups and reset their offsets
+    /// (kafka-consumer-groups.sh)
+    #[command(subcommand)]
+    Group(group::GroupCmd),
+    /// Delete records below an offset (kafka-delete-records.sh)
+    #[command(subcommand)]
+    Records(admin::RecordsCmd),
+    /// Bytes stored per topic and partition (kafka-log-dirs.sh)
+    LogDirs(admin::LogDirsArgs),
+    /// The cluster: id, controller, brokers
+    #[command(subcommand)]
+    Cluster(admin::ClusterCmd),
+    /// Print the batches of segment files offline (kafka-dump-log.sh)
+    DumpLog(dump::DumpLogArgs),
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let g = &cli.global;
+    match cli.cmd {
+        Command::Topic(c) => topic::run(g, c),
+        Command::Produce(a) => produce::run(g, a),
+        Command::Consume(a) => consume::run(g, a),
+        Command::Group(c) => group::run(g, c),
+        Command::Records(c) => admin::records(g, c),
+        Command::LogDirs(a) => admin::log_dirs(g, a),
+        Command::Cluster(c) => admin::cluster(g, c),
+        Command::DumpLog(a) => dump::run(g, a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    return ExitCode::SUCCESS;
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    return ExitCode::from(2);
+                }
+                _ => {
+                    out::print_error(&CliError::Usage(out::clap_message(&e)));
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            out::print_error(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
