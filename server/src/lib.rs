@@ -93,6 +93,7 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
         bound: OnceLock::new(),
         stopping: AtomicBool::new(false),
         stop: Event::new(),
+        drained: std::sync::atomic::AtomicUsize::new(0),
     });
     let mesh: MeshBuilder<Job, Full> = MeshBuilder::full(cores, MESH_CHANNEL_SIZE);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
@@ -144,11 +145,39 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
     })
 }
 
+/// Counts a shard as drained exactly once: explicitly during a stop, or when it exits early
+/// (a failed start), so the other shards never wait for it forever.
+struct Drained {
+    shared: Arc<BrokerShared>,
+    counted: bool,
+}
+
+impl Drained {
+    fn mark(&mut self) {
+        if !self.counted {
+            self.counted = true;
+            self.shared
+                .drained
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        self.mark();
+    }
+}
+
 async fn shard_main(
     shared: Arc<BrokerShared>,
     mesh: MeshBuilder<Job, Full>,
     ready: mpsc::Sender<Result<SocketAddr, String>>,
 ) {
+    let mut drained = Drained {
+        shared: shared.clone(),
+        counted: false,
+    };
     let (senders, receivers) = match mesh.join().await {
         Ok(x) => x,
         Err(e) => {
@@ -277,6 +306,11 @@ async fn shard_main(
     let until = std::time::Instant::now() + Duration::from_secs(5);
     while open_conns.get() > 0 && std::time::Instant::now() < until {
         glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    // wait for the other shards to finish their connections too: they may still call this one
+    drained.mark();
+    while shared.drained.load(std::sync::atomic::Ordering::Acquire) < shard.nr {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     retention.cancel();
     ticker.cancel();

@@ -40,6 +40,9 @@ pub struct BrokerShared {
     pub bound: OnceLock<SocketAddr>,
     pub stopping: AtomicBool,
     pub stop: Event,
+    /// Shards done serving connections during a stop. A shard closes its logs and exits only
+    /// when every shard is done, so cross-shard calls made while draining still get answered.
+    pub drained: std::sync::atomic::AtomicUsize,
 }
 
 impl BrokerShared {
