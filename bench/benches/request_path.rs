@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use glommio::LocalExecutorBuilder;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
