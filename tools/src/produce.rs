@@ -117,6 +117,13 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+fn random_start(partitions: u32) -> u32 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (nanos ^ std::process::id().rotate_left(16)) % partitions
+}
+
 fn record_size(r: &OutRecord) -> usize {
     let h: usize = r
         .headers
@@ -272,7 +279,8 @@ impl Producer {
             acked,
             pending: BTreeMap::new(),
             pending_bytes: 0,
-            sticky: 0,
+            // like Kafka's producers, start at a random partition so that short runs spread
+            sticky: random_start(partitions.max(1)),
         })
     }
 
