@@ -34,7 +34,7 @@ print("nan" if d is None else d)' "$1" "$2"
 
 row() {
     local d=$1
-    printf '| %s | %s | %s | %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %s | [%s](%s) |\n' \
+    printf '| %s | %s | %s | %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %s | %s | [%s](%s) |\n' \
         "$(field "$d" config.acks | sed 's/^-1$/all/')" "$(field "$d" config.partitions)" \
         "$(field "$d" config.message_size)" "$(field "$d" config.rate | sed 's/^0$/max/')" \
         "$(field "$d" produce.messages_per_sec)" "$(field "$d" produce.mb_per_sec)" \
@@ -42,6 +42,7 @@ row() {
         "$(field "$d" produce_latency.p999_ms)" "$(field "$d" produce_latency.max_ms)" \
         "$(field "$d" e2e_latency.p99_ms)" \
         "$(field "$d" verification.lost)/$(field "$d" verification.duplicated)" \
+        "$(field "$d" machine.load_average_at_start | cut -d' ' -f1)" \
         "$(basename "$d")" "$(basename "$d")"
 }
 
@@ -63,8 +64,8 @@ for d in "${dirs[@]}"; do
 done
 
 echo
-echo '| acks | partitions | size (B) | rate | msg/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms | e2e p99 ms | lost/dup | report |'
-echo '|---|---|---|---|---|---|---|---|---|---|---|---|---|'
+echo '| acks | partitions | size (B) | rate | msg/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms | e2e p99 ms | lost/dup | load | report |'
+echo '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
 for d in "${dirs[@]}" "${half[@]}"; do row "$d"; done
 echo
 echo "null sink (loadgen's own ceiling): $(field "$null_dir" produce.messages_per_sec) msg/s"

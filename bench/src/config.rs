@@ -164,8 +164,10 @@ pub struct RunArgs {
     /// Start consuming only after every message is acknowledged (no end-to-end latency).
     #[arg(long)]
     pub consume_after: bool,
-    /// Pin loadgen's threads to the cores the embedded broker does not use.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// Pin loadgen's threads to the cores the embedded broker does not use (off by default:
+    /// on a machine shared with other work, pinned threads cannot move off a busy core and
+    /// wait tens of ms to run).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub pin: bool,
     /// Null sink: produce to an in-process server that acknowledges every request at once
     /// without storing it. Measures loadgen's own ceiling (implies --mode produce).

@@ -209,7 +209,9 @@ fn produce(
         let mut now = clock.now_us();
         let enq = if interval_us > 0.0 {
             let intended = t0 + (k as f64 * interval_us) as u64;
-            while now < intended {
+            // Sleep only when well ahead of the schedule (never spin: the response reader and
+            // the consumers share this core); messages due within EARLY_US go out in a burst.
+            while intended > now + EARLY_US {
                 if deadline <= now && pipe.has_room() {
                     let expired = expired_batches(&parts, linger_us, now);
                     send(&mut parts, &expired, &mut pipe)?;
@@ -217,14 +219,16 @@ fn produce(
                 }
                 // a batch past its linger time waits for room in the window: poll for it
                 let wake = if deadline <= now {
-                    intended.min(now + 50)
+                    intended.min(now + 100)
                 } else {
                     intended.min(deadline)
                 };
                 sleep_until(&clock, wake);
                 now = clock.now_us();
             }
-            intended
+            // latency counts from the intended send time when behind schedule (coordinated
+            // omission), from the actual hand-over when early
+            intended.min(now)
         } else {
             now
         };
@@ -382,15 +386,13 @@ fn on_response(
     }
 }
 
+/// How far ahead of its intended time a paced message may be sent.
+const EARLY_US: u64 = 200;
+
 fn sleep_until(clock: &Clock, when_us: u64) {
     let now = clock.now_us();
     if when_us > now {
-        let d = when_us - now;
-        if d > 50 {
-            std::thread::sleep(Duration::from_micros(d - 20));
-        } else {
-            std::hint::spin_loop();
-        }
+        std::thread::sleep(Duration::from_micros(when_us - now));
     }
 }
 
