@@ -11,10 +11,11 @@ PROMPT = 2.5  # seconds; the long polls below would last 3 s
 
 
 def parked_consumer(broker):
-    """A consumer whose fetch for an empty partition is waiting (fetch.wait.max.ms=3000)."""
-    create_topic(broker.bootstrap, "idle")
+    """A consumer whose fetch is waiting (fetch.wait.max.ms=3000) on empty partitions owned by
+    both shards, whichever shard its connection landed on."""
+    create_topic(broker.bootstrap, "idle", partitions=2)
     c = consumer(broker.bootstrap, fetch_wait_max_ms=3000, enable_partition_eof=False)
-    c.assign([TopicPartition("idle", 0, 0)])
+    c.assign([TopicPartition("idle", p, 0) for p in (0, 1)])
     assert c.poll(1.0) is None
     return c
 
