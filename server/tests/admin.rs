@@ -2,12 +2,12 @@
 //! IncrementalAlterConfigs, DeleteRecords, DescribeLogDirs and DescribeCluster, every version
 //! kafka-protocol knows, against an in-process broker on 127.0.0.1:0.
 
-mod admin_client;
+mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use admin_client::{config, name, sb, start, Client};
+use common::{config, name, sb, start_with as start, Client};
 use kafka_protocol::messages::create_partitions_request::{
     CreatePartitionsAssignment, CreatePartitionsTopic,
 };

@@ -6,19 +6,45 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use sluice_server::config::ServerConfig;
+use sluice_server::BrokerHandle;
 
-/// Starts a broker on 127.0.0.1:0 with `cores` shards in `dir`.
-pub fn start(dir: &std::path::Path, cores: usize) -> sluice_server::BrokerHandle {
-    let config = ServerConfig {
+/// A broker config for tests: 127.0.0.1:0, `cores` shards, data in `dir`.
+pub fn config(dir: &std::path::Path, cores: usize) -> ServerConfig {
+    ServerConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.to_path_buf(),
         cores,
         ..ServerConfig::default()
-    };
+    }
+}
+
+/// Starts a broker on 127.0.0.1:0 with `cores` shards in `dir`.
+pub fn start(dir: &std::path::Path, cores: usize) -> BrokerHandle {
+    start_with(config(dir, cores))
+}
+
+pub fn start_with(config: ServerConfig) -> BrokerHandle {
     sluice_server::start(config).expect("broker starts")
+}
+
+pub fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+pub fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
 }
 
 pub struct Client {
@@ -86,5 +112,107 @@ impl Client {
     pub fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 1];
         matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// Domain helpers used by the admin tests.
+impl Client {
+    /// Creates a topic; panics unless it succeeds.
+    pub fn create_topic(&mut self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+        let t = CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(sb(k))
+                            .with_value(Some(sb(v)))
+                    })
+                    .collect(),
+            );
+        let r: CreateTopicsResponse = self.call(
+            ApiKey::CreateTopics,
+            7,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![t])
+                .with_timeout_ms(10_000),
+        );
+        assert_eq!(r.topics.len(), 1);
+        assert_eq!(
+            r.topics[0].error_code, 0,
+            "create {topic}: {:?}",
+            r.topics[0].error_message
+        );
+    }
+
+    /// Produces one batch with acks=all; returns its base offset.
+    pub fn produce(&mut self, topic: &str, partition: i32, batch: Vec<u8>) -> i64 {
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name(topic))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(Bytes::from(batch)))])]);
+        let r: ProduceResponse = self.call(ApiKey::Produce, 9, &req);
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(
+            p.error_code, 0,
+            "produce to {topic}-{partition}: {:?}",
+            p.error_message
+        );
+        p.base_offset
+    }
+
+    /// Partition count of a topic from Metadata (None when the topic is unknown).
+    pub fn partitions(&mut self, topic: &str) -> Option<usize> {
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name(topic)))
+            ]))
+            .with_allow_auto_topic_creation(false);
+        let r: MetadataResponse = self.call(ApiKey::Metadata, 12, &req);
+        let t = &r.topics[0];
+        (t.error_code == 0).then_some(t.partitions.len())
+    }
+
+    /// ListOffsets of one partition: (error, offset) for `timestamp` (-1 latest, -2 earliest).
+    pub fn list_offset(&mut self, topic: &str, partition: i32, timestamp: i64) -> (i16, i64) {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_timestamp(timestamp)])]);
+        let r: ListOffsetsResponse = self.call(ApiKey::ListOffsets, 7, &req);
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.offset)
+    }
+
+    /// Fetch v12 of one partition from `offset`: (error, log start offset, high watermark,
+    /// record bytes returned).
+    pub fn fetch(&mut self, topic: &str, partition: i32, offset: i64) -> (i16, i64, i64, usize) {
+        let req = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let r: FetchResponse = self.call(ApiKey::Fetch, 12, &req);
+        let p = &r.responses[0].partitions[0];
+        (
+            p.error_code,
+            p.log_start_offset,
+            p.high_watermark,
+            p.records.as_ref().map_or(0, |b| b.len()),
+        )
     }
 }
