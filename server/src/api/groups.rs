@@ -338,6 +338,19 @@ pub async fn offset_commit(
 
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
 
+/// One partition of an OffsetFetch answer (the single-group and multi-group forms use two
+/// kafka-protocol types with the same fields); -1 when nothing is committed.
+macro_rules! committed {
+    ($ty:ident, $p:expr, $c:expr) => {{
+        let c: Option<Committed> = $c;
+        $ty::default()
+            .with_partition_index($p)
+            .with_committed_offset(c.as_ref().map_or(-1, |c| c.offset))
+            .with_committed_leader_epoch(c.as_ref().map_or(-1, |c| c.leader_epoch))
+            .with_metadata(Some(s(c.and_then(|c| c.metadata).unwrap_or_default())))
+    }};
+}
+
 /// One group's committed offsets: (error, [(topic, [(partition, committed)])]).
 async fn fetch_group(shard: &Rc<Shard>, group: String, wanted: Wanted) -> (i16, TopicOffsets) {
     let g = group.clone();
@@ -373,19 +386,7 @@ pub async fn offset_fetch(
                             .with_name(TopicName(s(t)))
                             .with_partitions(
                                 ps.into_iter()
-                                    .map(|(p, c)| {
-                                        OffsetFetchResponsePartition::default()
-                                            .with_partition_index(p)
-                                            .with_committed_offset(
-                                                c.as_ref().map_or(-1, |c| c.offset),
-                                            )
-                                            .with_committed_leader_epoch(
-                                                c.as_ref().map_or(-1, |c| c.leader_epoch),
-                                            )
-                                            .with_metadata(Some(s(c
-                                                .and_then(|c| c.metadata)
-                                                .unwrap_or_default())))
-                                    })
+                                    .map(|(p, c)| committed!(OffsetFetchResponsePartition, p, c))
                                     .collect(),
                             )
                     })
@@ -428,19 +429,7 @@ pub async fn offset_fetch(
                             };
                             entry.with_partitions(
                                 ps.into_iter()
-                                    .map(|(p, c)| {
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(p)
-                                            .with_committed_offset(
-                                                c.as_ref().map_or(-1, |c| c.offset),
-                                            )
-                                            .with_committed_leader_epoch(
-                                                c.as_ref().map_or(-1, |c| c.leader_epoch),
-                                            )
-                                            .with_metadata(Some(s(c
-                                                .and_then(|c| c.metadata)
-                                                .unwrap_or_default())))
-                                    })
+                                    .map(|(p, c)| committed!(OffsetFetchResponsePartitions, p, c))
                                     .collect(),
                             )
                         })
