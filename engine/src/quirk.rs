@@ -32,8 +32,16 @@ pub async fn prime_dma_probe(dir: &Path) -> Result<()> {
         .map(|m| m.len() >= 4096)
         .unwrap_or(false);
     if !ok_len {
-        std::fs::write(&path, vec![0x5a_u8; 4096])
+        // The data must be on disk, not only in the page cache: ext4 delays allocation, and a
+        // direct read of a not-yet-allocated range "succeeds" like a read of an empty file,
+        // which is exactly the wrong answer this file exists to prevent (seen in CI: the
+        // verification read below then failed with EOPNOTSUPP).
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path).map_err(|e| LogError::io("creating", &path, e))?;
+        f.write_all(&[0x5a_u8; 4096])
             .map_err(|e| LogError::io("writing", &path, e))?;
+        f.sync_all()
+            .map_err(|e| LogError::io("syncing", &path, e))?;
     }
     let f = OpenOptions::new()
         .read(true)
