@@ -543,7 +543,9 @@ async fn recover_segment(
                 scanned: false,
             });
         }
-        tracing::info!(segment = %path.display(), "index missing or damaged; rebuilding");
+        if file_len > 0 {
+            tracing::info!(segment = %path.display(), "index missing or damaged; rebuilding");
+        }
     }
     let out = segment::scan(
         &dma,
