@@ -9,6 +9,9 @@
 # Settings (environment): MESSAGES (1000000), SIZE (100), PARTITIONS (1), ACKS (all),
 # OUT (results), PORT (19092), TANSU (tansu on PATH), EXTRA (more loadgen flags).
 #
+# Notes: Tansu 0.6 puts a tagged field into Fetch v12 responses that v12 does not define;
+# loadgen's client then falls back to Fetch v11 for that broker.
+#
 # Storage and durability of the peer: Tansu's sqlite:// engine opens the database with
 # journal_mode=WAL and synchronous=NORMAL, so a commit is written to the WAL but not fsync'd
 # (fsync happens at checkpoints): it survives a crash of the process, not of the machine.
@@ -32,10 +35,11 @@ cargo build --release -p sluice-bench
 LOADGEN=target/release/loadgen
 
 work=$(mktemp -d /var/tmp/tansu-XXXXXX) # real disk, not tmpfs
-RUST_LOG=warn "$TANSU" broker \
+# the sqlite:// path is relative to the working directory (an absolute one loses its "/")
+(cd "$work" && RUST_LOG=warn exec "$TANSU" broker \
     --listener-url "tcp://127.0.0.1:$PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$PORT" \
-    --storage-engine "sqlite://$work/tansu.db" >"$work/tansu.log" 2>&1 &
+    --storage-engine "sqlite://tansu.db" >"$work/tansu.log" 2>&1) &
 tansu_pid=$!
 trap 'kill $tansu_pid 2>/dev/null || true; wait $tansu_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do

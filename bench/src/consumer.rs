@@ -77,6 +77,8 @@ fn consume(
 ) -> Result<(), String> {
     let mut client = Client::connect_addr(plan.addr, &format!("loadgen-consumer-{}", plan.id))
         .map_err(|e| e.to_string())?;
+    // consume throughput counts from the moment the consumers start reading
+    atomic_min(&plan.stats.first_consume_us, plan.clock.now_us());
     let ctl = &plan.control;
     let opts = FetchOptions {
         max_wait_ms: 100,
@@ -196,7 +198,6 @@ fn consume(
                     .consumed_bytes
                     .fetch_add(bytes, Ordering::Relaxed);
                 ctl.read.fetch_add(n, Ordering::Relaxed);
-                atomic_min(&plan.stats.first_consume_us, now);
                 atomic_max(&plan.stats.last_consume_us, now);
             }
         }

@@ -78,6 +78,7 @@ pub struct Stats {
     pub failed: AtomicU64,
     pub consumed: AtomicU64,
     pub consumed_bytes: AtomicU64,
+    /// When the first consumer started reading, and when the last message was read.
     pub first_consume_us: AtomicU64,
     pub last_consume_us: AtomicU64,
     /// Interval histograms: the monitor takes them every second.

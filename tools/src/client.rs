@@ -389,7 +389,24 @@ impl Client {
         self.conn.set_read_timeout(Duration::from_millis(
             opts.max_wait_ms.max(0) as u64 + 30_000,
         ))?;
-        let resp: FetchResponse = self.conn.call(ApiKey::Fetch, v, &req)?;
+        let resp: FetchResponse = match self.conn.call(ApiKey::Fetch, v, &req) {
+            Ok(r) => r,
+            // Some brokers put tagged fields into flexible Fetch responses that the version does
+            // not define (Tansu 0.6 sends tag 0 at v12) and kafka-protocol refuses them. The
+            // frame was read whole, so the connection is still in step: retry with v11, which
+            // has no tagged fields, and keep using it.
+            Err(ConnError::Decode { .. })
+                if v > 11
+                    && self
+                        .versions
+                        .broker_range(ApiKey::Fetch)
+                        .is_some_and(|r| r.0 <= 11) =>
+            {
+                self.versions.chosen.insert(ApiKey::Fetch as i16, 11);
+                self.conn.call(ApiKey::Fetch, 11, &req)?
+            }
+            Err(e) => return Err(e.into()),
+        };
         check(format!("fetch {topic}"), resp.error_code, None)?;
         let mut out = Vec::new();
         for t in resp.responses {
