@@ -199,7 +199,14 @@ pub fn table(runs: &[LoadedRun]) -> String {
             }));
             if i > 0 {
                 row.push(match (vals[0], v) {
-                    (Some(a), Some(b)) if a > 0.0 => format!("{:.2}x", b / a),
+                    (Some(a), Some(b)) if a > 0.0 => {
+                        let r = b / a;
+                        if r >= 0.1 {
+                            format!("{r:.2}x")
+                        } else {
+                            format!("{r:.4}x (1/{:.0})", 1.0 / r.max(1e-12))
+                        }
+                    }
                     _ => "-".into(),
                 });
             }

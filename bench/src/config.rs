@@ -158,6 +158,9 @@ pub struct RunArgs {
     /// Keep the embedded broker's data dir after the run.
     #[arg(long)]
     pub keep_data: bool,
+    /// Sampling interval of throughput.csv, the plots and the .hlog interval log, in ms.
+    #[arg(long, default_value_t = 100)]
+    pub interval_ms: u64,
     /// Seconds to wait for missing messages once producing is done (consume phase).
     #[arg(long, default_value_t = 30)]
     pub consume_timeout: u64,
@@ -228,6 +231,9 @@ impl RunArgs {
         }
         if self.cores < 1 {
             return Err("--cores must be >= 1".into());
+        }
+        if self.interval_ms < 10 {
+            return Err("--interval-ms must be >= 10".into());
         }
         if self.batch_size < 128 {
             return Err("--batch-size must be >= 128".into());

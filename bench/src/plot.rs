@@ -172,14 +172,24 @@ where
 {
     {
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let xmax = points.iter().map(|p| p.0).fold(1.0f64, f64::max);
+        let xmin = points
+            .iter()
+            .map(|p| p.0)
+            .fold(f64::MAX, f64::min)
+            .min(1e12);
+        let xmin = if xmin == 1e12 {
+            0.0
+        } else {
+            (xmin - 0.1).max(0.0)
+        };
+        let xmax = points.iter().map(|p| p.0).fold(xmin + 0.5, f64::max) + 0.05;
         let ymax = points.iter().map(|p| p.1.max(p.2)).fold(1.0f64, f64::max) * 1.1;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 22))
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(90)
-            .build_cartesian_2d(0.0f64..xmax, 0.0f64..ymax)
+            .build_cartesian_2d(xmin..xmax, 0.0f64..ymax)
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
@@ -207,6 +217,12 @@ where
                 continue;
             }
             let color = COLORS[i];
+            chart
+                .draw_series(
+                    pts.iter()
+                        .map(|&(x, y)| Circle::new((x, y), 3, color.filled())),
+                )
+                .map_err(|e| e.to_string())?;
             chart
                 .draw_series(LineSeries::new(pts, color.stroke_width(2)))
                 .map_err(|e| e.to_string())?

@@ -347,7 +347,7 @@ fn write_hlog(
     write_file(path, &buf)
 }
 
-/// throughput.csv: one row per second.
+/// throughput.csv: one row per sampling interval (rates in messages and MB per second).
 pub fn throughput_csv(r: &RunResult) -> String {
     let mut s = String::from(
         "time_s,produced_msgs_per_s,produced_mb_per_s,consumed_msgs_per_s,consumed_mb_per_s,\

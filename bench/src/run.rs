@@ -46,7 +46,7 @@ pub struct BrokerInfo {
     pub fsync_on_acks_all: Option<bool>,
 }
 
-/// One second of the run.
+/// One sampling interval of the run (`--interval-ms`).
 #[derive(Debug, Clone)]
 pub struct Interval {
     /// Seconds since the run's clock started.
@@ -381,7 +381,7 @@ fn drive(
     let mut producer_outcomes: Vec<ProducerOutcome> = Vec::new();
     let mut injected = false;
     loop {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(10));
         let now = clock.now_us();
         let acked = stats.acked.load(Ordering::Relaxed);
         let consumed = stats.consumed.load(Ordering::Relaxed);
@@ -401,7 +401,7 @@ fn drive(
                 }
             }
         }
-        if now - last_tick >= 1_000_000 {
+        if now - last_tick >= args.interval_ms * 1000 {
             let (p, e) = stats.take_intervals();
             let a = stats.measured_acked.load(Ordering::Relaxed);
             let b = stats.measured_bytes.load(Ordering::Relaxed);
