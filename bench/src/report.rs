@@ -238,6 +238,15 @@ pub fn summary_lines(r: &RunResult) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(p) = &r.produce {
         let l = Latency::of(&r.produce_hist);
+        if r.args.warmup > 0 {
+            out.push(format!(
+                "(after {} warm-up messages, which are verified but not in the figures)",
+                r.args.warmup.min(r.args.messages)
+            ));
+        }
+        if r.args.acks.0 == 0 {
+            out.push("(acks=0: no responses, latency is until the request is handed to the connection)".into());
+        }
         out.push(format!(
             "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.2} ms avg latency, {:.2} ms max \
              latency, {:.2} ms 50th, {:.2} ms 95th, {:.2} ms 99th, {:.2} ms 99.9th, {:.2} ms \

@@ -308,7 +308,7 @@ fn drive(
             .end_offsets
             .set(latest.iter().map(|x| x.1).collect());
     }
-    let spawn_consumers = || -> Vec<JoinHandle<ConsumerOutcome>> {
+    let spawn_consumers = || -> std::io::Result<Vec<JoinHandle<ConsumerOutcome>>> {
         let n = args.consumers.min(partitions as usize).max(1);
         (0..n)
             .map(|c| {
@@ -329,14 +329,13 @@ fn drive(
                 std::thread::Builder::new()
                     .name(format!("consumer-{c}"))
                     .spawn(move || consumer::run(plan))
-                    .expect("spawning a consumer thread")
             })
             .collect()
     };
     let mut consumers: Vec<JoinHandle<ConsumerOutcome>> = Vec::new();
     let consuming = args.mode != Mode::Produce;
     if args.mode == Mode::Consume || (consuming && !args.consume_after) {
-        consumers = spawn_consumers();
+        consumers = spawn_consumers()?;
     }
 
     let mut producers: Vec<JoinHandle<ProducerOutcome>> = Vec::new();
@@ -434,7 +433,7 @@ fn drive(
                 let end = admin.list_offsets(&args.topic, &all, -1)?;
                 let _ = control.end_offsets.set(end.iter().map(|x| x.1).collect());
                 if args.consume_after {
-                    consumers = spawn_consumers();
+                    consumers = spawn_consumers()?;
                     pb.set_length(args.messages);
                 }
             }
