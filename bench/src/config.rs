@@ -148,7 +148,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub label: Option<String>,
     /// Shards (cores) of the embedded broker. Default 1 on this 2-vCPU class: the broker's
-    /// shard owns one core and loadgen's threads get the other.
+    /// shard is pinned to core 0 and loadgen's threads find room on the other.
     #[arg(long, default_value_t = 1)]
     pub cores: usize,
     /// Parent directory of the embedded broker's temporary data dir (must be a real disk, not
