@@ -245,7 +245,10 @@ pub fn summary_lines(r: &RunResult) -> Vec<String> {
             ));
         }
         if r.args.acks.0 == 0 {
-            out.push("(acks=0: no responses, latency is until the request is handed to the connection)".into());
+            out.push(
+                "(acks=0: no responses, latency is until the request is handed to the connection)"
+                    .into(),
+            );
         }
         out.push(format!(
             "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.2} ms avg latency, {:.2} ms max \
