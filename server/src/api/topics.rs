@@ -96,13 +96,33 @@ pub async fn open_partitions(
     info: &TopicInfo,
     from: usize,
 ) -> Result<(), TopicError> {
+    on_owners(shard, info, from, PartitionOp::Open).await
+}
+
+/// What to do to a partition on its owning shard.
+#[derive(Clone, Copy)]
+enum PartitionOp {
+    Open,
+    Delete,
+}
+
+/// Runs `op` for partitions `from..` of a topic on their owners, concurrently.
+async fn on_owners(
+    shard: &Rc<Shard>,
+    info: &TopicInfo,
+    from: usize,
+    op: PartitionOp,
+) -> Result<(), TopicError> {
     let mut tasks = Vec::new();
     for (p, &owner) in info.shards.iter().enumerate().skip(from) {
         let name = info.name.clone();
         let s = shard.clone();
         tasks.push(glommio::spawn_local(async move {
             s.call(owner, move |o| async move {
-                o.open_partition(&name, p as i32).await
+                match op {
+                    PartitionOp::Open => o.open_partition(&name, p as i32).await,
+                    PartitionOp::Delete => o.delete_partition(&name, p as i32).await,
+                }
             })
             .await
         }));
@@ -230,24 +250,7 @@ pub async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<Uuid, TopicEr
             )
         })
     })?;
-    let mut tasks = Vec::new();
-    for (p, &owner) in info.shards.iter().enumerate() {
-        let name = name.to_string();
-        let s = shard.clone();
-        tasks.push(glommio::spawn_local(async move {
-            s.call(owner, move |o| async move {
-                o.delete_partition(&name, p as i32).await
-            })
-            .await
-        }));
-    }
-    for t in tasks {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(TopicError(codes::KAFKA_STORAGE_ERROR, e)),
-            Err(e) => return Err(TopicError(codes::KAFKA_STORAGE_ERROR, e.to_string())),
-        }
-    }
+    on_owners(shard, &info, 0, PartitionOp::Delete).await?;
     tracing::info!(topic = name, "deleted topic");
     Ok(info.id)
 }
