@@ -32,6 +32,9 @@ pub enum BatchError {
 pub enum LogError {
     #[error("invalid record batch: {0}")]
     InvalidBatch(#[from] BatchError),
+    /// The batch's producer id, epoch or sequence is refused (idempotence, transactions).
+    #[error("{0}")]
+    Producer(#[from] crate::producer::ProducerError),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -83,6 +86,7 @@ impl LogError {
             LogError::InvalidBatch(BatchError::BadRecordCount { .. }) => INVALID_RECORD,
             LogError::InvalidBatch(_) => CORRUPT_MESSAGE,
             LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
+            LogError::Producer(e) => e.kafka_code(),
             LogError::Io { .. }
             | LogError::Poisoned { .. }
             | LogError::Closed

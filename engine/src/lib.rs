@@ -22,6 +22,7 @@ mod hot;
 pub mod index;
 mod log;
 pub mod meta;
+pub mod producer;
 mod quirk;
 pub mod segment;
 pub mod types;

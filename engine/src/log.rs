@@ -27,6 +27,7 @@ use crate::error::{BatchError, LogError, Result};
 use crate::fault::{Fault, FaultPlan};
 use crate::hot::HotTail;
 use crate::meta::{sync_dir, CleanShutdown, PartitionMeta};
+use crate::producer::{self, AbortedTxn, Admit, Marker, ProducerEntry, ProducerStates};
 use crate::quirk::prime_dma_probe;
 use crate::segment::{self, path_of, Segment, SegmentFiles};
 use crate::types::{Durability, FilePos, Offset, TimestampMs};
@@ -100,6 +101,9 @@ pub struct AppendInfo {
     /// Set when the topic uses LogAppendTime.
     pub log_append_time: Option<TimestampMs>,
     pub log_start_offset: Offset,
+    /// The batch was a producer's retry of one already in the log: nothing was appended and
+    /// the offsets are the original's.
+    pub duplicate: bool,
 }
 
 /// Whether a read must return the first batch even when it exceeds `max_bytes` (KIP-74).
@@ -242,6 +246,8 @@ struct Chunk {
     end_offset: Offset,
     /// Last chunk of its segment: fdatasync, trim and write the indexes after it.
     seal: bool,
+    /// With `seal`: the producer state as of the next segment's base, snapshotted after it.
+    snapshot: Option<Vec<u8>>,
 }
 
 struct Inner {
@@ -266,6 +272,7 @@ struct Inner {
     poisoned: Option<String>,
     hot: HotTail,
     state: RunState,
+    producers: ProducerStates,
 }
 
 /// Wake-ups between appenders, waiters and the flusher.
@@ -377,6 +384,7 @@ impl Inner {
             buf: p.buf,
             end_offset: p.end_offset,
             seal: true,
+            snapshot: Some(self.producers.to_json()),
         });
         tracing::debug!(dir = %self.dir.display(), base = %new_base, "rolling segment");
         self.segments.insert(new_base, Segment::new_empty(new_base));
@@ -399,6 +407,7 @@ impl Inner {
             buf: Some(buf),
             end_offset: p.end_offset,
             seal: false,
+            snapshot: None,
         };
         *p = Pending::new(p.segment, p.file_pos + cut as u64, carry, p.end_offset);
         self.queue.push_back(chunk);
@@ -408,8 +417,18 @@ impl Inner {
         &mut self,
         batch: &[u8],
         header: &BatchHeader,
+        marker: Option<Marker>,
         opts: &AppendOptions,
-    ) -> AppendInfo {
+    ) -> Result<AppendInfo> {
+        if let Admit::Duplicate(d) = self.producers.check(header, marker)? {
+            return Ok(AppendInfo {
+                base_offset: Offset(d.base),
+                last_offset: Offset(d.last),
+                log_append_time: None,
+                log_start_offset: self.log_start,
+                duplicate: true,
+            });
+        }
         let now = self.env.clock.now_ms();
         let size = batch.len();
         let roll = {
@@ -474,12 +493,24 @@ impl Inner {
         seg.first_append_ms.get_or_insert(now);
         self.leo = last.plus(1);
         self.unwritten_bytes += size;
-        AppendInfo {
+        if let Some(aborted) = self.producers.on_append(header, marker, base, last, now) {
+            self.active_mut().aborted.push(aborted);
+        }
+        Ok(AppendInfo {
             base_offset: base,
             last_offset: last,
             log_append_time,
             log_start_offset: self.log_start,
-        }
+            duplicate: false,
+        })
+    }
+
+    /// The last stable offset: the first offset of the oldest open transaction, capped by
+    /// the high watermark.
+    fn last_stable(&self) -> Offset {
+        self.producers
+            .first_open()
+            .map_or(self.written, |f| f.min(self.written))
     }
 }
 
@@ -689,6 +720,7 @@ impl PartitionLog {
         } else {
             Vec::new()
         };
+        let producers = rebuild_producers(dir, &mut segments, leo, env.clock.now_ms()).await?;
         let log_start = Offset(meta.log_start_offset)
             .max(*segments.keys().next().expect("non-empty"))
             .min(leo);
@@ -717,6 +749,7 @@ impl PartitionLog {
             recovery_point,
             poisoned: None,
             state: RunState::Open,
+            producers,
         };
         let inner = Rc::new(RefCell::new(inner));
         let signals = Rc::new(Signals::default());
@@ -768,6 +801,52 @@ impl PartitionLog {
         self.inner.borrow().poisoned.clone()
     }
 
+    /// The last stable offset: read_committed consumers read up to here.
+    pub fn last_stable_offset(&self) -> Offset {
+        self.inner.borrow().last_stable()
+    }
+
+    /// Aborted transactions a read_committed fetch of `[from, to)` must report: those whose
+    /// marker is at or after `from` and whose first offset is below `to`.
+    pub fn aborted_transactions(&self, from: Offset, to: Offset) -> Vec<AbortedTxn> {
+        let st = self.inner.borrow();
+        let mut out = Vec::new();
+        for seg in st.segments.values().filter(|s| s.next_offset > from) {
+            for a in &seg.aborted {
+                if a.last >= from.0 && a.first < to.0 {
+                    out.push(*a);
+                }
+                if a.lso > to.0 {
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    /// The producers this partition knows (DescribeProducers).
+    pub fn producers(&self) -> Vec<(i64, ProducerEntry)> {
+        let st = self.inner.borrow();
+        st.producers.iter().map(|(p, e)| (*p, e.clone())).collect()
+    }
+
+    /// Whether `producer_id` has an open transaction here at `epoch` (so a transactional
+    /// batch continues it rather than starting a new one).
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.inner
+            .borrow()
+            .producers
+            .in_transaction(producer_id, epoch)
+    }
+
+    /// Forgets producers idle for longer than `max_idle_ms` (producer.id.expiration.ms).
+    pub fn expire_producers(&self, max_idle_ms: i64) -> usize {
+        let mut st = self.inner.borrow_mut();
+        let cutoff = st.env.clock.now_ms().saturating_sub(max_idle_ms);
+        let start = st.log_start;
+        st.producers.expire(cutoff, start)
+    }
+
     /// A listener that fires when the high watermark or sync point moves (for long polls).
     pub fn listen(&self) -> EventListener {
         self.signals.progress.listen()
@@ -786,12 +865,17 @@ impl PartitionLog {
             .into());
         }
         let header = *batch::validate(batch)?;
+        let marker = if header.is_control() {
+            Some(producer::parse_marker(batch)?)
+        } else {
+            None
+        };
         {
             // fast path: room in the buffer and nobody queued ahead
             let mut st = self.inner.borrow_mut();
             st.check_writable()?;
             if st.appenders_waiting == 0 && st.has_room(batch.len()) {
-                let info = st.append_now(batch, &header, &opts);
+                let info = st.append_now(batch, &header, marker, &opts)?;
                 self.signals.work.notify(1);
                 return Ok(info);
             }
@@ -807,7 +891,7 @@ impl PartitionLog {
                 let mut st = self.inner.borrow_mut();
                 st.check_writable()?;
                 if st.has_room(batch.len()) {
-                    let info = st.append_now(batch, &header, &opts);
+                    let info = st.append_now(batch, &header, marker, &opts)?;
                     self.signals.work.notify(1);
                     return Ok(info);
                 }
@@ -866,6 +950,18 @@ impl PartitionLog {
         max_bytes: usize,
         first: FirstBatch,
     ) -> Result<ReadResult> {
+        self.read_upto(offset, max_bytes, first, None).await
+    }
+
+    /// [`read`](Self::read) that also stops before `upper` (a batch boundary, e.g. the last
+    /// stable offset for read_committed fetches).
+    pub async fn read_upto(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        first: FirstBatch,
+        upper: Option<Offset>,
+    ) -> Result<ReadResult> {
         let min_one = first == FirstBatch::Always;
         let (offsets, target) = {
             let mut st = self.inner.borrow_mut();
@@ -877,11 +973,12 @@ impl PartitionLog {
                     log_end: o.high_watermark,
                 });
             }
-            if offset == o.high_watermark {
+            let bound = upper.map_or(o.high_watermark, |u| u.min(o.high_watermark));
+            if offset >= bound {
                 return Ok(result(ReadData::Empty, o));
             }
             if st.hot.start().is_some_and(|s| offset >= s) {
-                let v = st.hot.read(offset, o.high_watermark, max_bytes, min_one);
+                let v = st.hot.read(offset, bound, max_bytes, min_one);
                 let data = if v.is_empty() {
                     ReadData::Empty
                 } else {
@@ -899,6 +996,10 @@ impl PartitionLog {
             let (Some(files), Some(plain)) = (seg.files.as_ref(), plain) else {
                 return Ok(result(ReadData::Empty, o));
             };
+            // where `bound` starts in this segment, if it does
+            let bound_hint = (bound < seg.next_offset)
+                .then(|| bound.relative_to(seg.base).map(|r| seg.index.lookup(r).1))
+                .flatten();
             (
                 o,
                 (
@@ -908,10 +1009,18 @@ impl PartitionLog {
                     start_hint,
                     seg.written_size,
                     seg.index.clone(),
+                    bound_hint.map(|h| (h, bound)),
                 ),
             )
         };
-        let (dma, plain, seg_base, start_hint, end, index) = target;
+        let (dma, plain, seg_base, start_hint, mut end, index, bound_at) = target;
+        if let Some((hint, bound)) = bound_at {
+            if let Some(b) = segment::walk_headers(&dma, hint.0, end, |b| b.base < bound).await? {
+                if b.base >= bound {
+                    end = end.min(b.pos);
+                }
+            }
+        }
         let Some(first_batch) =
             segment::walk_headers(&dma, start_hint.0, end, |b| b.last < offset).await?
         else {
@@ -1164,6 +1273,8 @@ impl PartitionLog {
         let active = st.active_mut();
         active.finish_time_index();
         active.write_index_files(&dir)?;
+        active.write_txn_index(&dir)?;
+        write_snapshot(&dir, leo, &st.producers.to_json())?;
         let mut meta = st.meta();
         meta.clean_shutdown = Some(CleanShutdown {
             log_end_offset: leo.0,
@@ -1173,6 +1284,121 @@ impl PartitionLog {
         st.synced = leo;
         Ok(())
     }
+}
+
+fn snapshot_path(dir: &Path, offset: Offset) -> PathBuf {
+    dir.join(crate::index::file_name(offset, "producers"))
+}
+
+/// Offsets of the producer-state snapshots in `dir`, oldest first.
+fn list_snapshots(dir: &Path) -> Result<Vec<Offset>> {
+    let mut v = Vec::new();
+    let rd = fs::read_dir(dir).map_err(|e| LogError::io("listing", dir, e))?;
+    for entry in rd.flatten() {
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".producers")) else {
+            continue;
+        };
+        if let Ok(o) = stem.parse::<u64>() {
+            v.push(Offset(o));
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// Writes the producer-state snapshot as of `offset` (temp file, fsync, rename) and keeps only
+/// the two newest.
+fn write_snapshot(dir: &Path, offset: Offset, bytes: &[u8]) -> Result<()> {
+    let path = snapshot_path(dir, offset);
+    let tmp = path.with_extension("producers.tmp");
+    fs::write(&tmp, bytes).map_err(|e| LogError::io("writing", &tmp, e))?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_data())
+        .map_err(|e| LogError::io("syncing", &tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| LogError::io("renaming", &path, e))?;
+    let all = list_snapshots(dir)?;
+    for old in all.iter().rev().skip(2) {
+        let _ = fs::remove_file(snapshot_path(dir, *old));
+    }
+    Ok(())
+}
+
+/// Rebuilds the producer state and the aborted-transaction lists after the segments are
+/// recovered: from the newest usable snapshot, replaying the batches after it. Segments before
+/// the snapshot must have their `.txnindex`; if one lacks it, everything is replayed.
+async fn rebuild_producers(
+    dir: &Path,
+    segments: &mut BTreeMap<Offset, Segment>,
+    leo: Offset,
+    now_ms: TimestampMs,
+) -> Result<ProducerStates> {
+    let first_base = *segments.keys().next().expect("non-empty");
+    let last_base = *segments.keys().next_back().expect("non-empty");
+    let snaps = list_snapshots(dir)?;
+    for s in snaps.iter().filter(|s| **s > leo) {
+        // the log was truncated below it
+        let _ = fs::remove_file(snapshot_path(dir, *s));
+    }
+    let mut start: Option<(Offset, ProducerStates)> = None;
+    for s in snaps
+        .iter()
+        .rev()
+        .filter(|s| **s <= leo && **s >= first_base)
+        .filter(|s| **s == leo || segments.contains_key(s))
+    {
+        if let Some(st) = fs::read(snapshot_path(dir, *s))
+            .ok()
+            .and_then(|b| ProducerStates::from_json(&b))
+        {
+            start = Some((*s, st));
+            break;
+        }
+    }
+    let (mut from, mut state) = start.unwrap_or((first_base, ProducerStates::default()));
+    for seg in segments.values_mut().filter(|s| s.base < from) {
+        match Segment::load_txn_index(dir, seg.base) {
+            Some(a) => seg.aborted = a,
+            None => {
+                tracing::info!(dir = %dir.display(), segment = %seg.base, "transaction index missing; replaying the whole log");
+                from = first_base;
+                state = ProducerStates::default();
+                break;
+            }
+        }
+    }
+    for seg in segments.values_mut().filter(|s| s.base >= from) {
+        let Some(files) = seg.files.as_ref() else {
+            continue;
+        };
+        let mut aborted = Vec::new();
+        let mut bad = None;
+        segment::walk_batches(&files.dma, 0, seg.size, |h, control| {
+            let marker = match control.map(producer::parse_marker) {
+                Some(Ok(m)) => Some(m),
+                Some(Err(e)) => {
+                    bad = Some(e);
+                    return;
+                }
+                None => None,
+            };
+            if let Some(a) = state.on_append(h, marker, h.base(), h.last(), now_ms) {
+                aborted.push(a);
+            }
+        })
+        .await?;
+        if let Some(e) = bad {
+            tracing::warn!(dir = %dir.display(), segment = %seg.base, error = %e, "skipped a bad control batch in replay");
+        }
+        seg.aborted = aborted;
+        if seg.base != last_base {
+            seg.write_txn_index(dir)?;
+        }
+    }
+    if !state.is_empty() {
+        tracing::debug!(dir = %dir.display(), producers = state.len(), from = %from, "producer state rebuilt");
+    }
+    Ok(state)
 }
 
 fn result(data: ReadData, o: LogOffsets) -> ReadResult {
@@ -1395,7 +1621,7 @@ async fn write_chunks(
             signals.space.notify(usize::MAX);
         }
         if chunk.seal {
-            seal(inner, &dma, seg_base).await?;
+            seal(inner, &dma, seg_base, chunk.snapshot).await?;
         }
     }
     Ok(())
@@ -1403,7 +1629,12 @@ async fn write_chunks(
 
 /// Finishes a rolled segment: trim the preallocation, fdatasync, write its indexes, move the
 /// recovery point past it.
-async fn seal(inner: &Rc<RefCell<Inner>>, dma: &DmaFile, base: Offset) -> Result<()> {
+async fn seal(
+    inner: &Rc<RefCell<Inner>>,
+    dma: &DmaFile,
+    base: Offset,
+    snapshot: Option<Vec<u8>>,
+) -> Result<()> {
     let path = path_of(dma);
     let size = inner.borrow().segments.get(&base).map_or(0, |s| s.size);
     dma.truncate(size)
@@ -1424,7 +1655,11 @@ async fn seal(inner: &Rc<RefCell<Inner>>, dma: &DmaFile, base: Offset) -> Result
     seg.allocated = size;
     seg.finish_time_index();
     seg.write_index_files(&dir)?;
+    seg.write_txn_index(&dir)?;
     let next = seg.next_offset;
+    if let Some(snap) = snapshot {
+        write_snapshot(&dir, next, &snap)?;
+    }
     st.synced = st.synced.max(next);
     st.recovery_point = next;
     st.meta().store(&dir)?;

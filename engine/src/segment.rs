@@ -11,6 +11,7 @@ use crate::batch::{self, BatchHeader, LOG_OVERHEAD};
 use crate::error::{LogError, Result};
 use crate::index::{self, SegmentIndex, TimeEntry};
 use crate::meta::sync_dir;
+use crate::producer::AbortedTxn;
 use crate::types::{FilePos, Offset, TimestampMs};
 
 /// Read size of recovery scans and header walks.
@@ -42,6 +43,8 @@ pub struct Segment {
     /// Wall-clock time of the first append (segment.ms rolls from here).
     pub first_append_ms: Option<i64>,
     pub sealed: bool,
+    /// Transactions aborted by a marker in this segment, in marker order (the `.txnindex`).
+    pub aborted: Vec<AbortedTxn>,
 }
 
 pub fn log_path(dir: &Path, base: Offset) -> PathBuf {
@@ -60,6 +63,7 @@ impl Segment {
             index: SegmentIndex::default(),
             first_append_ms: None,
             sealed: false,
+            aborted: Vec::new(),
         }
     }
 
@@ -118,10 +122,23 @@ impl Segment {
 
     /// Writes `.index` and `.timeindex` (blocking, small, at seal/close only) and syncs them.
     pub fn write_index_files(&self, dir: &Path) -> Result<()> {
-        for (ext, bytes) in [
-            ("index", self.index.encode_offsets()),
-            ("timeindex", self.index.encode_times()),
-        ] {
+        self.write_files(
+            dir,
+            [
+                ("index", self.index.encode_offsets()),
+                ("timeindex", self.index.encode_times()),
+            ],
+        )
+    }
+
+    /// Writes the aborted-transaction index `.txnindex` and syncs it.
+    pub fn write_txn_index(&self, dir: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec(&self.aborted).unwrap_or_default();
+        self.write_files(dir, [("txnindex", bytes)])
+    }
+
+    fn write_files<const N: usize>(&self, dir: &Path, files: [(&str, Vec<u8>); N]) -> Result<()> {
+        for (ext, bytes) in files {
             let path = dir.join(index::file_name(self.base, ext));
             let tmp = path.with_extension(format!("{ext}.tmp"));
             fs::write(&tmp, &bytes).map_err(|e| LogError::io("writing", &tmp, e))?;
@@ -146,9 +163,15 @@ impl Segment {
         SegmentIndex::decode(&offsets, &times, size, rel_end)
     }
 
+    /// Loads the aborted-transaction index, if the segment has one.
+    pub fn load_txn_index(dir: &Path, base: Offset) -> Option<Vec<AbortedTxn>> {
+        let bytes = fs::read(dir.join(index::file_name(base, "txnindex"))).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     /// Deletes the segment's files (caller syncs the directory).
     pub fn remove_files(dir: &Path, base: Offset) -> Result<()> {
-        for ext in ["log", "index", "timeindex"] {
+        for ext in ["log", "index", "timeindex", "txnindex"] {
             let path = dir.join(index::file_name(base, ext));
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -338,6 +361,58 @@ pub async fn walk_headers(
         pos += found.len;
     }
     Ok(None)
+}
+
+/// Calls `f` with the header of every batch in `[from, end)` and, for control batches, the
+/// whole batch (they are tiny). Used by recovery to replay producer state.
+pub async fn walk_batches(
+    file: &DmaFile,
+    from: u64,
+    end: u64,
+    mut f: impl FnMut(&BatchHeader, Option<&[u8]>),
+) -> Result<()> {
+    const WALK_CHUNK: usize = 256 << 10;
+    const CONTROL_MAX: usize = 512;
+    let mut pos = from;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_pos = from;
+    while pos < end {
+        let off = (pos - buf_pos) as usize;
+        if buf.len() < off + batch::HEADER_LEN {
+            let n = WALK_CHUNK.min((end - pos) as usize).max(batch::HEADER_LEN);
+            buf = read_exact_at(file, pos, n).await?;
+            buf_pos = pos;
+            if buf.len() < batch::HEADER_LEN {
+                return Ok(()); // short file
+            }
+            continue;
+        }
+        let Some(h) = BatchHeader::parse(&buf[off..]) else {
+            return Ok(());
+        };
+        let Some(len) = h.total_len() else {
+            return Ok(());
+        };
+        if pos + len as u64 > end {
+            return Ok(());
+        }
+        if h.is_control() && len <= CONTROL_MAX {
+            if buf.len() < off + len {
+                buf =
+                    read_exact_at(file, pos, len.max(WALK_CHUNK.min((end - pos) as usize))).await?;
+                buf_pos = pos;
+                if buf.len() < len {
+                    return Ok(()); // short file
+                }
+                continue;
+            }
+            f(h, Some(&buf[off..off + len]));
+        } else {
+            f(h, None);
+        }
+        pos += len as u64;
+    }
+    Ok(())
 }
 
 /// Creates a segment's file and makes its directory entry durable.
