@@ -27,7 +27,9 @@ use crate::error::{BatchError, LogError, Result};
 use crate::fault::{Fault, FaultPlan};
 use crate::hot::HotTail;
 use crate::meta::{sync_dir, CleanShutdown, PartitionMeta};
-use crate::producer::{self, AbortedTxn, Admit, Marker, ProducerEntry, ProducerStates};
+use crate::producer::{
+    self, AbortedTxn, Admit, Marker, ProducerEntry, ProducerError, ProducerStates,
+};
 use crate::quirk::prime_dma_probe;
 use crate::segment::{self, path_of, Segment, SegmentFiles};
 use crate::types::{Durability, FilePos, Offset, TimestampMs};
@@ -91,6 +93,11 @@ pub enum TimestampType {
 pub struct AppendOptions {
     pub leader_epoch: i32,
     pub timestamp_type: TimestampType,
+    /// For a transactional batch that starts a transaction in this partition: the token of
+    /// [`PartitionLog::begin_txn_verification`], taken before the transaction coordinator
+    /// confirmed the partition is part of the producer's transaction. A marker written since
+    /// voids it, so a late batch cannot open a transaction nobody will end (KIP-890).
+    pub txn_guard: Option<u64>,
 }
 
 /// Where an appended batch landed.
@@ -273,6 +280,9 @@ struct Inner {
     hot: HotTail,
     state: RunState,
     producers: ProducerStates,
+    /// Verification tokens by producer id (see `AppendOptions::txn_guard`).
+    txn_guards: std::collections::HashMap<i64, u64>,
+    next_guard: u64,
 }
 
 /// Wake-ups between appenders, waiters and the flusher.
@@ -420,6 +430,21 @@ impl Inner {
         marker: Option<Marker>,
         opts: &AppendOptions,
     ) -> Result<AppendInfo> {
+        let pid = header.producer_id.get();
+        if marker.is_some() {
+            self.txn_guards.remove(&pid);
+        } else if header.is_transactional()
+            && !self
+                .producers
+                .in_transaction(pid, header.producer_epoch.get())
+            && (opts.txn_guard.is_none() || self.txn_guards.get(&pid) != opts.txn_guard.as_ref())
+        {
+            return Err(ProducerError::InvalidTxnState {
+                producer_id: pid,
+                reason: "the partition is not part of an ongoing transaction (or it ended)".into(),
+            }
+            .into());
+        }
         if let Admit::Duplicate(d) = self.producers.check(header, marker)? {
             return Ok(AppendInfo {
                 base_offset: Offset(d.base),
@@ -750,6 +775,8 @@ impl PartitionLog {
             poisoned: None,
             state: RunState::Open,
             producers,
+            txn_guards: Default::default(),
+            next_guard: 1,
         };
         let inner = Rc::new(RefCell::new(inner));
         let signals = Rc::new(Signals::default());
@@ -837,6 +864,16 @@ impl PartitionLog {
             .borrow()
             .producers
             .in_transaction(producer_id, epoch)
+    }
+
+    /// Starts verifying that a transactional batch of `producer_id` may open a transaction
+    /// here; pass the token as `AppendOptions::txn_guard` once the coordinator said yes.
+    pub fn begin_txn_verification(&self, producer_id: i64) -> u64 {
+        let mut st = self.inner.borrow_mut();
+        let token = st.next_guard;
+        st.next_guard += 1;
+        st.txn_guards.insert(producer_id, token);
+        token
     }
 
     /// Forgets producers idle for longer than `max_idle_ms` (producer.id.expiration.ms).

@@ -34,8 +34,14 @@ fn small_segments() -> LogConfig {
     }
 }
 
+/// Appends like the broker does: a transactional batch is verified first.
 async fn append(log: &PartitionLog, b: &[u8]) -> Result<sluice_engine::AppendInfo, LogError> {
-    let info = log.append(b, AppendOptions::default()).await?;
+    let h = BatchHeader::parse(b).expect("header");
+    let mut opts = AppendOptions::default();
+    if h.is_transactional() && !h.is_control() {
+        opts.txn_guard = Some(log.begin_txn_verification(h.producer_id.get()));
+    }
+    let info = log.append(b, opts).await?;
     log.wait_durable(info.last_offset, Durability::Synced)
         .await?;
     Ok(info)
@@ -180,6 +186,36 @@ async fn check_committed_view(log: &PartitionLog, lso: Offset, aborted: &[Aborte
         .await
         .expect("read at LSO");
     assert!(at.data.is_empty());
+}
+
+#[test]
+fn unverified_or_late_transactional_batches_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let log = PartitionLog::open(&path, small_segments(), LogEnv::default())
+            .await
+            .expect("open");
+        let b = producer_batch(1, 1, 4, 0, 0, true);
+        let unverified = log
+            .append(&b, AppendOptions::default())
+            .await
+            .expect_err("refused");
+        assert_eq!(unverified.kafka_code(), 48, "{unverified}");
+        // verified, but the transaction ended (a marker) before the batch arrived
+        let token = log.begin_txn_verification(4);
+        append(&log, &build_marker(4, 0, false, 0, 1))
+            .await
+            .expect("marker");
+        let opts = AppendOptions {
+            txn_guard: Some(token),
+            ..AppendOptions::default()
+        };
+        let late = log.append(&b, opts).await.expect_err("refused");
+        assert_eq!(late.kafka_code(), 48, "{late}");
+        assert_eq!(log.last_stable_offset(), log.offsets().log_end);
+        log.close().await.expect("close");
+    });
 }
 
 #[test]
