@@ -28,11 +28,13 @@ STOP_TIMEOUT = 10.0  # the broker waits up to 5 s for open connections before cl
 class Broker:
     """One sluice-server process (and its successors after restarts) on one data dir."""
 
-    def __init__(self, binary, data_dir, log_dir, cores=2):
+    def __init__(self, binary, data_dir, log_dir, cores=2, overrides=(), advertised=None):
         self.binary = str(binary)
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
         self.cores = cores
+        self.overrides = list(overrides)  # "key=value" strings, passed as --override key=value
+        self.advertised = advertised  # "HOST:PORT" given to clients in Metadata, or None
         self.port = 0  # 0 until the first start picks one; restarts reuse it
         self.proc = None
         self.ended = False  # the last run was ended by stop() or kill(), not on its own
@@ -83,6 +85,8 @@ class Broker:
                     "--listen", f"127.0.0.1:{self.port}",
                     "--data-dir", str(self.data_dir),
                     "--cores", str(self.cores),
+                    *[a for kv in self.overrides for a in ("--override", kv)],
+                    *(["--advertised", self.advertised] if self.advertised else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -196,6 +200,41 @@ def broker(request, tmp_path):
         pytest.fail(f"sluice-server died during the test (exit {b.proc.returncode})")
 
 
+@pytest.fixture
+def broker_factory(request, tmp_path):
+    """Builds brokers with extra settings: make(overrides=["key=value", ...],
+    advertised="HOST:PORT", start=True) returns a Broker (started unless start=False). Like
+    `broker`, each one still running at the end is sent SIGTERM and must exit 0."""
+    made = []
+    request.node.factory_brokers = made
+
+    def make(overrides=(), advertised=None, cores=2, start=True):
+        n = len(made)
+        logs = tmp_path / f"logs-{n}"
+        logs.mkdir()
+        b = Broker(
+            server_binary(), tmp_path / f"data-{n}", logs, cores,
+            overrides=overrides, advertised=advertised,
+        )
+        made.append(b)
+        if start:
+            b.start()
+        return b
+
+    yield make
+    gc.collect()
+    for b in made:
+        if b.running:
+            code = b.stop()
+            assert code == 0, (
+                f"sluice-server did not exit cleanly on SIGTERM (exit {code})\n{b.log_tail()}"
+            )
+        elif b.proc is not None and not b.ended and not getattr(
+            request.node, "failed_call", False
+        ):
+            pytest.fail(f"sluice-server died during the test (exit {b.proc.returncode})")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Attach the broker's log to the report of a failed test."""
@@ -206,3 +245,6 @@ def pytest_runtest_makereport(item, call):
     b = getattr(item, "funcargs", {}).get("broker")
     if report.failed and isinstance(b, Broker):
         report.sections.append(("sluice-server log (tail)", b.log_tail()))
+    if report.failed:
+        for i, fb in enumerate(getattr(item, "factory_brokers", ())):
+            report.sections.append((f"sluice-server {i} log (tail)", fb.log_tail()))
