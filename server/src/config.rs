@@ -49,6 +49,14 @@ pub struct ServerConfig {
     pub group_initial_rebalance_delay_ms: u64,
     /// offsets.retention.minutes
     pub offsets_retention_minutes: u64,
+    /// transaction.max.timeout.ms: the largest transaction.timeout.ms a producer may ask for
+    pub transaction_max_timeout_ms: u64,
+    /// transaction.abort.timed.out.transaction.cleanup.interval.ms
+    pub transaction_abort_interval_ms: u64,
+    /// transactional.id.expiration.ms
+    pub transactional_id_expiration_ms: u64,
+    /// producer.id.expiration.ms
+    pub producer_id_expiration_ms: u64,
     /// Keys seen that sluice does not know (warned about at start).
     pub unknown_keys: Vec<String>,
 }
@@ -73,6 +81,10 @@ impl Default for ServerConfig {
             group_max_session_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 0,
             offsets_retention_minutes: 10_080,
+            transaction_max_timeout_ms: 900_000,
+            transaction_abort_interval_ms: 10_000,
+            transactional_id_expiration_ms: 604_800_000,
+            producer_id_expiration_ms: 86_400_000,
             unknown_keys: Vec::new(),
         }
     }
@@ -281,6 +293,16 @@ impl ServerConfig {
                 self.group_initial_rebalance_delay_ms = parse_num(key, value)?
             }
             "offsets.retention.minutes" => self.offsets_retention_minutes = parse_num(key, value)?,
+            "transaction.max.timeout.ms" => {
+                self.transaction_max_timeout_ms = parse_num(key, value)?
+            }
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                self.transaction_abort_interval_ms = parse_num::<u64>(key, value)?.max(1)
+            }
+            "transactional.id.expiration.ms" => {
+                self.transactional_id_expiration_ms = parse_num(key, value)?
+            }
+            "producer.id.expiration.ms" => self.producer_id_expiration_ms = parse_num(key, value)?,
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
             "sluice.cores" => {
                 let v: usize = parse_num(key, value)?;
@@ -355,6 +377,14 @@ impl ServerConfig {
                 ..Default::default()
             },
             offsets_retention: Duration::from_secs(self.offsets_retention_minutes * 60),
+        }
+    }
+
+    pub fn txn_config(&self) -> crate::txn::TxnConfig {
+        crate::txn::TxnConfig {
+            max_timeout_ms: self.transaction_max_timeout_ms,
+            abort_interval: std::time::Duration::from_millis(self.transaction_abort_interval_ms),
+            id_expiration_ms: self.transactional_id_expiration_ms,
         }
     }
 

@@ -15,8 +15,10 @@ pub mod catalog;
 pub mod config;
 pub mod conn;
 pub mod group;
+pub mod kvlog;
 mod sendfile;
 pub mod shard;
+pub mod txn;
 pub mod wire;
 
 use glommio::ExecutorJoinHandle;
@@ -230,6 +232,23 @@ async fn shard_main(
     };
     let ticker = coordinator.start_ticker();
     shard.set_coordinator(coordinator.clone());
+    // the transaction coordinator of this shard: its state partitions, replayed
+    let txns = match txn::TxnCoordinator::open(
+        &shared.config.data_dir,
+        id,
+        shard.nr,
+        shared.config.txn_config(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(format!("transaction coordinator: {e}")));
+            return;
+        }
+    };
+    let txn_ticker = txns.start_ticker(shard.clone());
+    shard.set_txn(txns.clone());
     // shard 0 binds first (the port may be 0); the others join it with SO_REUSEPORT
     let listener = if id == 0 {
         match TcpListener::bind(shared.config.listen) {
@@ -314,7 +333,9 @@ async fn shard_main(
     }
     retention.cancel();
     ticker.cancel();
+    txn_ticker.cancel();
     coordinator.close().await;
+    txns.close().await;
     shard.close_all().await;
     tracing::info!(shard = id, "stopped");
 }

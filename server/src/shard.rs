@@ -96,6 +96,8 @@ pub struct Shard {
     opening: glommio::sync::Semaphore,
     /// Groups coordinated by this shard (set once at start).
     coordinator: RefCell<Option<Rc<crate::group::Coordinator>>>,
+    /// Transactions coordinated by this shard (set once at start).
+    txn: RefCell<Option<Rc<crate::txn::TxnCoordinator>>>,
 }
 
 impl Shard {
@@ -108,6 +110,7 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             opening: glommio::sync::Semaphore::new(1),
             coordinator: RefCell::new(None),
+            txn: RefCell::new(None),
         })
     }
 
@@ -158,6 +161,14 @@ impl Shard {
 
     pub fn coordinator(&self) -> Option<Rc<crate::group::Coordinator>> {
         self.coordinator.borrow().clone()
+    }
+
+    pub fn txn(&self) -> Option<Rc<crate::txn::TxnCoordinator>> {
+        self.txn.borrow().clone()
+    }
+
+    pub fn set_txn(&self, c: Rc<crate::txn::TxnCoordinator>) {
+        *self.txn.borrow_mut() = Some(c);
     }
 
     pub fn set_coordinator(&self, c: Rc<crate::group::Coordinator>) {
@@ -274,11 +285,17 @@ impl Shard {
         }
     }
 
-    /// Runs retention on this shard's logs.
+    /// Runs retention on this shard's logs and forgets idle producers
+    /// (producer.id.expiration.ms).
     pub fn enforce_retention(&self) {
+        let idle_ms = self.shared.config.producer_id_expiration_ms as i64;
         for (tp, log) in self.logs() {
             if let Err(e) = log.enforce_retention() {
                 tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "retention failed");
+            }
+            let n = log.expire_producers(idle_ms);
+            if n > 0 {
+                tracing::debug!(topic = %tp.topic, partition = tp.partition, expired = n, "idle producers forgotten");
             }
         }
     }

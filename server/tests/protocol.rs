@@ -112,9 +112,16 @@ fn api_versions_negotiation() {
         assert!(
             r.api_keys
                 .iter()
-                .all(|k| k.api_key != ApiKey::AddPartitionsToTxn as i16),
+                .all(|k| k.api_key != ApiKey::WriteTxnMarkers as i16),
             "only what is implemented"
         );
+        // transaction protocol v2 (KIP-890 part 2) is not offered
+        let end_txn = r
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == ApiKey::EndTxn as i16)
+            .expect("end txn");
+        assert_eq!(end_txn.max_version, 4);
     }
     // a version from the future gets a v0 answer with UNSUPPORTED_VERSION and the real ranges
     // (hand-framed: api key 18, version 99, correlation id 77, null client id, no tags)

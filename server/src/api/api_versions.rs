@@ -3,7 +3,7 @@
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
-use super::{codes, SUPPORTED};
+use super::{codes, version_range, SUPPORTED};
 use crate::conn::ConnError;
 use crate::wire::{self, Response};
 
@@ -11,11 +11,11 @@ fn api_list() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
         .map(|k| {
-            let r = k.valid_versions();
+            let (min, max) = version_range(*k);
             ApiVersion::default()
                 .with_api_key(*k as i16)
-                .with_min_version(r.min)
-                .with_max_version(r.max)
+                .with_min_version(min)
+                .with_max_version(max)
         })
         .collect()
 }

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::ProducerId;
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
 use kafka_protocol::protocol::Encodable;
 use sluice_engine::{FirstBatch, LogError, Offset, ReadData};
@@ -48,8 +51,11 @@ impl Data {
 struct PartRead {
     error: i16,
     high_watermark: i64,
+    last_stable: i64,
     log_start: i64,
     data: Data,
+    /// (producer id, first offset) of aborted transactions in the data (read_committed).
+    aborted: Vec<(i64, i64)>,
 }
 
 impl PartRead {
@@ -57,8 +63,10 @@ impl PartRead {
         PartRead {
             error: code,
             high_watermark: -1,
+            last_stable: -1,
             log_start: -1,
             data: Data::None,
+            aborted: Vec::new(),
         }
     }
 }
@@ -69,6 +77,8 @@ struct Want {
     tp: TopicPartition,
     offset: i64,
     max_bytes: usize,
+    /// isolation_level=read_committed: read up to the last stable offset only.
+    committed: bool,
 }
 
 pub async fn handle(
@@ -82,6 +92,7 @@ pub async fn handle(
     let mut topics_out: Vec<FetchableTopicResponse> = Vec::new();
     let mut reads: Vec<Vec<Option<PartRead>>> = Vec::new();
     let mut by_shard: BTreeMap<usize, Vec<Want>> = BTreeMap::new();
+    let committed = version >= 4 && req.isolation_level == 1;
     for (ti, t) in req.topics.iter().enumerate() {
         let (name, owners) = {
             let st = shard.shared.catalog.read();
@@ -125,6 +136,7 @@ pub async fn handle(
                         },
                         offset: p.fetch_offset,
                         max_bytes: p.partition_max_bytes.max(0) as usize,
+                        committed,
                     });
                 }
             }
@@ -168,8 +180,20 @@ pub async fn handle(
                 .with_partition_index(p.partition)
                 .with_error_code(r.error)
                 .with_high_watermark(r.high_watermark)
-                .with_last_stable_offset(r.high_watermark)
+                .with_last_stable_offset(r.last_stable)
                 .with_log_start_offset(r.log_start);
+            if committed && r.error == codes::NONE {
+                pd = pd.with_aborted_transactions(Some(
+                    r.aborted
+                        .iter()
+                        .map(|(pid, first)| {
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(*pid))
+                                .with_first_offset(*first)
+                        })
+                        .collect(),
+                ));
+            }
             let len = r.data.len();
             if len > 0 && (first || len <= budget) {
                 first = false;
@@ -319,22 +343,34 @@ async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>) -> Vec<PartRead> {
             }
         };
         let o = log.offsets();
+        let lso = log.last_stable_offset();
         let mut r = PartRead {
             error: codes::NONE,
             high_watermark: o.high_watermark.get() as i64,
+            last_stable: lso.get() as i64,
             log_start: o.log_start.get() as i64,
             data: Data::None,
+            aborted: Vec::new(),
         };
         if w.offset < 0 {
             r.error = codes::OFFSET_OUT_OF_RANGE;
             out.push(r);
             continue;
         }
+        let from = Offset(w.offset as u64);
+        let upper = w.committed.then_some(lso);
         match log
-            .read(Offset(w.offset as u64), w.max_bytes, FirstBatch::Always)
+            .read_upto(from, w.max_bytes, FirstBatch::Always, upper)
             .await
         {
             Ok(res) => {
+                if w.committed && !res.data.is_empty() {
+                    r.aborted = log
+                        .aborted_transactions(from, lso)
+                        .into_iter()
+                        .map(|a| (a.producer_id, a.first as i64))
+                        .collect();
+                }
                 r.high_watermark = res.high_watermark.get() as i64;
                 r.log_start = res.log_start_offset.get() as i64;
                 r.data = match res.data {
@@ -376,8 +412,10 @@ async fn wait_any(shard: &Rc<Shard>, by_shard: &BTreeMap<usize, Vec<Want>>, dead
     let first_done = done.listen();
     let mut tasks = Vec::new();
     for (&owner, wants) in by_shard {
-        let parts: Vec<(TopicPartition, i64)> =
-            wants.iter().map(|w| (w.tp.clone(), w.offset)).collect();
+        let parts: Vec<(TopicPartition, i64, bool)> = wants
+            .iter()
+            .map(|w| (w.tp.clone(), w.offset, w.committed))
+            .collect();
         let s = shard.clone();
         let done = done.clone();
         tasks.push(glommio::spawn_local(async move {
@@ -396,15 +434,20 @@ async fn wait_any(shard: &Rc<Shard>, by_shard: &BTreeMap<usize, Vec<Want>>, dead
     }
 }
 
-async fn wait_local(shard: &Rc<Shard>, parts: Vec<(TopicPartition, i64)>, deadline: Instant) {
+async fn wait_local(shard: &Rc<Shard>, parts: Vec<(TopicPartition, i64, bool)>, deadline: Instant) {
     loop {
         let mut listeners = Vec::new();
-        for (tp, offset) in &parts {
+        for (tp, offset, committed) in &parts {
             let Some(log) = shard.log(tp) else {
                 return;
             };
             let l = log.listen();
-            if log.offsets().high_watermark.get() as i64 > *offset {
+            let visible = if *committed {
+                log.last_stable_offset()
+            } else {
+                log.offsets().high_watermark
+            };
+            if visible.get() as i64 > *offset {
                 return;
             }
             listeners.push(l);

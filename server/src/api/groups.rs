@@ -340,22 +340,55 @@ type Wanted = Option<Vec<(String, Vec<i32>)>>;
 
 /// One partition of an OffsetFetch answer (the single-group and multi-group forms use two
 /// kafka-protocol types with the same fields); -1 when nothing is committed.
+/// A partition's answer; `Err` carries UNSTABLE_OFFSET_COMMIT (an open transaction holds
+/// offsets for it and the client asked for stable offsets only).
+type Fetched = Result<Option<Committed>, i16>;
+
 macro_rules! committed {
     ($ty:ident, $p:expr, $c:expr) => {{
-        let c: Option<Committed> = $c;
+        let f: Fetched = $c;
+        let code = f.as_ref().err().copied().unwrap_or(err::NONE);
+        let c = f.unwrap_or(None);
         $ty::default()
             .with_partition_index($p)
             .with_committed_offset(c.as_ref().map_or(-1, |c| c.offset))
             .with_committed_leader_epoch(c.as_ref().map_or(-1, |c| c.leader_epoch))
             .with_metadata(Some(s(c.and_then(|c| c.metadata).unwrap_or_default())))
+            .with_error_code(code)
     }};
 }
 
-/// One group's committed offsets: (error, [(topic, [(partition, committed)])]).
-async fn fetch_group(shard: &Rc<Shard>, group: String, wanted: Wanted) -> (i16, TopicOffsets) {
+/// UNSTABLE_OFFSET_COMMIT
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+
+/// One group's committed offsets: (error, [(topic, [(partition, committed)])]). With
+/// `require_stable`, partitions with pending transactional offsets answer
+/// UNSTABLE_OFFSET_COMMIT (the client retries).
+async fn fetch_group(
+    shard: &Rc<Shard>,
+    group: String,
+    wanted: Wanted,
+    require_stable: bool,
+) -> (i16, Vec<(String, Vec<(i32, Fetched)>)>) {
     let g = group.clone();
     match on_coordinator(shard, &group, move |c| async move {
-        c.fetch_offsets(&g, wanted)
+        let topics: TopicOffsets = c.fetch_offsets(&g, wanted);
+        topics
+            .into_iter()
+            .map(|(t, ps)| {
+                let ps = ps
+                    .into_iter()
+                    .map(|(p, committed)| {
+                        if require_stable && c.has_pending(&g, &t, p) {
+                            (p, Err(UNSTABLE_OFFSET_COMMIT))
+                        } else {
+                            (p, Ok(committed))
+                        }
+                    })
+                    .collect();
+                (t, ps)
+            })
+            .collect::<Vec<_>>()
     })
     .await
     {
@@ -375,7 +408,8 @@ pub async fn offset_fetch(
                 .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                 .collect()
         });
-        let (code, topics) = fetch_group(shard, req.group_id.0.to_string(), wanted).await;
+        let stable = version >= 7 && req.require_stable;
+        let (code, topics) = fetch_group(shard, req.group_id.0.to_string(), wanted, stable).await;
         return OffsetFetchResponse::default()
             .with_error_code(code)
             .with_topics(
@@ -411,7 +445,8 @@ pub async fn offset_fetch(
                 })
                 .collect()
         });
-        let (code, topics) = fetch_group(shard, g.group_id.0.to_string(), wanted).await;
+        let (code, topics) =
+            fetch_group(shard, g.group_id.0.to_string(), wanted, req.require_stable).await;
         let st = shard.shared.catalog.read();
         groups.push(
             OffsetFetchResponseGroup::default()

@@ -14,8 +14,14 @@ pub const LATEST: i64 = -1;
 pub const EARLIEST: i64 = -2;
 pub const MAX_TIMESTAMP: i64 = -3;
 
-/// (error, timestamp, offset) of one lookup on the owning shard.
-pub async fn lookup_local(shard: &Rc<Shard>, tp: TopicPartition, ts: i64) -> (i16, i64, i64) {
+/// (error, timestamp, offset) of one lookup on the owning shard. `committed`: the reader uses
+/// isolation_level=read_committed, so "latest" is the last stable offset.
+pub async fn lookup_local(
+    shard: &Rc<Shard>,
+    tp: TopicPartition,
+    ts: i64,
+    committed: bool,
+) -> (i16, i64, i64) {
     let log = match shard.owned_log(&tp).await {
         Ok(Some(l)) => l,
         Ok(None) => return (codes::UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
@@ -23,6 +29,7 @@ pub async fn lookup_local(shard: &Rc<Shard>, tp: TopicPartition, ts: i64) -> (i1
     };
     let o = log.offsets();
     match ts {
+        LATEST if committed => (codes::NONE, -1, log.last_stable_offset().get() as i64),
         LATEST => (codes::NONE, -1, o.high_watermark.get() as i64),
         EARLIEST => (codes::NONE, -1, o.log_start.get() as i64),
         MAX_TIMESTAMP => match log.max_timestamp_offset().await {
@@ -44,6 +51,7 @@ pub async fn handle(
     req: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
+    let committed = version >= 2 && req.isolation_level == 1;
     let mut topics = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -66,7 +74,9 @@ pub async fn handle(
                     let tp = TopicPartition::new(&name, p.partition_index);
                     let ts = p.timestamp;
                     shard
-                        .call(o, move |s| async move { lookup_local(&s, tp, ts).await })
+                        .call(o, move |s| async move {
+                            lookup_local(&s, tp, ts, committed).await
+                        })
                         .await
                         .unwrap_or((codes::KAFKA_STORAGE_ERROR, -1, -1))
                 }

@@ -21,6 +21,7 @@ mod metadata;
 mod produce;
 mod producer_id;
 pub mod topics;
+mod txn;
 
 /// Kafka error codes used by the handlers.
 pub mod codes {
@@ -84,11 +85,31 @@ pub const SUPPORTED: &[ApiKey] = &[
     ApiKey::DeleteGroups,
     ApiKey::OffsetDelete,
     ApiKey::InitProducerId,
+    ApiKey::AddPartitionsToTxn,
+    ApiKey::AddOffsetsToTxn,
+    ApiKey::EndTxn,
+    ApiKey::TxnOffsetCommit,
+    ApiKey::ListTransactions,
+    ApiKey::DescribeTransactions,
+    ApiKey::DescribeProducers,
 ];
 
-fn supported(api_key: ApiKey, version: i16) -> bool {
+/// The versions of `api_key` sluice answers: kafka-protocol's range, capped where a newer
+/// version means semantics sluice does not implement (transaction protocol v2 of KIP-890
+/// part 2 in EndTxn v5 / TxnOffsetCommit v5).
+pub fn version_range(api_key: ApiKey) -> (i16, i16) {
     let r = api_key.valid_versions();
-    SUPPORTED.contains(&api_key) && version >= r.min && version <= r.max
+    let cap = match api_key {
+        ApiKey::EndTxn => 4,
+        ApiKey::TxnOffsetCommit => 4,
+        _ => r.max,
+    };
+    (r.min, r.max.min(cap))
+}
+
+fn supported(api_key: ApiKey, version: i16) -> bool {
+    let (min, max) = version_range(api_key);
+    SUPPORTED.contains(&api_key) && version >= min && version <= max
 }
 
 /// Handles one frame (without its length prefix). `Ok(None)`: no response (acks=0).
@@ -198,7 +219,19 @@ async fn dispatch(
         RequestKind::DescribeGroups(r) => respond!(groups::describe_groups(shard, r, v).await),
         RequestKind::DeleteGroups(r) => respond!(groups::delete_groups(shard, r).await),
         RequestKind::OffsetDelete(r) => respond!(groups::offset_delete(shard, r).await),
+        RequestKind::InitProducerId(r) if r.transactional_id.is_some() => {
+            respond!(txn::init_producer_id(shard, r).await)
+        }
         RequestKind::InitProducerId(r) => respond!(producer_id::handle(shard, r)),
+        RequestKind::AddPartitionsToTxn(r) => respond!(txn::add_partitions(shard, r, v).await),
+        RequestKind::AddOffsetsToTxn(r) => respond!(txn::add_offsets(shard, r).await),
+        RequestKind::EndTxn(r) => respond!(txn::end_txn(shard, r).await),
+        RequestKind::TxnOffsetCommit(r) => respond!(txn::txn_offset_commit(shard, r).await),
+        RequestKind::ListTransactions(r) => respond!(txn::list_transactions(shard, r).await),
+        RequestKind::DescribeTransactions(r) => {
+            respond!(txn::describe_transactions(shard, r).await)
+        }
+        RequestKind::DescribeProducers(r) => respond!(txn::describe_producers(shard, r).await),
         _ => Err(ConnError::UnknownApi(k as i16)),
     }
 }

@@ -23,6 +23,8 @@ struct Part {
     tp: TopicPartition,
     records: Option<Bytes>,
     timestamp_type: TimestampType,
+    /// The request's transactional id (transactional batches are verified against it).
+    txn_id: Option<Arc<str>>,
 }
 
 /// The owner's answer for one partition.
@@ -48,6 +50,7 @@ impl PartResult {
 }
 
 pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> ProduceResponse {
+    let txn_id: Option<Arc<str>> = req.transactional_id.as_ref().map(|t| Arc::from(t.as_str()));
     let level = match req.acks {
         0 | 1 => Some(Durability::Written),
         -1 => Some(Durability::Synced),
@@ -124,6 +127,7 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
                     },
                     records: p.records,
                     timestamp_type: ts_type,
+                    txn_id: txn_id.clone(),
                 }),
             }
         }
@@ -180,6 +184,62 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
     ProduceResponse::default().with_responses(out)
 }
 
+/// Checks what the log cannot: clients never write control batches, and a transactional
+/// batch that would open a transaction in this partition must belong to its producer's
+/// ongoing transaction (asked of the transaction coordinator). Returns the verification token
+/// for the append.
+async fn admit_producer(
+    shard: &Rc<Shard>,
+    log: &sluice_engine::PartitionLog,
+    tp: &TopicPartition,
+    records: &[u8],
+    txn_id: Option<&str>,
+) -> Result<Option<u64>, PartResult> {
+    let Some(h) = batch::BatchHeader::parse(records) else {
+        return Ok(None); // the log reports the malformed batch
+    };
+    if batch::split_batches(records)
+        .any(|b| batch::BatchHeader::parse(b).is_some_and(|h| h.is_control()))
+    {
+        return Err(PartResult::error(
+            codes::INVALID_RECORD,
+            Some("control batches are written by the broker only".into()),
+        ));
+    }
+    if !h.is_transactional() {
+        return Ok(None);
+    }
+    let (pid, epoch) = (h.producer_id.get(), h.producer_epoch.get());
+    if log.in_transaction(pid, epoch) {
+        return Ok(None);
+    }
+    let Some(id) = txn_id.map(str::to_string) else {
+        return Err(PartResult::error(
+            crate::txn::err::INVALID_TXN_STATE,
+            Some("transactional batch without a transactional id".into()),
+        ));
+    };
+    let token = log.begin_txn_verification(pid);
+    let target = crate::txn::txn_shard(&id, shard.nr);
+    let want = (tp.topic.to_string(), tp.partition);
+    let code = shard
+        .call(target, move |s| async move {
+            match s.txn() {
+                Some(t) => t.verify(&id, pid, epoch, &want),
+                None => crate::txn::err::COORDINATOR_NOT_AVAILABLE,
+            }
+        })
+        .await
+        .unwrap_or(crate::txn::err::COORDINATOR_NOT_AVAILABLE);
+    if code != codes::NONE {
+        return Err(PartResult::error(
+            code,
+            Some("the partition is not in the producer's ongoing transaction".into()),
+        ));
+    }
+    Ok(Some(token))
+}
+
 /// Appends on the owning shard. Appends of all parts happen before any wait, so several
 /// partitions share the same flush round.
 async fn produce_local(
@@ -211,10 +271,18 @@ async fn produce_local(
             )));
             continue;
         };
-        let opts = AppendOptions {
+        let mut opts = AppendOptions {
             leader_epoch: 0,
             timestamp_type: p.timestamp_type,
+            txn_guard: None,
         };
+        match admit_producer(shard, &log, &p.tp, &records, p.txn_id.as_deref()).await {
+            Ok(guard) => opts.txn_guard = guard,
+            Err(r) => {
+                pending.push(Err(r));
+                continue;
+            }
+        }
         let mut first = None;
         let mut last = None;
         let mut err = None;

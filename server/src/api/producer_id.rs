@@ -1,9 +1,8 @@
 //! InitProducerId for idempotent producers: a producer id unique for the life of the data
 //! directory (persisted in the catalog before it is handed out) and its epoch. Clients with
-//! idempotence on by default (Java 3+, kafka-python 3) call this before producing.
-//!
-//! Sequence-number de-duplication and transactional ids come with the transactions issue; a
-//! transactional id is refused with INVALID_REQUEST until then.
+//! idempotence on by default (Java 3+, kafka-python 3) call this before producing; partitions
+//! then de-duplicate their retries by sequence number (`sluice_engine::producer`).
+//! Transactional producers are served by `super::txn`.
 
 use std::rc::Rc;
 
@@ -14,12 +13,6 @@ use crate::catalog::CatalogError;
 use crate::shard::Shard;
 
 pub fn handle(shard: &Rc<Shard>, req: InitProducerIdRequest) -> InitProducerIdResponse {
-    if req.transactional_id.is_some() {
-        return InitProducerIdResponse::default()
-            .with_error_code(codes::INVALID_REQUEST)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
-    }
     // KIP-360: an idempotent producer may ask to bump its epoch
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
         return InitProducerIdResponse::default()

@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
-use sluice_engine::{
-    batch, AppendOptions, Durability, FirstBatch, LogConfig, LogEnv, Offset, PartitionLog,
-};
+use sluice_engine::PartitionLog;
 
 use state::{
     err, Group, GroupConfig, GroupState, JoinRequest, JoinResponse, Reply, SyncResponse, WaiterId,
@@ -63,6 +61,16 @@ struct OffsetKey {
     g: String,
     t: String,
     p: i32,
+    /// Producer id of a transactional offset commit (pending until its transaction ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    x: Option<i64>,
+}
+
+/// Value of the record that ends a producer's transactional offsets in a group (key: an
+/// `OffsetKey` with `x` set, an empty topic and partition -1).
+#[derive(Debug, Serialize, Deserialize)]
+struct TxnEnd {
+    commit: bool,
 }
 
 /// What a shard needs to coordinate groups.
@@ -82,6 +90,9 @@ pub struct Coordinator {
     cfg: CoordinatorConfig,
     groups: RefCell<HashMap<String, Group>>,
     offsets: RefCell<HashMap<String, GroupOffsets>>,
+    /// Offsets committed inside open transactions (TxnOffsetCommit), by group and producer
+    /// id: invisible until the transaction commits.
+    pending: RefCell<HashMap<String, HashMap<i64, GroupOffsets>>>,
     logs: HashMap<u32, Rc<PartitionLog>>,
     waiters: RefCell<HashMap<WaiterId, Waiter>>,
     next_waiter: Cell<WaiterId>,
@@ -114,20 +125,11 @@ impl Coordinator {
     ) -> Result<Rc<Coordinator>, String> {
         let mut logs = HashMap::new();
         let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
+        let mut pending: HashMap<String, HashMap<i64, GroupOffsets>> = HashMap::new();
         for p in (0..OFFSETS_PARTITIONS).filter(|p| *p as usize % shards.max(1) == shard) {
             let dir = data_dir.join("__sluice").join(format!("group-offsets-{p}"));
-            let log_cfg = LogConfig {
-                segment_bytes: 64 << 20,
-                retention_ms: None,
-                preallocate_bytes: 0,
-                write_buffer_bytes: 1 << 20,
-                hot_cache_bytes: 256 << 10,
-                ..LogConfig::default()
-            };
-            let log = PartitionLog::open(&dir, log_cfg, LogEnv::default())
-                .await
-                .map_err(|e| format!("opening {}: {e}", dir.display()))?;
-            replay(&log, &mut offsets).await?;
+            let log = crate::kvlog::open(&dir).await?;
+            replay(&log, &mut offsets, &mut pending).await?;
             logs.insert(p, Rc::new(log));
         }
         let groups = offsets.keys().map(|g| (g.clone(), Group::new(g))).collect();
@@ -135,6 +137,7 @@ impl Coordinator {
             cfg,
             groups: RefCell::new(groups),
             offsets: RefCell::new(offsets),
+            pending: RefCell::new(pending),
             logs,
             waiters: RefCell::new(HashMap::new()),
             next_waiter: Cell::new(1),
@@ -320,6 +323,7 @@ impl Coordinator {
                     g: group.to_string(),
                     t: t.clone(),
                     p: *p,
+                    x: None,
                 };
                 (
                     serde_json::to_vec(&key).unwrap_or_default(),
@@ -333,6 +337,7 @@ impl Coordinator {
         let mut offsets = self.offsets.borrow_mut();
         let map = offsets.entry(group.to_string()).or_default();
         for (t, p, c) in entries {
+            tracing::debug!(group, member_id, generation, topic = %t, partition = p, offset = c.offset, "offset committed");
             map.insert((t, p), c);
         }
         self.groups
@@ -343,34 +348,105 @@ impl Coordinator {
     }
 
     /// Appends records to the group's offsets partition and waits for the fdatasync.
-    async fn persist(
-        &self,
-        group: &str,
-        records: &[(Vec<u8>, Option<Vec<u8>>)],
-    ) -> Result<(), i16> {
+    async fn persist(&self, group: &str, records: &[crate::kvlog::KvRecord]) -> Result<(), i16> {
         let Some(log) = self.logs.get(&offsets_partition(group)) else {
             return Err(err::COORDINATOR_NOT_AVAILABLE);
         };
-        let ts = now_ms();
-        for chunk in records.chunks(1000) {
-            let recs: Vec<batch::NewRecord<'_>> = chunk
-                .iter()
-                .map(|(k, v)| batch::NewRecord {
-                    key: Some(k),
-                    value: v.as_deref(),
-                    timestamp: ts,
-                })
-                .collect();
-            let b = batch::build(&recs);
-            if let Err(e) = log
-                .append_durable(&b, AppendOptions::default(), Durability::Synced)
-                .await
-            {
-                tracing::error!(group, error = %e, "storing offsets failed");
-                return Err(e.kafka_code());
+        crate::kvlog::append(log, records).await.map_err(|e| {
+            tracing::error!(group, error = %e, "storing offsets failed");
+            e.kafka_code()
+        })
+    }
+
+    /// TxnOffsetCommit: stores offsets of producer `producer_id`'s open transaction; they
+    /// become committed offsets only if the transaction commits.
+    pub async fn txn_commit(
+        &self,
+        group: &str,
+        producer_id: i64,
+        member: Option<(&str, Option<&str>, i32)>,
+        entries: Vec<(String, i32, Committed)>,
+    ) -> i16 {
+        if let Some((member_id, instance_id, generation)) = member {
+            if generation >= 0 {
+                let code = match self.groups.borrow().get(group) {
+                    Some(g) => g.validate_commit(member_id, instance_id, generation),
+                    None => err::UNKNOWN_MEMBER_ID,
+                };
+                if code != err::NONE {
+                    return code;
+                }
             }
         }
-        Ok(())
+        let records: Vec<crate::kvlog::KvRecord> = entries
+            .iter()
+            .map(|(t, p, c)| {
+                let key = OffsetKey {
+                    g: group.to_string(),
+                    t: t.clone(),
+                    p: *p,
+                    x: Some(producer_id),
+                };
+                (
+                    serde_json::to_vec(&key).unwrap_or_default(),
+                    serde_json::to_vec(c).ok(),
+                )
+            })
+            .collect();
+        if let Err(code) = self.persist(group, &records).await {
+            return code;
+        }
+        let mut pending = self.pending.borrow_mut();
+        let map = pending
+            .entry(group.to_string())
+            .or_default()
+            .entry(producer_id)
+            .or_default();
+        for (t, p, c) in entries {
+            map.insert((t, p), c);
+        }
+        self.groups
+            .borrow_mut()
+            .entry(group.to_string())
+            .or_insert_with(|| Group::new(group));
+        err::NONE
+    }
+
+    /// Ends producer `producer_id`'s transactional offsets in `group` (the transaction
+    /// coordinator's marker): on commit they become the committed offsets.
+    pub async fn end_txn(&self, group: &str, producer_id: i64, commit: bool) -> i16 {
+        let key = OffsetKey {
+            g: group.to_string(),
+            t: String::new(),
+            p: -1,
+            x: Some(producer_id),
+        };
+        let record = (
+            serde_json::to_vec(&key).unwrap_or_default(),
+            serde_json::to_vec(&TxnEnd { commit }).ok(),
+        );
+        if let Err(code) = self.persist(group, &[record]).await {
+            return code;
+        }
+        let taken = self
+            .pending
+            .borrow_mut()
+            .get_mut(group)
+            .and_then(|m| m.remove(&producer_id));
+        if let (Some(done), true) = (taken, commit) {
+            let mut offsets = self.offsets.borrow_mut();
+            offsets.entry(group.to_string()).or_default().extend(done);
+        }
+        err::NONE
+    }
+
+    /// Whether an open transaction holds offsets for this partition (OffsetFetch with
+    /// require_stable answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn has_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending.borrow().get(group).is_some_and(|m| {
+            m.values()
+                .any(|o| o.contains_key(&(topic.to_string(), partition)))
+        })
     }
 
     /// Committed offsets of a group: all, or the requested (topic, partitions).
@@ -381,6 +457,7 @@ impl Coordinator {
     ) -> TopicOffsets {
         let offsets = self.offsets.borrow();
         let map = offsets.get(group);
+        tracing::debug!(group, ?wanted, stored = ?map, "offset fetch");
         match wanted {
             Some(list) => list
                 .into_iter()
@@ -490,6 +567,7 @@ impl Coordinator {
                     g: group.to_string(),
                     t: t.clone(),
                     p: *p,
+                    x: None,
                 };
                 (serde_json::to_vec(&key).unwrap_or_default(), None)
             })
@@ -580,49 +658,50 @@ fn subscribed_topics(metadata: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Replays an offsets partition into the in-memory map.
+/// Replays an offsets partition into the in-memory maps (committed and pending offsets).
 async fn replay(
     log: &PartitionLog,
     offsets: &mut HashMap<String, GroupOffsets>,
+    pending: &mut HashMap<String, HashMap<i64, GroupOffsets>>,
 ) -> Result<(), String> {
-    let mut next = log.offsets().log_start;
-    let end = log.offsets().high_watermark;
-    while next < end {
-        let r = log
-            .read(next, 1 << 20, FirstBatch::Always)
-            .await
-            .map_err(|e| e.to_string())?;
-        let bytes = r.data.to_vec().map_err(|e| e.to_string())?;
-        if bytes.is_empty() {
-            break;
-        }
-        for b in batch::split_batches(&bytes) {
-            let Some(h) = batch::BatchHeader::parse(b) else {
-                break;
-            };
-            next = Offset(h.last().get() + 1);
-            for rec in batch::records(b).unwrap_or_default() {
-                let Some(key) = rec
-                    .key
-                    .and_then(|k| serde_json::from_slice::<OffsetKey>(k).ok())
-                else {
-                    continue;
-                };
-                let map = offsets.entry(key.g.clone()).or_default();
-                match rec
-                    .value
-                    .and_then(|v| serde_json::from_slice::<Committed>(v).ok())
-                {
-                    Some(c) => {
-                        map.insert((key.t, key.p), c);
-                    }
-                    None => {
-                        map.remove(&(key.t, key.p));
-                    }
+    crate::kvlog::replay(log, |k, v| {
+        let Ok(key) = serde_json::from_slice::<OffsetKey>(k) else {
+            return;
+        };
+        if let Some(pid) = key.x {
+            if key.p < 0 {
+                let commit = v
+                    .and_then(|v| serde_json::from_slice::<TxnEnd>(v).ok())
+                    .is_some_and(|e| e.commit);
+                let done = pending.get_mut(&key.g).and_then(|m| m.remove(&pid));
+                if let (Some(done), true) = (done, commit) {
+                    offsets.entry(key.g).or_default().extend(done);
                 }
+            } else if let Some(c) = v.and_then(|v| serde_json::from_slice::<Committed>(v).ok()) {
+                pending
+                    .entry(key.g)
+                    .or_default()
+                    .entry(pid)
+                    .or_default()
+                    .insert((key.t, key.p), c);
+            }
+            return;
+        }
+        let map = offsets.entry(key.g).or_default();
+        match v.and_then(|v| serde_json::from_slice::<Committed>(v).ok()) {
+            Some(c) => {
+                map.insert((key.t, key.p), c);
+            }
+            None => {
+                map.remove(&(key.t, key.p));
             }
         }
-    }
+    })
+    .await?;
+    pending.retain(|_, m| {
+        m.retain(|_, o| !o.is_empty());
+        !m.is_empty()
+    });
     offsets.retain(|_, m| !m.is_empty());
     Ok(())
 }
