@@ -401,6 +401,7 @@ async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>) -> Vec<PartRead> {
             Err(LogError::OffsetOutOfRange { .. }) => r.error = codes::OFFSET_OUT_OF_RANGE,
             Err(e) => r.error = e.kafka_code(),
         }
+        tracing::trace!(topic = %w.tp.topic, partition = w.tp.partition, offset = w.offset, error = r.error, bytes = r.data.len(), "fetch read");
         out.push(r);
     }
     out
