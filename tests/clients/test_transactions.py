@@ -646,7 +646,7 @@ def test_transactions_survive_broker_restart(broker_factory, tmp_path, how):
         open_offsets = [r.offset for _, r in od.ok]
     else:
         killed, open_offsets = spawn_open_txn(
-            bs, "rs-open", 8000, topic, 0, group, src, 500, open_vals, tmp_path / "open.err"
+            bs, "rs-open", 6000, topic, 0, group, src, 500, open_vals, tmp_path / "open.err"
         )
         killed.kill()
         killed.wait(TIMEOUT)
@@ -718,10 +718,14 @@ def transformer_main(argv):
     transactional.id aborts its open transaction), then resumes from the group's committed
     offsets with the balances of the last committed `balance` records, which must match them.
 
+    With stall_at >= 0 the stall_at'th record of this run (from 0) is processed up to the
+    middle of its transaction (balance record flushed, so appended; offsets sent, so pending)
+    and then the process stalls, waiting to be killed.
+
     Prints JSON lines: {"resume": {p: [offset, balance]}}, {"c": [p, offset, balance]} after
-    each commit, {"error": ...}, {"done": true}."""
-    bootstrap, partitions, per_partition, seed = argv
-    partitions, per_partition = int(partitions), int(per_partition)
+    each commit, {"stalled": [p, offset]}, {"error": ...}, {"done": true}."""
+    bootstrap, partitions, per_partition, seed, stall_at = argv
+    partitions, per_partition, stall_at = int(partitions), int(per_partition), int(stall_at)
     rng = random.Random(int(seed))
 
     def out(**kw):
@@ -753,6 +757,7 @@ def transformer_main(argv):
     out(resume={p: [start[p], balance[p]] for p in range(partitions)})
     cons.assign([TopicPartition(IN_TOPIC, p, start[p]) for p in range(partitions)])
     nxt = dict(start)
+    processed = 0
     while any(nxt[p] < per_partition for p in range(partitions)):
         m = cons.poll(0.5)
         if m is None:
@@ -768,9 +773,15 @@ def transformer_main(argv):
         prod.begin_transaction()
         prod.produce(OUT_TOPIC, value=json.dumps({"o": o, "b": balance[p]}).encode(),
                      key=m.key(), partition=p)
+        if processed == stall_at:
+            prod.flush(T)
         time.sleep(rng.uniform(0, 0.004))  # widen the window for a kill mid-transaction
         prod.send_offsets_to_transaction([TopicPartition(IN_TOPIC, p, o + 1)],
                                          cons.consumer_group_metadata(), T)
+        if processed == stall_at:
+            out(stalled=[p, o])
+            time.sleep(120)
+        processed += 1
         time.sleep(rng.uniform(0, 0.004))
         prod.commit_transaction(T)
         out(c=[p, o, balance[p]])
@@ -780,14 +791,15 @@ def transformer_main(argv):
 
 
 class TransformerProcess:
-    def __init__(self, bootstrap, partitions, per_partition, seed, log_path):
+    def __init__(self, bootstrap, partitions, per_partition, seed, stall_at, log_path):
         self.lock = threading.Lock()
         self.lines = []
         self.log_path = log_path
         self.stderr = open(log_path, "wb")
+        self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, __file__, TRANSFORMER_MARK, bootstrap, str(partitions),
-             str(per_partition), str(seed)],
+             str(per_partition), str(seed), str(stall_at)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr,
             cwd=os.path.dirname(os.path.abspath(__file__)),
         )
@@ -796,8 +808,10 @@ class TransformerProcess:
 
     def _read(self):
         for line in self.proc.stdout:
+            ev = json.loads(line)
+            ev["t"] = round(time.monotonic() - self.started, 2)
             with self.lock:
-                self.lines.append(json.loads(line))
+                self.lines.append(ev)
 
     def events(self, kind):
         with self.lock:
@@ -826,13 +840,15 @@ class TransformerProcess:
 
 
 def test_consume_transform_produce_exactly_once_with_kills(broker, tmp_path):
-    """Seed 004's pipeline: 3 accounts (partitions of `transactions`) with 25 deposits each;
-    the transformer is SIGKILLed 4 times at random points and restarted. At the end `balance`
-    (read_committed) holds exactly one record per deposit, in order, with the right running
-    balance; the group's offsets are at the end; no restart lost a commit the previous run saw
-    succeed."""
+    """Seed 004's pipeline: 3 accounts (partitions of `transactions`) with 20 deposits each;
+    the transformer is SIGKILLed 4 times and restarted: twice at a random moment, twice while
+    stalled in the middle of a transaction whose balance record is already appended and whose
+    offset is pending. At the end `balance` (read_committed) holds exactly one record per
+    deposit, in order, with the right running balance; the group's offsets are at the end; no
+    restart lost a commit the previous run saw succeed; the stalled transactions' records are
+    in the log, aborted."""
     bs = broker.bootstrap
-    partitions, per_partition = 3, 25
+    partitions, per_partition = 3, 20
     create_topic(bs, IN_TOPIC, partitions)
     create_topic(bs, OUT_TOPIC, partitions)
     rng = random.Random(4004)
@@ -849,8 +865,11 @@ def test_consume_transform_produce_exactly_once_with_kills(broker, tmp_path):
     runs, kills = [], 4
     done_so_far = 0
     last_seen = {}  # partition -> last input offset a run saw committed
+    stalled = []
     for k in range(kills + 1):
-        t = TransformerProcess(bs, partitions, per_partition, 100 + k, tmp_path / f"tr-{k}.err")
+        stall_at = rng.randint(3, 10) if k < kills and k % 2 == 1 else -1
+        t = TransformerProcess(bs, partitions, per_partition, 100 + k, stall_at,
+                               tmp_path / f"tr-{k}.err")
         runs.append(t)
         wait_until(lambda: t.events("resume") or t.proc.poll() is not None, lambda: repr(t))
         assert not t.events("error"), repr(t)
@@ -860,7 +879,18 @@ def test_consume_transform_produce_exactly_once_with_kills(broker, tmp_path):
                 f"run {k} resumed partition {part} at {resume[str(part)][0]}, but run {k - 1} "
                 f"had committed offset {o}"
             )
-        if k < kills:
+        if k > 0 and runs[k - 1].events("stalled"):
+            # the aborted transaction's pending offset was not committed
+            (sp, so), = runs[k - 1].events("stalled")
+            assert resume[str(sp)][0] == so, (resume, sp, so)
+        if stall_at >= 0:
+            wait_until(lambda: t.events("stalled") or t.proc.poll() is not None,
+                       lambda: repr(t))
+            assert t.proc.poll() is None, f"transformer exited early: {t!r}"
+            stalled += t.events("stalled")
+            assert len(t.events("c")) == stall_at, repr(t)
+            t.kill()
+        elif k < kills:
             target = min(done_so_far + rng.randint(4, 14), total - 5)
             wait_until(lambda: done_so_far + len(t.events("c")) >= target
                        or t.proc.poll() is not None, lambda: repr(t))
@@ -875,6 +905,8 @@ def test_consume_transform_produce_exactly_once_with_kills(broker, tmp_path):
             last_seen[part] = max(last_seen.get(part, -1), o)
         done_so_far = sum(o + 1 for o in last_seen.values())
     print("resume points:", [r.events("resume")[0] for r in runs])
+    print("runs (s to resume, commits, s to last event):",
+          [(r.lines[0]["t"], len(r.events("c")), r.lines[-1]["t"]) for r in runs])
 
     tps = [(OUT_TOPIC, q) for q in range(partitions)]
     rc = ck_read(bs, tps, "read_committed")
@@ -890,8 +922,11 @@ def test_consume_transform_produce_exactly_once_with_kills(broker, tmp_path):
         assert [g["b"] for g in got] == want, f"account {q}: wrong balances"
     ru = ck_read(bs, tps, "read_uncommitted")
     aborted = sum(len(ru[tp]) for tp in tps) - total
-    print(f"{total} balances committed; {aborted} balance records of aborted transactions")
-    assert aborted >= 0
+    print(f"{total} balances committed; {aborted} balance records of aborted transactions "
+          f"(stalled: {stalled})")
+    assert aborted >= len(stalled) == 2
+    for q, o in stalled:  # the stalled transaction's record is in the log but not committed
+        assert any(json.loads(r.value)["o"] == o for r in ru[(OUT_TOPIC, q)])
     assert ck_group_offsets(bs, BALANCE_GROUP, IN_TOPIC, range(partitions)) == {
         q: per_partition for q in range(partitions)
     }

@@ -89,9 +89,9 @@ class FaultProxy:
 
     def set_faults(self, cut_request=0.0, drop_response=0.0, cut_response=0.0,
                    api_keys=(PRODUCE,), first_after=None, max_faults=None):
-        """Turns fault injection on for requests with `api_keys`. With `first_after`, the
-        response of that many'th such request is dropped if no fault happened before (so a
-        run always has at least one). `max_faults` caps the total."""
+        """Turns fault injection on for requests with `api_keys`. With `first_after`, from
+        that many'th such request on, responses are dropped until one has been (so every run
+        has at least one append whose response was lost). `max_faults` caps the total."""
         with self.lock:
             self.faults = dict(
                 cut_request=cut_request, drop_response=drop_response,
@@ -152,7 +152,8 @@ class FaultProxy:
             total = sum(v for k, v in self.stats.items() if k in FAULT_KINDS)
             if f["max_faults"] is not None and total >= f["max_faults"]:
                 return None
-            if f["first_after"] is not None and total == 0 and f["seen"] >= f["first_after"]:
+            if (f["first_after"] is not None and self.stats["drop_response"] == 0
+                    and f["seen"] >= f["first_after"]):
                 return "drop_response"
             x = self.rng.random()
             if x < f["cut_request"]:
@@ -283,6 +284,7 @@ def ck_read(bootstrap, tps, isolation="read_committed", timeout=TIMEOUT, **conf)
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,
         "isolation.level": isolation,
+        "fetch.wait.max.ms": 50,  # empty partitions report their end sooner
     }
     settings.update(conf)
     c = Consumer(settings)
