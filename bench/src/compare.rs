@@ -129,6 +129,30 @@ pub fn table(runs: &[LoadedRun]) -> String {
             false,
         ),
         (
+            "commit (EndTxn) avg ms",
+            runs.iter()
+                .map(|r| {
+                    r.summary
+                        .transactions
+                        .as_ref()
+                        .map(|t| t.commit_latency.avg_ms)
+                })
+                .collect(),
+            false,
+        ),
+        (
+            "commit (EndTxn) p99 ms",
+            runs.iter()
+                .map(|r| {
+                    r.summary
+                        .transactions
+                        .as_ref()
+                        .map(|t| t.commit_latency.p99_ms)
+                })
+                .collect(),
+            false,
+        ),
+        (
             "end-to-end p50 ms",
             runs.iter().map(|r| e2e(r, |l| l.p50_ms)).collect(),
             false,
@@ -139,6 +163,11 @@ pub fn table(runs: &[LoadedRun]) -> String {
             false,
         ),
     ];
+    // the commit rows only when a transactional run is among them
+    let rows: Vec<(&str, Vec<Num>, bool)> = rows
+        .into_iter()
+        .filter(|(name, vals, _)| !name.starts_with("commit") || vals.iter().any(|v| v.is_some()))
+        .collect();
     let mut header: Vec<String> = vec!["".into()];
     for (i, r) in runs.iter().enumerate() {
         header.push(r.summary.label.clone());
@@ -164,6 +193,13 @@ pub fn table(runs: &[LoadedRun]) -> String {
             .and_then(|v| v.as_str())
             .unwrap_or("-")
             .to_string()
+    }));
+    lines.push(text_row("producer", &|r| {
+        if r.summary.producer_mode.is_empty() {
+            "plain".into()
+        } else {
+            r.summary.producer_mode.clone()
+        }
     }));
     for key in [
         "acks",

@@ -179,6 +179,25 @@ pub struct RunArgs {
     /// No report directory (print the summary only).
     #[arg(long)]
     pub no_report: bool,
+    /// Idempotent producers (Kafka's enable.idempotence): each producer connection gets a
+    /// producer id (InitProducerId) and stamps it, its epoch and a per-partition sequence number
+    /// on every batch. Needs --acks all and --max-in-flight <= 5, as in Kafka.
+    #[arg(long)]
+    pub idempotent: bool,
+    /// Transactional producers (implies --idempotent): producer connection n uses transactional
+    /// id `loadgen-<run id>-<n>` and commits every --txn-messages messages (one
+    /// AddPartitionsToTxn at the start of each transaction for the partitions it will write,
+    /// transactional produce, all acks, EndTxn commit). Consumers read with isolation level
+    /// read_committed.
+    #[arg(long)]
+    pub transactional: bool,
+    /// Messages per transaction and producer connection with --transactional.
+    #[arg(long, default_value_t = 10_000)]
+    pub txn_messages: u64,
+    /// Transaction timeout asked for in InitProducerId with --transactional, in ms (Kafka's
+    /// transaction.timeout.ms).
+    #[arg(long, default_value_t = 60_000)]
+    pub txn_timeout_ms: i32,
     /// Testing aid: after this many messages are acknowledged, delete every record of
     /// partition 0 written so far (DeleteRecords), so verification must report a loss.
     #[arg(long, hide = true)]
@@ -189,7 +208,42 @@ fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Resul
     s.collect_str(v)
 }
 
+/// How the producers produce: plain (no producer id), idempotent or transactional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProducerMode {
+    Plain,
+    Idempotent,
+    Transactional,
+}
+
+impl ProducerMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProducerMode::Plain => "plain",
+            ProducerMode::Idempotent => "idempotent",
+            ProducerMode::Transactional => "transactional",
+        }
+    }
+
+    /// Batches carry a producer id, epoch and sequence numbers.
+    pub fn idempotent(self) -> bool {
+        self != ProducerMode::Plain
+    }
+}
+
 impl RunArgs {
+    /// Plain, idempotent or transactional (--transactional implies --idempotent).
+    pub fn producer_mode(&self) -> ProducerMode {
+        if self.transactional {
+            ProducerMode::Transactional
+        } else if self.idempotent {
+            ProducerMode::Idempotent
+        } else {
+            ProducerMode::Plain
+        }
+    }
+
     /// The label used when none is given: e.g. `sluice-acks-all-p4-100b`.
     pub fn default_label(&self) -> String {
         let target = if self.null_sink {
@@ -209,6 +263,11 @@ impl RunArgs {
         }
         if self.rate > 0 {
             l.push_str(&format!("-rate{}", self.rate));
+        }
+        match self.producer_mode() {
+            ProducerMode::Plain => {}
+            ProducerMode::Idempotent => l.push_str("-idempotent"),
+            ProducerMode::Transactional => l.push_str(&format!("-txn{}", self.txn_messages)),
         }
         l
     }
@@ -237,6 +296,32 @@ impl RunArgs {
         }
         if self.batch_size < 128 {
             return Err("--batch-size must be >= 128".into());
+        }
+        let mode = self.producer_mode();
+        if mode.idempotent() {
+            let flag = format!("--{}", mode.name());
+            if self.acks.0 != -1 {
+                return Err(format!(
+                    "{flag} needs --acks all (as Kafka's idempotent producer)"
+                ));
+            }
+            if self.max_in_flight > 5 {
+                return Err(format!(
+                    "{flag} needs --max-in-flight <= 5 (the broker keeps the last 5 batches of a \
+                     producer for de-duplication)"
+                ));
+            }
+            if self.null_sink {
+                return Err(format!("{flag} does not work with --null-sink"));
+            }
+        }
+        if mode == ProducerMode::Transactional {
+            if self.txn_messages < 1 {
+                return Err("--txn-messages must be >= 1".into());
+            }
+            if self.txn_timeout_ms < 1 {
+                return Err("--txn-timeout-ms must be >= 1".into());
+            }
         }
         Ok(())
     }

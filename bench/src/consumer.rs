@@ -1,6 +1,10 @@
 //! One loadgen consumer: fetches its partitions from the given start offsets until it reaches
 //! the end offsets the run sets once producing is done, feeding every message to the
 //! verification and recording end-to-end latency (consume time - send time in the message).
+//! Control batches (transaction markers) are skipped: their offsets only move the position.
+//! With `--transactional` the consumers fetch with isolation level read_committed, so they see a
+//! transaction's messages once it is committed (end-to-end latency then includes the wait for
+//! the commit).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,6 +43,8 @@ pub struct ConsumerPlan {
     /// (partition, start offset)
     pub partitions: Vec<(i32, i64)>,
     pub run_id: u32,
+    /// Fetch isolation level: 0 read_uncommitted, 1 read_committed.
+    pub isolation_level: i8,
     /// Record e2e latency only for this run's messages.
     pub clock: Clock,
     pub stats: Arc<Stats>,
@@ -85,7 +91,7 @@ fn consume(
         min_bytes: 1,
         max_bytes: 64 << 20,
         partition_max_bytes: 8 << 20,
-        isolation_level: 0,
+        isolation_level: plan.isolation_level,
     };
     let mut last_progress = Instant::now();
     let mut e2e: Vec<u64> = Vec::with_capacity(64 * 1024);
@@ -153,6 +159,7 @@ fn consume(
                 continue;
             };
             let now = plan.clock.now_us();
+            let before = pos.1;
             let mut n = 0u64;
             let mut bytes = 0u64;
             for b in &batches {
@@ -190,6 +197,10 @@ fn consume(
                         .observe(seq);
                 }
                 pos.1 = b.last_offset() + 1;
+            }
+            if pos.1 > before {
+                // markers alone move the position too (the last one of a partition ends it)
+                progressed = true;
             }
             if n > 0 {
                 progressed = true;

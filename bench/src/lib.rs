@@ -3,7 +3,9 @@
 //! loadgen: [`config`] (command line), [`run`] (broker, producers, consumers, progress,
 //! sampling), [`producer`] / [`consumer`] (one thread each on `sluice-tools` connections),
 //! [`verify`] (loss, duplicates, order), [`report`] (summary.json, .hgrm, .hlog, csv),
-//! [`hgrm`] (HdrHistogram percentile-distribution text), [`plot`], [`compare`], [`nullsink`].
+//! [`hgrm`] (HdrHistogram percentile-distribution text), [`plot`], [`compare`], [`nullsink`],
+//! [`txn`] (producer ids, transactions and batch stamping for `--idempotent` and
+//! `--transactional`).
 
 pub mod compare;
 pub mod config;
@@ -15,4 +17,5 @@ pub mod producer;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod txn;
 pub mod verify;

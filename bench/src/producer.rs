@@ -6,24 +6,37 @@
 //! producer (appended to its batch). With `--rate`, the hand-over time is the message's
 //! intended send time on the schedule, so a stalled producer still accounts for the messages it
 //! should have sent meanwhile (coordinated omission correction).
+//!
+//! `--idempotent`: InitProducerId on the connection, then every batch carries the producer id,
+//! epoch and its base sequence (the loadgen sequence of its first message in the partition, which
+//! is exactly Kafka's per-partition sequence: 0, then + records of each batch).
+//! `--transactional`: a second, blocking connection to the transaction coordinator runs
+//! InitProducerId with the transactional id, AddPartitionsToTxn (one request at the start of
+//! each transaction for the partitions it will write) and EndTxn. A transaction ends after
+//! --txn-messages messages: the open batches go out, the producer waits for every response of
+//! the transaction, then commits; the EndTxn round trip is the commit latency. Latency per
+//! message stays send-to-ack (the commit is not in it).
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use sluice_engine::batch::HEADER_LEN;
 use sluice_tools::client::error_name;
 use sluice_tools::conn::{decode_body, ConnError};
 use sluice_tools::partitioner::partition_for_key;
 use sluice_tools::pipeline::Pipeline;
 use sluice_tools::{BatchBuilder, Client};
 
-use crate::config::{RunArgs, VALUE_HEADER};
+use crate::config::{ProducerMode, RunArgs, VALUE_HEADER};
 use crate::stats::{atomic_max, atomic_min, Clock, Stats, WARMUP};
+use crate::txn::{self, Producer, TxnClient};
 
 /// What a producer needs besides the shared settings.
 #[derive(Clone)]
@@ -74,6 +87,31 @@ struct Partition {
     opened_us: u64,
 }
 
+/// Responses the reader thread has handled and batches that failed, so a transaction can wait
+/// for all of its acknowledgements.
+#[derive(Default)]
+struct Handled {
+    responses: u64,
+    failed_batches: u64,
+}
+
+#[derive(Default)]
+struct AckWait {
+    state: Mutex<Handled>,
+    cv: Condvar,
+}
+
+impl AckWait {
+    /// Waits until `responses` responses are handled; returns the failed batches so far.
+    fn wait_for(&self, responses: u64) -> Result<u64, String> {
+        let mut s = self.state.lock().map_err(|e| e.to_string())?;
+        while s.responses < responses {
+            s = self.cv.wait(s).map_err(|e| e.to_string())?;
+        }
+        Ok(s.failed_batches)
+    }
+}
+
 /// Random upper-case letters, as kafka-producer-perf-test's payload.
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -114,15 +152,49 @@ fn produce(
     failed: Arc<Mutex<Vec<(i32, u64, u64)>>>,
 ) -> Result<(), String> {
     let args = &plan.args;
-    let client = Client::connect_addr(plan.addr, &format!("loadgen-producer-{}", plan.id))
+    let mut client = Client::connect_addr(plan.addr, &format!("loadgen-producer-{}", plan.id))
         .map_err(|e| e.to_string())?;
+    let mode = args.producer_mode();
+    let mut txn: Option<TxnClient> = None;
+    let producer: Option<Producer> = match mode {
+        ProducerMode::Plain => None,
+        ProducerMode::Idempotent => {
+            let versions = client.versions().clone();
+            Some(txn::init_producer_id(
+                client.connection(),
+                &versions,
+                None,
+                -1,
+            )?)
+        }
+        ProducerMode::Transactional => {
+            let t = TxnClient::connect(
+                plan.addr,
+                &format!("loadgen-txn-{}", plan.id),
+                &format!("loadgen-{}-{}", plan.run_id, plan.id),
+                args.txn_timeout_ms,
+            )?;
+            let p = t.producer();
+            txn = Some(t);
+            Some(p)
+        }
+    };
+    let transactional = txn.is_some();
+    let transactional_id = txn.as_ref().map(|t| t.transactional_id().clone());
     let (conn, versions) = client.into_parts();
     let version = versions.get(ApiKey::Produce).map_err(|e| e.to_string())?;
     let acks = args.acks.0;
     let stats = plan.stats.clone();
     let clock = plan.clock;
+    let ack_wait = Arc::new(AckWait::default());
+    let handled = ack_wait.clone();
     let handler = move |token: Vec<SentBatch>, resp: Result<Bytes, ConnError>| {
-        on_response(token, resp, acks, version, &clock, &stats, &failed);
+        let failed_batches = on_response(token, resp, acks, version, &clock, &stats, &failed);
+        if let Ok(mut h) = handled.state.lock() {
+            h.responses += 1;
+            h.failed_batches += failed_batches;
+        }
+        handled.cv.notify_all();
     };
     let mut pipe = Pipeline::start(conn, args.max_in_flight, handler).map_err(|e| e.to_string())?;
     let topic = TopicName(StrBytes::from_string(plan.topic.clone()));
@@ -153,6 +225,8 @@ fn produce(
     let compression = args.compression;
     let run_id = plan.run_id.to_be_bytes();
     let pid = plan.id.to_be_bytes();
+    // produce requests that expect a response
+    let sent_requests = Cell::new(0u64);
 
     let send = |parts: &mut [Partition],
                 which: &[usize],
@@ -166,10 +240,18 @@ fn produce(
                 continue;
             }
             let count = part.builder.records() as u64;
-            let records = part
+            let mut records = part
                 .builder
                 .finish(compression)
                 .map_err(|e| e.to_string())?;
+            if let Some(producer) = producer {
+                records = txn::stamp(
+                    records,
+                    producer,
+                    txn::sequence(part.first_seq),
+                    transactional,
+                );
+            }
             data.push(
                 PartitionProduceData::default()
                     .with_index(p as i32)
@@ -188,14 +270,72 @@ fn produce(
             return Ok(());
         }
         let req = ProduceRequest::default()
+            .with_transactional_id(transactional_id.clone())
             .with_acks(acks)
             .with_timeout_ms(30_000)
             .with_topic_data(vec![TopicProduceData::default()
                 .with_name(topic.clone())
                 .with_partition_data(data)]);
         pipe.send(ApiKey::Produce, version, &req, token, acks != 0)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if acks != 0 {
+            sent_requests.set(sent_requests.get() + 1);
+        }
+        Ok(())
     };
+    let all: Vec<usize> = (0..nparts).collect();
+    // Fewest messages a full batch can hold (every record at its size bound): a transaction of
+    // T unkeyed messages moves the sticky partition at most T / this many times.
+    let min_per_batch =
+        (batch_size.saturating_sub(HEADER_LEN + record_bound) / record_bound).max(1) as u64;
+    // partitions in the open transaction
+    let mut in_txn_parts = vec![false; nparts];
+    let add_partitions =
+        |t: &mut TxnClient, parts: &[usize], in_txn_parts: &mut [bool]| -> Result<(), String> {
+            let ps: Vec<i32> = parts.iter().map(|&p| p as i32).collect();
+            let t0 = clock.now_us();
+            t.add_partitions(&topic, &ps)?;
+            if let Ok(mut h) = plan.stats.add_partitions.lock() {
+                crate::stats::record(&mut h, clock.now_us() - t0);
+            }
+            for &p in parts {
+                in_txn_parts[p] = true;
+            }
+            Ok(())
+        };
+    // Ends the open transaction: sends what is batched, waits for every response, then
+    // commits (aborts and fails if a produce of the transaction failed). Returns the failed
+    // batch count the next transaction starts from.
+    let end_txn = |parts: &mut [Partition],
+                   pipe: &mut Pipeline<Vec<SentBatch>>,
+                   t: &mut TxnClient,
+                   failed_before: u64|
+     -> Result<u64, String> {
+        send(parts, &all, pipe)?;
+        let failed_now = ack_wait.wait_for(sent_requests.get())?;
+        if failed_now > failed_before {
+            let abort = t.end(false).err();
+            return Err(format!(
+                "a produce of transaction failed; the transaction was aborted{}",
+                abort
+                    .map(|e| format!(" (abort failed: {e})"))
+                    .unwrap_or_default()
+            ));
+        }
+        let t0 = clock.now_us();
+        t.end(true)?;
+        let t1 = clock.now_us();
+        if let Ok(mut h) = plan.stats.commit.lock() {
+            crate::stats::record(&mut h, t1 - t0);
+        }
+        plan.stats.transactions.fetch_add(1, Ordering::Relaxed);
+        // a transaction's messages count as produced once it is committed
+        atomic_max(&plan.stats.last_ack_us, t1);
+        Ok(failed_now)
+    };
+    let txn_messages = args.txn_messages.max(1);
+    let mut in_txn = 0u64; // messages in the open transaction
+    let mut failed_before = 0u64;
     let recompute_deadline = |parts: &[Partition]| {
         parts
             .iter()
@@ -206,6 +346,24 @@ fn produce(
     };
 
     for k in 0..plan.messages {
+        if let Some(t) = txn.as_mut() {
+            if in_txn == 0 {
+                // Begin: the partitions the transaction will write join it in one request.
+                // Keyed: all of them. Unkeyed: the sticky partition and as many after it as
+                // the transaction can fill batches for (an upper bound, so a partition rarely
+                // gets a marker and no data; one it reaches anyway is added before its first
+                // message below).
+                in_txn_parts.fill(false);
+                let n = if args.keys {
+                    nparts
+                } else {
+                    let msgs = txn_messages.min(plan.messages - k);
+                    (1 + msgs / min_per_batch).min(nparts as u64) as usize
+                };
+                let first: Vec<usize> = (0..n).map(|i| (sticky + i) % nparts).collect();
+                add_partitions(t, &first, &mut in_txn_parts)?;
+            }
+        }
         let mut now = clock.now_us();
         let enq = if interval_us > 0.0 {
             let intended = t0 + (k as f64 * interval_us) as u64;
@@ -246,6 +404,11 @@ fn produce(
             Some(key) => partition_for_key(key, nparts as u32) as usize,
             None => sticky,
         };
+        if let Some(t) = txn.as_mut() {
+            if !in_txn_parts[p] {
+                add_partitions(t, &[p], &mut in_txn_parts)?;
+            }
+        }
         let part = &mut parts[p];
         if part.builder.is_empty() {
             part.opened_us = now;
@@ -281,9 +444,21 @@ fn produce(
             send(&mut parts, &expired, &mut pipe)?;
             deadline = recompute_deadline(&parts);
         }
+        if let Some(t) = txn.as_mut() {
+            in_txn += 1;
+            if in_txn == txn_messages {
+                failed_before = end_txn(&mut parts, &mut pipe, t, failed_before)?;
+                deadline = recompute_deadline(&parts);
+                in_txn = 0;
+            }
+        }
     }
-    let all: Vec<usize> = (0..nparts).collect();
     send(&mut parts, &all, &mut pipe)?;
+    if let Some(t) = txn.as_mut() {
+        if in_txn > 0 {
+            end_txn(&mut parts, &mut pipe, t, failed_before)?;
+        }
+    }
     plan.stats
         .enqueued
         .fetch_add(plan.messages, Ordering::Relaxed);
@@ -308,7 +483,7 @@ fn on_response(
     clock: &Clock,
     stats: &Stats,
     failed: &Mutex<Vec<(i32, u64, u64)>>,
-) {
+) -> u64 {
     let now = clock.now_us();
     // error code per partition (acks=0: no response, everything counts as sent)
     let codes: Result<Vec<(i32, i16, Option<String>)>, String> = match resp {
@@ -354,6 +529,7 @@ fn on_response(
             measured_bytes += m * (b.value_bytes / b.count.max(1));
         }
     }
+    let mut failed_batches = 0u64;
     for b in &token {
         let (code, msg) = match &codes {
             Err(e) => (None, Some(e.clone())),
@@ -365,6 +541,7 @@ fn on_response(
         if code == Some(0) {
             continue;
         }
+        failed_batches += 1;
         stats.failed.fetch_add(b.count, Ordering::Relaxed);
         stats.error(format!(
             "produce to partition {} failed: {}{}",
@@ -384,6 +561,7 @@ fn on_response(
             .fetch_add(measured_bytes, Ordering::Relaxed);
         atomic_max(&stats.last_ack_us, now);
     }
+    failed_batches
 }
 
 /// How far ahead of its intended time a paced message may be sent.

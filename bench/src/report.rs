@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::config::ProducerMode;
 use crate::hgrm;
 use crate::plot;
 use crate::run::{BrokerInfo, RunResult, Throughput};
@@ -143,6 +144,9 @@ pub struct Summary {
     pub started: String,
     pub run_id: u32,
     pub config: serde_json::Value,
+    /// "plain", "idempotent" or "transactional" (summaries from before these modes: "").
+    #[serde(default)]
+    pub producer_mode: String,
     pub broker: serde_json::Value,
     pub machine: Machine,
     pub produce: Option<ThroughputJson>,
@@ -150,10 +154,23 @@ pub struct Summary {
     pub produce_latency: Option<Latency>,
     pub e2e_latency: Option<Latency>,
     pub verification: Option<serde_json::Value>,
+    /// `--transactional` only.
+    #[serde(default)]
+    pub transactions: Option<TransactionsJson>,
     pub failed_messages: u64,
     pub errors: Vec<String>,
     pub ok: bool,
     pub wall_seconds: f64,
+}
+
+/// Transactions of a `--transactional` run: how many were committed, and the round trips of
+/// EndTxn (commit latency) and AddPartitionsToTxn (one per transaction).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct TransactionsJson {
+    pub committed: u64,
+    pub messages_per_transaction: u64,
+    pub commit_latency: Latency,
+    pub add_partitions_latency: Latency,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -212,6 +229,7 @@ impl Summary {
             started,
             run_id: r.run_id,
             config: serde_json::to_value(&r.args).unwrap_or_default(),
+            producer_mode: r.args.producer_mode().name().to_string(),
             broker: serde_json::to_value::<&BrokerInfo>(&r.broker).unwrap_or_default(),
             machine: Machine {
                 load_average_at_start: r.load_average_at_start.clone(),
@@ -225,6 +243,12 @@ impl Summary {
                 .verification
                 .as_ref()
                 .map(|v: &Verification| serde_json::to_value(v).unwrap_or_default()),
+            transactions: r.args.transactional.then(|| TransactionsJson {
+                committed: r.transactions,
+                messages_per_transaction: r.args.txn_messages,
+                commit_latency: Latency::of(&r.commit_hist),
+                add_partitions_latency: Latency::of(&r.add_partitions_hist),
+            }),
             failed_messages: r.failed,
             errors,
             ok: r.ok(),
@@ -243,6 +267,18 @@ pub fn summary_lines(r: &RunResult) -> Vec<String> {
                 "(after {} warm-up messages, which are verified but not in the figures)",
                 r.args.warmup.min(r.args.messages)
             ));
+        }
+        match r.args.producer_mode() {
+            ProducerMode::Plain => {}
+            ProducerMode::Idempotent => out.push(
+                "(idempotent producers: producer id, epoch and sequence numbers on every batch)"
+                    .into(),
+            ),
+            ProducerMode::Transactional => out.push(format!(
+                "(transactional producers: transactions of {} messages per producer, \
+                 read_committed consumers; the produce time runs to the last commit)",
+                r.args.txn_messages
+            )),
         }
         if r.args.acks.0 == 0 {
             out.push(
@@ -264,6 +300,15 @@ pub fn summary_lines(r: &RunResult) -> Vec<String> {
             l.p99_ms,
             l.p999_ms,
             l.p9999_ms
+        ));
+    }
+    if r.args.transactional {
+        let c = Latency::of(&r.commit_hist);
+        let a = Latency::of(&r.add_partitions_hist);
+        out.push(format!(
+            "{} transactions committed; commit (EndTxn) {:.2} ms avg, {:.2} ms 50th, {:.2} ms \
+             99th, {:.2} ms max; AddPartitionsToTxn {:.2} ms avg, {:.2} ms 99th.",
+            r.transactions, c.avg_ms, c.p50_ms, c.p99_ms, c.max_ms, a.avg_ms, a.p99_ms
         ));
     }
     if let Some(c) = &r.consume {

@@ -97,6 +97,10 @@ pub struct RunResult {
     pub e2e_hist: Histogram<u64>,
     pub intervals: Vec<Interval>,
     pub verification: Option<Verification>,
+    /// `--transactional`: transactions committed, EndTxn and AddPartitionsToTxn round trips (us).
+    pub transactions: u64,
+    pub commit_hist: Histogram<u64>,
+    pub add_partitions_hist: Histogram<u64>,
     pub failed: u64,
     pub errors: (u64, Vec<String>),
     pub wall_seconds: f64,
@@ -322,6 +326,7 @@ fn drive(
                         .copied()
                         .collect(),
                     run_id,
+                    isolation_level: i8::from(args.transactional),
                     clock,
                     stats: stats.clone(),
                     control: control.clone(),
@@ -523,6 +528,17 @@ fn drive(
         e2e_hist,
         intervals,
         verification,
+        transactions: stats.transactions.load(Ordering::Relaxed),
+        commit_hist: stats
+            .commit
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|_| new_histogram()),
+        add_partitions_hist: stats
+            .add_partitions
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|_| new_histogram()),
         failed: stats.failed.load(Ordering::Relaxed),
         errors: stats.errors(),
         wall_seconds: wall.elapsed().as_secs_f64(),

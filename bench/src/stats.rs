@@ -84,6 +84,11 @@ pub struct Stats {
     /// Interval histograms: the monitor takes them every second.
     pub produce_interval: Mutex<Histogram<u64>>,
     pub e2e_interval: Mutex<Histogram<u64>>,
+    /// Transactional mode: round trips of EndTxn (commit) and of AddPartitionsToTxn (us), and
+    /// the transactions committed.
+    pub commit: Mutex<Histogram<u64>>,
+    pub add_partitions: Mutex<Histogram<u64>>,
+    pub transactions: AtomicU64,
     errors: Mutex<Vec<String>>,
     error_count: AtomicU64,
 }
@@ -104,6 +109,9 @@ impl Stats {
             last_consume_us: AtomicU64::new(0),
             produce_interval: Mutex::new(new_histogram()),
             e2e_interval: Mutex::new(new_histogram()),
+            commit: Mutex::new(new_histogram()),
+            add_partitions: Mutex::new(new_histogram()),
+            transactions: AtomicU64::new(0),
             errors: Mutex::new(Vec::new()),
             error_count: AtomicU64::new(0),
         }

@@ -293,3 +293,120 @@ fn produce_only_null_sink_and_bad_options() {
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--message-size"));
 }
+
+#[test]
+fn idempotent_producers_verify_cleanly() {
+    let out = scratch();
+    let data = scratch();
+    let o = run_small(
+        out.path(),
+        data.path(),
+        "idempotent",
+        &[
+            "--messages",
+            "20000",
+            "--idempotent",
+            "--partitions",
+            "2",
+            "--producers",
+            "2",
+            "--batch-size",
+            "16384",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("verified 20000/20000: 0 lost, 0 duplicated, 0 out of order"),
+        "{}",
+        text(&o)
+    );
+    assert!(stdout.contains("(idempotent producers"), "{}", text(&o));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(report_dir(&o).join("summary.json")).expect("summary"),
+    )
+    .expect("json");
+    assert_eq!(summary["producer_mode"], "idempotent");
+    assert_eq!(summary["config"]["idempotent"], true);
+    assert_eq!(summary["ok"], true);
+    assert!(summary["transactions"].is_null());
+}
+
+#[test]
+fn transactional_producers_commit_and_read_committed_consumers_verify_cleanly() {
+    let out = scratch();
+    let data = scratch();
+    // 2 producers x 10000 messages in transactions of 3000: 4 commits each, the last one short;
+    // every commit puts a marker into each partition of the transaction, which the consumers
+    // must skip
+    let o = run_small(
+        out.path(),
+        data.path(),
+        "transactional",
+        &[
+            "--messages",
+            "20000",
+            "--transactional",
+            "--txn-messages",
+            "3000",
+            "--partitions",
+            "3",
+            "--producers",
+            "2",
+            "--batch-size",
+            "16384",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("verified 20000/20000: 0 lost, 0 duplicated, 0 out of order"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        stdout.contains("8 transactions committed; commit (EndTxn) "),
+        "{}",
+        text(&o)
+    );
+    let dir = report_dir(&o);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("summary"))
+            .expect("json");
+    assert_eq!(summary["producer_mode"], "transactional");
+    assert_eq!(summary["ok"], true);
+    assert_eq!(summary["consume"]["messages"], 20000);
+    let t = &summary["transactions"];
+    assert_eq!(t["committed"], 8);
+    assert_eq!(t["messages_per_transaction"], 3000);
+    assert_eq!(t["commit_latency"]["count"], 8);
+    assert!(t["commit_latency"]["avg_ms"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(t["add_partitions_latency"]["count"].as_u64().unwrap_or(0) >= 8);
+
+    // compare shows the producer mode and the commit latency
+    let cmp_out = out.path().join("cmp");
+    let c = loadgen(&[
+        "compare",
+        dir.to_str().expect("utf-8"),
+        dir.to_str().expect("utf-8"),
+        "--output",
+        cmp_out.to_str().expect("utf-8"),
+    ]);
+    assert!(c.status.success(), "{}", text(&c));
+    let table = String::from_utf8_lossy(&c.stdout);
+    assert!(table.contains("transactional"), "{table}");
+    assert!(table.contains("commit (EndTxn) p99 ms"), "{table}");
+}
+
+#[test]
+fn idempotence_needs_acks_all() {
+    for mode in ["--idempotent", "--transactional"] {
+        let bad = loadgen(&[mode, "--acks", "1", "--no-report"]);
+        assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+        assert!(
+            String::from_utf8_lossy(&bad.stderr).contains("needs --acks all"),
+            "{}",
+            text(&bad)
+        );
+    }
+}
