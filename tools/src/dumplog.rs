@@ -28,6 +28,9 @@ pub struct RecordLine {
     pub key: Option<String>,
     pub value: Option<String>,
     pub headers: Vec<(String, Option<String>)>,
+    /// A control record's transaction marker: ("COMMIT" | "ABORT", coordinator epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_txn_marker: Option<(&'static str, i32)>,
 }
 
 /// One batch, with what kafka-dump-log prints about it.
@@ -102,6 +105,10 @@ impl RecordLine {
             self.sequence,
             keys.join(",")
         );
+        if let Some((kind, epoch)) = self.end_txn_marker {
+            s.push_str(&format!(" endTxnMarker: {kind} coordinatorEpoch: {epoch}"));
+            return s;
+        }
         if let Some(k) = &self.key {
             s.push_str(&format!(" key: {k}"));
         }
@@ -179,6 +186,16 @@ fn record_lines(batch: &[u8], h: &BatchHeader) -> Result<Vec<RecordLine>, String
         }
     };
     let base = h.base_offset.get();
+    let marker = h
+        .is_control()
+        .then(|| sluice_engine::producer::parse_marker(batch).ok())
+        .flatten()
+        .map(|m| {
+            (
+                if m.commit { "COMMIT" } else { "ABORT" },
+                m.coordinator_epoch,
+            )
+        });
     if h.compression() == eb::Compression::None {
         let recs = eb::records(batch).ok_or("malformed records")?;
         return Ok(recs
@@ -196,6 +213,7 @@ fn record_lines(batch: &[u8], h: &BatchHeader) -> Result<Vec<RecordLine>, String
                     .iter()
                     .map(|(k, v)| (text(k), v.map(text)))
                     .collect(),
+                end_txn_marker: marker,
             })
             .collect());
     }
@@ -217,6 +235,7 @@ fn record_lines(batch: &[u8], h: &BatchHeader) -> Result<Vec<RecordLine>, String
                     .into_iter()
                     .map(|(k, v)| (text(k), v.map(text)))
                     .collect(),
+                end_txn_marker: None,
             });
         }
     }
@@ -553,6 +572,34 @@ mod tests {
         assert!(lines[0]
             .kafka_line()
             .starts_with("baseOffset: 0 lastOffset: 0 count: 1 "));
+    }
+
+    #[test]
+    fn transaction_markers_are_named() {
+        let mut bs = batches();
+        bs.push(sluice_engine::producer::build_marker(7, 2, false, 3, 5000));
+        let (_d, path, _) = segment(&bs);
+        let mut lines = Vec::new();
+        dump_segment(
+            &path,
+            DumpOptions {
+                print_records: true,
+            },
+            |l| {
+                lines.push(l.clone());
+                Ok(())
+            },
+        )
+        .expect("dump");
+        let marker = lines.last().expect("marker batch");
+        assert!(marker
+            .kafka_line()
+            .contains("isTransactional: true isControl: true"));
+        let rec = &marker.records.as_ref().expect("records")[0];
+        assert_eq!(rec.end_txn_marker, Some(("ABORT", 3)));
+        assert!(rec
+            .kafka_line("CreateTime")
+            .ends_with("endTxnMarker: ABORT coordinatorEpoch: 3"));
     }
 
     #[test]
