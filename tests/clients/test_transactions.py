@@ -34,7 +34,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.structs import OffsetAndMetadata
 
 from helpers import TIMEOUT, Rec, admin, create_topic
-from txn_helpers import ck_read, kp_end_offsets, kp_read, list_offsets, wait_until
+from txn_helpers import LiveReader, ck_read, kp_end_offsets, kp_read, list_offsets, wait_until
 
 CLEANUP = "transaction.abort.timed.out.transaction.cleanup.interval.ms=500"
 T = 30  # seconds: timeout of the clients' blocking transactional calls
@@ -107,6 +107,17 @@ def ck_group_offsets(bootstrap, group, topic, partitions):
     return out
 
 
+def ck_watermarks(bootstrap, tp, isolation):
+    """Consumer.get_watermark_offsets(cached=False) (ListOffsets earliest and latest) of a
+    consumer with `isolation`."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "txn-tests-watermarks",
+                  "isolation.level": isolation})
+    try:
+        return c.get_watermark_offsets(TopicPartition(*tp), TIMEOUT, cached=False)
+    finally:
+        c.close()
+
+
 def values_by_tp(recs_by_tp):
     return {tp: [r.value for r in recs] for tp, recs in recs_by_tp.items()}
 
@@ -145,15 +156,16 @@ def markers_expected(rounds, tps):
 
 def test_lab_commit_or_abort_rounds_confluent(broker):
     """30 transactions of 4 records (2 to each of two topics, random partitions), each
-    committed or aborted at random; read_committed readers see exactly the committed records,
-    read_uncommitted readers all of them, and every transaction left one marker per partition
-    it wrote to."""
+    committed or aborted at random; read_committed readers (one polling all along, fresh ones
+    of both clients afterwards) see exactly the committed records, read_uncommitted readers all
+    of them, and every transaction left one marker per partition it wrote to."""
     bs = broker.bootstrap
     ta, tb = "lab-a", "lab-b"
     create_topic(bs, ta, 2)
     create_topic(bs, tb, 2)
     tps = [(t, p) for t in (ta, tb) for p in range(2)]
     rng = random.Random(2002)
+    live = LiveReader(bs, tps, "read_committed")
     prod = txn_producer(bs, "lab-producer")
     prod.init_transactions(T)
     committed, everything, rounds = [], [], []
@@ -169,6 +181,7 @@ def test_lab_commit_or_abort_rounds_confluent(broker):
                 send(prod, d, topic, p, f"r{rnd:02d}-{topic}-{i}".encode(), key=b"%d" % rnd)
         flushed(prod, d)
         assert len(d.ok) == 4
+        time.sleep(rng.uniform(0, 0.05))  # the seed waits before deciding; the reader polls
         commit = rng.random() < 0.5
         if commit:
             prod.commit_transaction(T)
@@ -180,6 +193,14 @@ def test_lab_commit_or_abort_rounds_confluent(broker):
         rounds.append(touched)
     print("rounds:", "".join(outcomes))
     assert 5 < outcomes.count("C") < 25  # the seed gives both kinds plenty of rounds
+    try:
+        wait_until(lambda: live.count() >= len(committed),
+                   lambda: f"live reader has {live.count()} of {len(committed)}", timeout=T)
+        time.sleep(0.3)  # anything beyond the committed records would arrive by now
+    finally:
+        live.stop()
+    assert not live.errors, live.errors
+    assert values_by_tp(live.snapshot()) == expect_by_tp(committed, tps), "live read_committed"
 
     check_reads(bs, tps, committed, everything, "confluent")
     check_reads(bs, tps, committed, everything, "kafka-python")
@@ -278,6 +299,9 @@ def test_open_transaction_invisible_to_read_committed(broker):
     assert list_offsets(bs, [tp], "read_uncommitted") == {tp: 5}
     assert kp_end_offsets(bs, [tp], "read_committed") == {tp: 3}
     assert kp_end_offsets(bs, [tp], "read_uncommitted") == {tp: 5}
+    # librdkafka's watermark query sends the consumer's isolation level
+    assert ck_watermarks(bs, tp, "read_committed") == (0, 3)
+    assert ck_watermarks(bs, tp, "read_uncommitted") == (0, 5)
     assert values_by_tp(ck_read(bs, [tp], "read_committed")) == {tp: [b"c0", b"c1"]}
     assert values_by_tp(kp_read(bs, [tp], "read_committed")) == {tp: [b"c0", b"c1"]}
     assert values_by_tp(ck_read(bs, [tp], "read_uncommitted")) == {tp: [b"c0", b"c1", b"o0",

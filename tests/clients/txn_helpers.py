@@ -373,3 +373,53 @@ def kp_end_offsets(bootstrap, tps, isolation):
         return {(tp.topic, tp.partition): o for tp, o in c.end_offsets(parts).items()}
     finally:
         c.close()
+
+
+class LiveReader:
+    """A confluent-kafka consumer polling `tps` from the beginning in its own thread while a
+    test produces: it sees the LSO move and the aborted-transaction lists arrive with
+    incremental fetches, as an application consumer would."""
+
+    def __init__(self, bootstrap, tps, isolation="read_committed"):
+        self.bootstrap, self.tps, self.isolation = bootstrap, list(tps), isolation
+        self.lock = threading.Lock()
+        self.recs = {tp: [] for tp in self.tps}
+        self.errors = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        c = Consumer({
+            "bootstrap.servers": self.bootstrap,
+            "group.id": "txn-tests-live",
+            "enable.auto.commit": False,
+            "isolation.level": self.isolation,
+            "fetch.wait.max.ms": 50,
+        })
+        try:
+            c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self.tps])
+            while not self._stop.is_set():
+                msg = c.poll(0.1)
+                if msg is None:
+                    continue
+                with self.lock:
+                    if msg.error():
+                        self.errors.append(str(msg.error()))
+                        continue
+                    self.recs[(msg.topic(), msg.partition())].append(
+                        Rec(msg.partition(), msg.offset(), msg.key(), msg.value()))
+        finally:
+            c.close()
+
+    def count(self):
+        with self.lock:
+            return sum(len(v) for v in self.recs.values())
+
+    def snapshot(self):
+        with self.lock:
+            return {tp: list(v) for tp, v in self.recs.items()}
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(TIMEOUT)
