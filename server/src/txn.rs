@@ -363,9 +363,14 @@ impl TxnCoordinator {
                 })
                 .collect();
         }
+        let fresh = m.state != TxnState::Ongoing;
+        if fresh {
+            // a new transaction: nothing of the last one carries over
+            m.partitions.clear();
+            m.groups.clear();
+        }
         let before = m.partitions.len();
         m.partitions.extend(wanted.iter().cloned());
-        let fresh = m.state != TxnState::Ongoing;
         if fresh || m.partitions.len() != before {
             self.begin(&mut m);
             if let Err(code) = self.store(id, Some(m)).await {
@@ -375,7 +380,7 @@ impl TxnCoordinator {
         all(err::NONE, wanted)
     }
 
-    /// Moves a transaction to Ongoing (a fresh one forgets what the last one touched).
+    /// Moves a transaction to Ongoing (callers cleared what the last one touched).
     fn begin(&self, m: &mut TxnMeta) {
         let now = now_ms();
         if m.state != TxnState::Ongoing {
@@ -493,19 +498,22 @@ impl TxnCoordinator {
             tracing::error!(transactional_id = id, error = %e, "writing transaction markers failed; will retry");
             return Err(err::COORDINATOR_NOT_AVAILABLE);
         }
-        m.state = if commit {
-            TxnState::CompleteCommit
-        } else {
-            TxnState::CompleteAbort
-        };
-        m.updated_ms = now_ms();
-        self.store(id, Some(m.clone())).await?;
         tracing::debug!(
             transactional_id = id,
             commit,
             partitions = m.partitions.len(),
             "transaction ended"
         );
+        m.state = if commit {
+            TxnState::CompleteCommit
+        } else {
+            TxnState::CompleteAbort
+        };
+        // as Kafka's prepareComplete: a completed transaction holds no partitions or groups
+        m.partitions.clear();
+        m.groups.clear();
+        m.updated_ms = now_ms();
+        self.store(id, Some(m.clone())).await?;
         Ok(m)
     }
 

@@ -486,3 +486,35 @@ fn transactional_offsets_appear_only_on_commit() {
     assert_eq!(fetched(&mut c, true), (0, 9));
     b.stop();
 }
+
+#[test]
+fn a_new_transaction_starts_without_the_last_ones_partitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = start(config(dir.path(), 2));
+    let mut c = Client::connect(b.addr);
+    c.create_topic("r", 2, &[]);
+    let id = "two-rounds";
+    let (_, pid, epoch) = init(&mut c, Some(id), 60_000);
+    let mut seq = [0i32; 2];
+    for p in [0, 1] {
+        assert_eq!(add_partitions(&mut c, id, pid, epoch, &[("r", p)]), vec![0]);
+        let (code, _) = produce(
+            &mut c,
+            Some(id),
+            "r",
+            p,
+            batch_of(pid, epoch, seq[p as usize], &["v"], true),
+        );
+        assert_eq!(code, 0);
+        seq[p as usize] += 1;
+        assert_eq!(end_txn(&mut c, id, pid, epoch, true), 0);
+    }
+    // each partition got its record and one COMMIT marker: the second transaction did not
+    // write a marker into the first one's partition
+    for p in [0, 1] {
+        let (_, hw, lso, _, data) = fetch(&mut c, "r", p, 0, true);
+        assert_eq!((hw, lso), (2, 2), "partition {p}");
+        assert_eq!(batches(&data), vec![(0, false), (1, true)], "partition {p}");
+    }
+    b.stop();
+}
