@@ -86,8 +86,19 @@ pub async fn handle(
     req: FetchRequest,
     version: i16,
     correlation_id: i32,
+    client_id: &str,
 ) -> Result<Response, ConnError> {
     let started = Instant::now();
+    tracing::trace!(
+        client_id,
+        correlation_id,
+        partitions = ?req
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (p.partition, p.fetch_offset)))
+            .collect::<Vec<_>>(),
+        "fetch request"
+    );
     let deadline = started + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let mut topics_out: Vec<FetchableTopicResponse> = Vec::new();
     let mut reads: Vec<Vec<Option<PartRead>>> = Vec::new();

@@ -192,7 +192,7 @@ async fn dispatch(
                 respond!(resp)
             }
         }
-        RequestKind::Fetch(r) => fetch::handle(shard, r, v, c).await.map(Some),
+        RequestKind::Fetch(r) => fetch::handle(shard, r, v, c, &client_id).await.map(Some),
         RequestKind::ListOffsets(r) => respond!(list_offsets::handle(shard, r, v).await),
         RequestKind::CreateTopics(r) => respond!(topics::create(shard, r, v).await),
         RequestKind::DeleteTopics(r) => respond!(topics::delete(shard, r, v).await),
