@@ -274,6 +274,8 @@ struct Inner {
     written: Offset,
     synced: Offset,
     sync_wanted: Offset,
+    /// An fdatasync is running (in its own task, so writes go on meanwhile).
+    sync_in_flight: bool,
     unsynced_since_ms: Option<TimestampMs>,
     recovery_point: Offset,
     poisoned: Option<String>,
@@ -770,6 +772,7 @@ impl PartitionLog {
             written: leo,
             synced: leo,
             sync_wanted: leo,
+            sync_in_flight: false,
             unsynced_since_ms: None,
             recovery_point,
             poisoned: None,
@@ -1495,6 +1498,13 @@ fn next_job(st: &mut Inner, signals: &Signals) -> Job {
             || st.config.flush_messages.is_some_and(|n| unsynced >= n)
             || due_at.is_some_and(|t| now >= t)
             || st.state == RunState::Closing);
+    if st.sync_in_flight {
+        // its completion wakes the flusher (work event); writes were handled above
+        return Job::Wait {
+            listener: signals.work.listen(),
+            deadline: None,
+        };
+    }
     if sync_due {
         if let Some(files) = st.active().files.as_ref() {
             return Job::Sync {
@@ -1529,7 +1539,24 @@ async fn flusher(inner: Rc<RefCell<Inner>>, signals: Rc<Signals>) {
                 Ok(())
             }
             Job::Write(chunks) => write_chunks(&inner, &signals, chunks).await,
-            Job::Sync { dma, target } => sync_to(&inner, &dma, target).await,
+            Job::Sync { dma, target } => {
+                // the fdatasync runs beside the flusher: the next round's writes overlap it
+                inner.borrow_mut().sync_in_flight = true;
+                let (inner, signals) = (inner.clone(), signals.clone());
+                glommio::spawn_local(async move {
+                    let r = sync_to(&inner, &dma, target).await;
+                    let mut st = inner.borrow_mut();
+                    st.sync_in_flight = false;
+                    if let Err(e) = r {
+                        st.poison(e.to_string());
+                    }
+                    drop(st);
+                    signals.progress.notify(usize::MAX);
+                    signals.work.notify(usize::MAX);
+                })
+                .detach();
+                Ok(())
+            }
         };
         if let Err(e) = outcome {
             inner.borrow_mut().poison(e.to_string());
