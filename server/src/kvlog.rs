@@ -58,8 +58,12 @@ pub async fn replay(
     Ok(())
 }
 
-/// Appends `records` and waits for their fdatasync.
-pub async fn append(log: &PartitionLog, records: &[KvRecord]) -> Result<(), LogError> {
+/// Appends `records` and waits until they reach `level` (`Synced`: their fdatasync).
+pub async fn append(
+    log: &PartitionLog,
+    records: &[KvRecord],
+    level: Durability,
+) -> Result<(), LogError> {
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -74,7 +78,7 @@ pub async fn append(log: &PartitionLog, records: &[KvRecord]) -> Result<(), LogE
             })
             .collect();
         let b = batch::build(&recs);
-        log.append_durable(&b, AppendOptions::default(), Durability::Synced)
+        log.append_durable(&b, AppendOptions::default(), level)
             .await?;
     }
     Ok(())

@@ -186,6 +186,16 @@ impl TxnCoordinator {
 
     /// Stores `meta` (or forgets the id) durably, then in memory.
     async fn store(&self, id: &str, meta: Option<TxnMeta>) -> Result<(), i16> {
+        self.store_at(id, meta, Durability::Synced).await
+    }
+
+    /// [`store`](Self::store) that waits only until the record reaches `level`.
+    async fn store_at(
+        &self,
+        id: &str,
+        meta: Option<TxnMeta>,
+        level: Durability,
+    ) -> Result<(), i16> {
         let Some(log) = self.logs.get(&txn_partition(id)) else {
             return Err(err::COORDINATOR_NOT_AVAILABLE);
         };
@@ -193,7 +203,7 @@ impl TxnCoordinator {
             serde_json::to_vec(id).unwrap_or_default(),
             meta.as_ref().and_then(|m| serde_json::to_vec(m).ok()),
         );
-        crate::kvlog::append(log, &[record]).await.map_err(|e| {
+        crate::kvlog::append(log, &[record], level).await.map_err(|e| {
             tracing::error!(transactional_id = id, error = %e, "storing transaction state failed");
             err::KAFKA_STORAGE_ERROR
         })?;
@@ -513,7 +523,11 @@ impl TxnCoordinator {
         m.partitions.clear();
         m.groups.clear();
         m.updated_ms = now_ms();
-        self.store(id, Some(m.clone())).await?;
+        // the outcome is already durable (Prepare state and markers): Complete need not wait
+        // for its own fdatasync; after a crash the Prepare state is completed again (markers
+        // for a transaction already ended change nothing), and the next stored change syncs it
+        self.store_at(id, Some(m.clone()), Durability::Written)
+            .await?;
         Ok(m)
     }
 

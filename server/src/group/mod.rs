@@ -352,10 +352,12 @@ impl Coordinator {
         let Some(log) = self.logs.get(&offsets_partition(group)) else {
             return Err(err::COORDINATOR_NOT_AVAILABLE);
         };
-        crate::kvlog::append(log, records).await.map_err(|e| {
-            tracing::error!(group, error = %e, "storing offsets failed");
-            e.kafka_code()
-        })
+        crate::kvlog::append(log, records, sluice_engine::Durability::Synced)
+            .await
+            .map_err(|e| {
+                tracing::error!(group, error = %e, "storing offsets failed");
+                e.kafka_code()
+            })
     }
 
     /// TxnOffsetCommit: stores offsets of producer `producer_id`'s open transaction; they
