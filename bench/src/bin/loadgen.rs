@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice_bench::config::{Cli, Command};
 use sluice_bench::{compare, report, run};
+use sluice_server::alloc::GuardedAlloc;
+
+/// The embedded broker survives allocations sized by hostile length prefixes, as
+/// `sluice-server` does (see `sluice_server::alloc`).
+#[global_allocator]
+static ALLOC: GuardedAlloc = GuardedAlloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
