@@ -57,6 +57,9 @@ pub struct ServerConfig {
     pub transactional_id_expiration_ms: u64,
     /// producer.id.expiration.ms
     pub producer_id_expiration_ms: u64,
+    /// sluice.state.compact.min.bytes: coordinator state logs (offsets, transactions) are
+    /// compacted once they hold this much and 4x their live state
+    pub state_compact_min_bytes: u64,
     /// Keys seen that sluice does not know (warned about at start).
     pub unknown_keys: Vec<String>,
 }
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             transaction_abort_interval_ms: 10_000,
             transactional_id_expiration_ms: 604_800_000,
             producer_id_expiration_ms: 86_400_000,
+            state_compact_min_bytes: 4 << 20,
             unknown_keys: Vec::new(),
         }
     }
@@ -303,6 +307,9 @@ impl ServerConfig {
                 self.transactional_id_expiration_ms = parse_num(key, value)?
             }
             "producer.id.expiration.ms" => self.producer_id_expiration_ms = parse_num(key, value)?,
+            "sluice.state.compact.min.bytes" => {
+                self.state_compact_min_bytes = parse_num(key, value)?
+            }
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
             "sluice.cores" => {
                 let v: usize = parse_num(key, value)?;
@@ -377,6 +384,7 @@ impl ServerConfig {
                 ..Default::default()
             },
             offsets_retention: Duration::from_secs(self.offsets_retention_minutes * 60),
+            compact_min_bytes: self.state_compact_min_bytes,
         }
     }
 
@@ -385,6 +393,7 @@ impl ServerConfig {
             max_timeout_ms: self.transaction_max_timeout_ms,
             abort_interval: std::time::Duration::from_millis(self.transaction_abort_interval_ms),
             id_expiration_ms: self.transactional_id_expiration_ms,
+            compact_min_bytes: self.state_compact_min_bytes,
         }
     }
 

@@ -2,6 +2,11 @@
 //! partition logs under `<data>/__sluice/`, one JSON key and value per record, appended and
 //! fdatasync'd before a change is acknowledged, replayed in order at start (the last value of
 //! a key wins; a null value deletes it).
+//!
+//! Compaction: when a log holds much more than its live state, the owner appends the live
+//! state again and moves the log start to it ([`compact`]); replay starts at the log start and
+//! whole segments below it are deleted. The owner must keep other changes out meanwhile, so
+//! that the live state it writes is the state of the log up to that point.
 
 use std::path::Path;
 
@@ -12,10 +17,16 @@ use sluice_engine::{
 /// One record: key and value (None deletes the key).
 pub type KvRecord = (Vec<u8>, Option<Vec<u8>>);
 
-/// Opens (or creates) a state log.
-pub async fn open(dir: &Path) -> Result<PartitionLog, String> {
+/// Segment size of a state log compacted at `compact_min_bytes`: compaction frees whole
+/// segments, so they are a quarter of that (64 KiB to 8 MiB).
+pub fn segment_bytes(compact_min_bytes: u64) -> u64 {
+    (compact_min_bytes / 4).clamp(64 << 10, 8 << 20)
+}
+
+/// Opens (or creates) a state log with segments of `segment_bytes`.
+pub async fn open(dir: &Path, segment_bytes: u64) -> Result<PartitionLog, String> {
     let cfg = LogConfig {
-        segment_bytes: 64 << 20,
+        segment_bytes,
         retention_ms: None,
         preallocate_bytes: 0,
         write_buffer_bytes: 1 << 20,
@@ -82,4 +93,26 @@ pub async fn append(
             .await?;
     }
     Ok(())
+}
+
+/// Compacts `log` if it holds at least `min_bytes` and four times the size of `live` (the
+/// current value of every live key): appends `live`, fdatasyncs, and moves the log start to
+/// it. Returns whether it compacted.
+pub async fn compact(
+    log: &PartitionLog,
+    live: &[KvRecord],
+    min_bytes: u64,
+) -> Result<bool, LogError> {
+    let live_bytes: u64 = live
+        .iter()
+        .map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len) + 16) as u64)
+        .sum();
+    let stored = log.size_bytes();
+    if stored < min_bytes || stored < 4 * live_bytes {
+        return Ok(false);
+    }
+    let start = log.offsets().log_end;
+    append(log, live, Durability::Synced).await?;
+    log.delete_records(start).await?;
+    Ok(true)
 }

@@ -100,6 +100,8 @@ pub struct TxnConfig {
     pub max_timeout_ms: u64,
     pub abort_interval: Duration,
     pub id_expiration_ms: u64,
+    /// State partitions smaller than this are not compacted.
+    pub compact_min_bytes: u64,
 }
 
 fn now_ms() -> i64 {
@@ -116,6 +118,8 @@ pub struct TxnCoordinator {
     /// One lock per transactional id: its operations run one at a time.
     locks: RefCell<HashMap<String, Rc<glommio::sync::Semaphore>>>,
     logs: HashMap<u32, Rc<PartitionLog>>,
+    /// Shared by each stored change (append and map update), exclusive for compaction.
+    state_lock: glommio::sync::RwLock<()>,
 }
 
 /// Checks that a request's producer id and epoch are the transaction's current ones.
@@ -141,7 +145,8 @@ impl TxnCoordinator {
         let mut txns: HashMap<String, TxnMeta> = HashMap::new();
         for p in (0..TXN_PARTITIONS).filter(|p| *p as usize % shards.max(1) == shard) {
             let dir = data_dir.join("__sluice").join(format!("txn-state-{p}"));
-            let log = crate::kvlog::open(&dir).await?;
+            let log = crate::kvlog::open(&dir, crate::kvlog::segment_bytes(cfg.compact_min_bytes))
+                .await?;
             crate::kvlog::replay(&log, |k, v| {
                 let Ok(id) = serde_json::from_slice::<String>(k) else {
                     return;
@@ -158,12 +163,15 @@ impl TxnCoordinator {
             .await?;
             logs.insert(p, Rc::new(log));
         }
-        Ok(Rc::new(TxnCoordinator {
+        let c = Rc::new(TxnCoordinator {
             cfg,
             txns: RefCell::new(txns),
             locks: RefCell::new(HashMap::new()),
             logs,
-        }))
+            state_lock: glommio::sync::RwLock::new(()),
+        });
+        c.compact().await;
+        Ok(c)
     }
 
     pub async fn close(&self) {
@@ -203,6 +211,11 @@ impl TxnCoordinator {
             serde_json::to_vec(id).unwrap_or_default(),
             meta.as_ref().and_then(|m| serde_json::to_vec(m).ok()),
         );
+        let _stored = self
+            .state_lock
+            .read()
+            .await
+            .map_err(|_| err::COORDINATOR_NOT_AVAILABLE)?;
         crate::kvlog::append(log, &[record], level).await.map_err(|e| {
             tracing::error!(transactional_id = id, error = %e, "storing transaction state failed");
             err::KAFKA_STORAGE_ERROR
@@ -573,7 +586,40 @@ impl TxnCoordinator {
         .detach()
     }
 
+    /// Rewrites state partitions that grew well past their live state (`kvlog::compact`).
+    async fn compact(&self) {
+        let Ok(_all) = self.state_lock.write().await else {
+            return;
+        };
+        for (p, log) in &self.logs {
+            let live: Vec<crate::kvlog::KvRecord> = self
+                .txns
+                .borrow()
+                .iter()
+                .filter(|(id, _)| txn_partition(id) == *p)
+                .map(|(id, m)| {
+                    (
+                        serde_json::to_vec(id).unwrap_or_default(),
+                        serde_json::to_vec(m).ok(),
+                    )
+                })
+                .collect();
+            match crate::kvlog::compact(log, &live, self.cfg.compact_min_bytes).await {
+                Ok(true) => tracing::info!(
+                    partition = p,
+                    records = live.len(),
+                    "transaction state partition compacted"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "compacting transaction state failed")
+                }
+            }
+        }
+    }
+
     async fn tick(&self, shard: &Rc<Shard>) {
+        self.compact().await;
         let now = now_ms();
         let due: Vec<(String, TxnState)> = self
             .txns

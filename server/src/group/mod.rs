@@ -78,6 +78,8 @@ pub struct CoordinatorConfig {
     pub group: GroupConfig,
     /// offsets.retention.minutes
     pub offsets_retention: Duration,
+    /// sluice.state.compact.min.bytes: offsets partitions smaller than this are not compacted
+    pub compact_min_bytes: u64,
 }
 
 enum Waiter {
@@ -94,6 +96,9 @@ pub struct Coordinator {
     /// id: invisible until the transaction commits.
     pending: RefCell<HashMap<String, HashMap<i64, GroupOffsets>>>,
     logs: HashMap<u32, Rc<PartitionLog>>,
+    /// Held (shared) by every change from its append until the maps show it, and (exclusive)
+    /// by compaction, so that the state it rewrites matches the log's order.
+    state_lock: glommio::sync::RwLock<()>,
     waiters: RefCell<HashMap<WaiterId, Waiter>>,
     next_waiter: Cell<WaiterId>,
 }
@@ -128,20 +133,24 @@ impl Coordinator {
         let mut pending: HashMap<String, HashMap<i64, GroupOffsets>> = HashMap::new();
         for p in (0..OFFSETS_PARTITIONS).filter(|p| *p as usize % shards.max(1) == shard) {
             let dir = data_dir.join("__sluice").join(format!("group-offsets-{p}"));
-            let log = crate::kvlog::open(&dir).await?;
+            let log = crate::kvlog::open(&dir, crate::kvlog::segment_bytes(cfg.compact_min_bytes))
+                .await?;
             replay(&log, &mut offsets, &mut pending).await?;
             logs.insert(p, Rc::new(log));
         }
         let groups = offsets.keys().map(|g| (g.clone(), Group::new(g))).collect();
-        Ok(Rc::new(Coordinator {
+        let c = Rc::new(Coordinator {
             cfg,
             groups: RefCell::new(groups),
             offsets: RefCell::new(offsets),
             pending: RefCell::new(pending),
             logs,
+            state_lock: glommio::sync::RwLock::new(()),
             waiters: RefCell::new(HashMap::new()),
             next_waiter: Cell::new(1),
-        }))
+        });
+        c.compact().await;
+        Ok(c)
     }
 
     /// Runs session expiry and rebalance timeouts every 100 ms, offset retention every minute.
@@ -164,6 +173,7 @@ impl Coordinator {
                 if now.duration_since(last_retention) >= Duration::from_secs(60) {
                     last_retention = now;
                     me.expire_offsets().await;
+                    me.compact().await;
                 }
             }
         })
@@ -331,9 +341,10 @@ impl Coordinator {
                 )
             })
             .collect();
-        if let Err(code) = self.persist(group, &records).await {
-            return code;
-        }
+        let _stored = match self.persist(group, &records).await {
+            Ok(g) => g,
+            Err(code) => return code,
+        };
         let mut offsets = self.offsets.borrow_mut();
         let map = offsets.entry(group.to_string()).or_default();
         for (t, p, c) in entries {
@@ -348,16 +359,84 @@ impl Coordinator {
     }
 
     /// Appends records to the group's offsets partition and waits for the fdatasync.
-    async fn persist(&self, group: &str, records: &[crate::kvlog::KvRecord]) -> Result<(), i16> {
+    /// The returned guard keeps compaction out until the caller has applied the change.
+    async fn persist(
+        &self,
+        group: &str,
+        records: &[crate::kvlog::KvRecord],
+    ) -> Result<glommio::sync::RwLockReadGuard<'_, ()>, i16> {
         let Some(log) = self.logs.get(&offsets_partition(group)) else {
             return Err(err::COORDINATOR_NOT_AVAILABLE);
         };
+        let guard = self
+            .state_lock
+            .read()
+            .await
+            .map_err(|_| err::COORDINATOR_NOT_AVAILABLE)?;
         crate::kvlog::append(log, records, sluice_engine::Durability::Synced)
             .await
             .map_err(|e| {
                 tracing::error!(group, error = %e, "storing offsets failed");
                 e.kafka_code()
-            })
+            })?;
+        Ok(guard)
+    }
+
+    /// Rewrites each offsets partition that grew well past its live state (see
+    /// `kvlog::compact`): the committed and pending offsets of its groups.
+    pub async fn compact(&self) {
+        let Ok(_all) = self.state_lock.write().await else {
+            return;
+        };
+        for (p, log) in &self.logs {
+            let mut live: Vec<crate::kvlog::KvRecord> = Vec::new();
+            {
+                let offsets = self.offsets.borrow();
+                let pending = self.pending.borrow();
+                let mine = |g: &String| offsets_partition(g) == *p;
+                for (g, m) in offsets.iter().filter(|(g, _)| mine(g)) {
+                    for ((t, part), c) in m {
+                        let key = OffsetKey {
+                            g: g.clone(),
+                            t: t.clone(),
+                            p: *part,
+                            x: None,
+                        };
+                        live.push((
+                            serde_json::to_vec(&key).unwrap_or_default(),
+                            serde_json::to_vec(c).ok(),
+                        ));
+                    }
+                }
+                for (g, by_pid) in pending.iter().filter(|(g, _)| mine(g)) {
+                    for (pid, m) in by_pid {
+                        for ((t, part), c) in m {
+                            let key = OffsetKey {
+                                g: g.clone(),
+                                t: t.clone(),
+                                p: *part,
+                                x: Some(*pid),
+                            };
+                            live.push((
+                                serde_json::to_vec(&key).unwrap_or_default(),
+                                serde_json::to_vec(c).ok(),
+                            ));
+                        }
+                    }
+                }
+            }
+            match crate::kvlog::compact(log, &live, self.cfg.compact_min_bytes).await {
+                Ok(true) => {
+                    tracing::info!(
+                        partition = p,
+                        records = live.len(),
+                        "offsets partition compacted"
+                    )
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(partition = p, error = %e, "compacting offsets failed"),
+            }
+        }
     }
 
     /// TxnOffsetCommit: stores offsets of producer `producer_id`'s open transaction; they
@@ -395,9 +474,10 @@ impl Coordinator {
                 )
             })
             .collect();
-        if let Err(code) = self.persist(group, &records).await {
-            return code;
-        }
+        let _stored = match self.persist(group, &records).await {
+            Ok(g) => g,
+            Err(code) => return code,
+        };
         let mut pending = self.pending.borrow_mut();
         let map = pending
             .entry(group.to_string())
@@ -427,9 +507,10 @@ impl Coordinator {
             serde_json::to_vec(&key).unwrap_or_default(),
             serde_json::to_vec(&TxnEnd { commit }).ok(),
         );
-        if let Err(code) = self.persist(group, &[record]).await {
-            return code;
-        }
+        let _stored = match self.persist(group, &[record]).await {
+            Ok(g) => g,
+            Err(code) => return code,
+        };
         let taken = self
             .pending
             .borrow_mut()
@@ -553,15 +634,20 @@ impl Coordinator {
             .get(group)
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
-        if let Err(code) = self.tombstone(group, &keys).await {
-            return code;
-        }
+        let _stored = match self.tombstone(group, &keys).await {
+            Ok(g) => g,
+            Err(code) => return code,
+        };
         self.offsets.borrow_mut().remove(group);
         self.groups.borrow_mut().remove(group);
         err::NONE
     }
 
-    async fn tombstone(&self, group: &str, keys: &[(String, i32)]) -> Result<(), i16> {
+    async fn tombstone(
+        &self,
+        group: &str,
+        keys: &[(String, i32)],
+    ) -> Result<Option<glommio::sync::RwLockReadGuard<'_, ()>>, i16> {
         let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = keys
             .iter()
             .map(|(t, p)| {
@@ -575,9 +661,9 @@ impl Coordinator {
             })
             .collect();
         if records.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        self.persist(group, &records).await
+        self.persist(group, &records).await.map(Some)
     }
 
     /// Deletes committed offsets of some partitions (OffsetDelete). Refused for topics the
@@ -611,9 +697,10 @@ impl Coordinator {
             }
             out.push((t, ps.into_iter().map(|p| (p, code)).collect()));
         }
-        if let Err(code) = self.tombstone(group, &doomed).await {
-            return (code, Vec::new());
-        }
+        let _stored = match self.tombstone(group, &doomed).await {
+            Ok(g) => g,
+            Err(code) => return (code, Vec::new()),
+        };
         if let Some(m) = self.offsets.borrow_mut().get_mut(group) {
             for k in &doomed {
                 m.remove(k);
@@ -636,7 +723,7 @@ impl Coordinator {
                 .collect()
         };
         for (g, keys) in expired {
-            if self.tombstone(&g, &keys).await.is_ok() {
+            if let Ok(_stored) = self.tombstone(&g, &keys).await {
                 tracing::info!(group = %g, "committed offsets expired");
                 self.offsets.borrow_mut().remove(&g);
                 self.groups.borrow_mut().remove(&g);
