@@ -86,6 +86,30 @@ impl BatchHeader {
     }
 }
 
+/// Writes a producer's id, epoch, base sequence and (optionally) the transactional bit into a
+/// built batch and recomputes its CRC (tests and tools that play a producer).
+pub fn stamp_producer(
+    batch: &mut [u8],
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+    transactional: bool,
+) {
+    let Some(h) = BatchHeader::mut_from(batch) else {
+        return;
+    };
+    h.producer_id.set(producer_id);
+    h.producer_epoch.set(epoch);
+    h.base_sequence.set(base_sequence);
+    if transactional {
+        h.attributes.set(h.attributes.get() | ATTR_TRANSACTIONAL);
+    }
+    let crc = compute_crc(batch);
+    if let Some(h) = BatchHeader::mut_from(batch) {
+        h.crc.set(crc);
+    }
+}
+
 /// Compression codec of a batch (attributes bits 0..3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {

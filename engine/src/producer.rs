@@ -167,17 +167,10 @@ pub fn build_marker(
         value: Some(&value),
         timestamp: now,
     }]);
-    let h = BatchHeader::mut_from(&mut b).expect("built batch has a header");
-    h.attributes
-        .set(h.attributes.get() | batch::ATTR_CONTROL | batch::ATTR_TRANSACTIONAL);
-    h.producer_id.set(producer_id);
-    h.producer_epoch.set(epoch);
-    h.base_sequence.set(-1);
-    let crc = batch::compute_crc(&b);
-    BatchHeader::mut_from(&mut b)
-        .expect("built batch has a header")
-        .crc
-        .set(crc);
+    if let Some(h) = BatchHeader::mut_from(&mut b) {
+        h.attributes.set(h.attributes.get() | batch::ATTR_CONTROL);
+    }
+    batch::stamp_producer(&mut b, producer_id, epoch, -1, true);
     b
 }
 
@@ -414,14 +407,7 @@ mod tests {
             })
             .collect();
         let mut b = batch::build(&recs);
-        let h = BatchHeader::mut_from(&mut b).expect("append");
-        h.producer_id.set(pid);
-        h.producer_epoch.set(epoch);
-        h.base_sequence.set(seq);
-        if txn {
-            h.attributes
-                .set(h.attributes.get() | batch::ATTR_TRANSACTIONAL);
-        }
+        batch::stamp_producer(&mut b, pid, epoch, seq, txn);
         b
     }
 

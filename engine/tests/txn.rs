@@ -13,16 +13,7 @@ use sluice_engine::{
 /// A batch of `count` records from producer `pid`/`epoch` starting at sequence `seq`.
 fn producer_batch(tag: u64, count: usize, pid: i64, epoch: i16, seq: i32, txn: bool) -> Vec<u8> {
     let mut b = tagged_batch(tag, count, 1_000 + tag as i64);
-    let h = BatchHeader::mut_from(&mut b).expect("header");
-    h.producer_id.set(pid);
-    h.producer_epoch.set(epoch);
-    h.base_sequence.set(seq);
-    if txn {
-        h.attributes
-            .set(h.attributes.get() | batch::ATTR_TRANSACTIONAL);
-    }
-    let crc = batch::compute_crc(&b);
-    BatchHeader::mut_from(&mut b).expect("header").crc.set(crc);
+    batch::stamp_producer(&mut b, pid, epoch, seq, txn);
     b
 }
 

@@ -56,18 +56,17 @@ fn fetched(c: &mut Client, group: &str) -> Vec<i64> {
         .collect()
 }
 
-fn logs_bytes(dir: &Path) -> u64 {
-    state_bytes(dir, "group-offsets-")
+/// A broker config that compacts state logs from 64 KiB on.
+fn compacting(dir: &Path) -> sluice_server::config::ServerConfig {
+    let mut c = config(dir, 2);
+    c.state_compact_min_bytes = 64 << 10;
+    c
 }
 
 #[test]
 fn offsets_logs_are_compacted_and_keep_every_offset() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = || {
-        let mut c = config(dir.path(), 2);
-        c.state_compact_min_bytes = 64 << 10;
-        c
-    };
+    let cfg = || compacting(dir.path());
     let b = start(cfg());
     let mut c = Client::connect(b.addr);
     c.create_topic("t", PARTITIONS, &[]);
@@ -81,7 +80,7 @@ fn offsets_logs_are_compacted_and_keep_every_offset() {
         .collect();
     assert_eq!(fetched(&mut c, "busy"), expected);
     b.stop();
-    let before = logs_bytes(dir.path());
+    let before = state_bytes(dir.path(), "group-offsets-");
     assert!(
         before > 1 << 20,
         "the commits filled the log ({before} bytes)"
@@ -101,7 +100,7 @@ fn offsets_logs_are_compacted_and_keep_every_offset() {
     // commits after the compaction land after the rewritten state
     commit(&mut c, "busy", rounds + 1);
     b.stop();
-    let after = logs_bytes(dir.path());
+    let after = state_bytes(dir.path(), "group-offsets-");
     assert!(
         after < before / 4,
         "compaction freed the old segments: {before} -> {after} bytes"
@@ -159,11 +158,7 @@ fn state_bytes(dir: &Path, prefix: &str) -> u64 {
 #[test]
 fn transaction_state_logs_are_compacted() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = || {
-        let mut c = config(dir.path(), 2);
-        c.state_compact_min_bytes = 64 << 10;
-        c
-    };
+    let cfg = || compacting(dir.path());
     let b = start(cfg());
     let mut c = Client::connect(b.addr);
     // every InitProducerId stores the id's state again (epoch bump)

@@ -29,16 +29,7 @@ fn batch_of(pid: i64, epoch: i16, seq: i32, values: &[&str], txn: bool) -> Vec<u
         })
         .collect();
     let mut b = batch::build(&recs);
-    let h = BatchHeader::mut_from(&mut b).expect("header");
-    h.producer_id.set(pid);
-    h.producer_epoch.set(epoch);
-    h.base_sequence.set(seq);
-    if txn {
-        h.attributes
-            .set(h.attributes.get() | batch::ATTR_TRANSACTIONAL);
-    }
-    let crc = batch::compute_crc(&b);
-    BatchHeader::mut_from(&mut b).expect("header").crc.set(crc);
+    batch::stamp_producer(&mut b, pid, epoch, seq, txn);
     b
 }
 

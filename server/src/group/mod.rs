@@ -66,6 +66,27 @@ struct OffsetKey {
     x: Option<i64>,
 }
 
+/// The state-log record of one committed (or, with a producer id, pending) offset; `None`
+/// deletes it.
+fn offset_record(
+    group: &str,
+    topic: &str,
+    partition: i32,
+    producer_id: Option<i64>,
+    value: Option<&Committed>,
+) -> crate::kvlog::KvRecord {
+    let key = OffsetKey {
+        g: group.to_string(),
+        t: topic.to_string(),
+        p: partition,
+        x: producer_id,
+    };
+    (
+        serde_json::to_vec(&key).unwrap_or_default(),
+        value.and_then(|c| serde_json::to_vec(c).ok()),
+    )
+}
+
 /// Value of the record that ends a producer's transactional offsets in a group (key: an
 /// `OffsetKey` with `x` set, an empty topic and partition -1).
 #[derive(Debug, Serialize, Deserialize)]
@@ -326,20 +347,9 @@ impl Coordinator {
         if entries.is_empty() {
             return err::NONE;
         }
-        let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = entries
+        let records: Vec<crate::kvlog::KvRecord> = entries
             .iter()
-            .map(|(t, p, c)| {
-                let key = OffsetKey {
-                    g: group.to_string(),
-                    t: t.clone(),
-                    p: *p,
-                    x: None,
-                };
-                (
-                    serde_json::to_vec(&key).unwrap_or_default(),
-                    serde_json::to_vec(c).ok(),
-                )
-            })
+            .map(|(t, p, c)| offset_record(group, t, *p, None, Some(c)))
             .collect();
         let _stored = match self.persist(group, &records).await {
             Ok(g) => g,
@@ -396,31 +406,13 @@ impl Coordinator {
                 let mine = |g: &String| offsets_partition(g) == *p;
                 for (g, m) in offsets.iter().filter(|(g, _)| mine(g)) {
                     for ((t, part), c) in m {
-                        let key = OffsetKey {
-                            g: g.clone(),
-                            t: t.clone(),
-                            p: *part,
-                            x: None,
-                        };
-                        live.push((
-                            serde_json::to_vec(&key).unwrap_or_default(),
-                            serde_json::to_vec(c).ok(),
-                        ));
+                        live.push(offset_record(g, t, *part, None, Some(c)));
                     }
                 }
                 for (g, by_pid) in pending.iter().filter(|(g, _)| mine(g)) {
                     for (pid, m) in by_pid {
                         for ((t, part), c) in m {
-                            let key = OffsetKey {
-                                g: g.clone(),
-                                t: t.clone(),
-                                p: *part,
-                                x: Some(*pid),
-                            };
-                            live.push((
-                                serde_json::to_vec(&key).unwrap_or_default(),
-                                serde_json::to_vec(c).ok(),
-                            ));
+                            live.push(offset_record(g, t, *part, Some(*pid), Some(c)));
                         }
                     }
                 }
@@ -461,18 +453,7 @@ impl Coordinator {
         }
         let records: Vec<crate::kvlog::KvRecord> = entries
             .iter()
-            .map(|(t, p, c)| {
-                let key = OffsetKey {
-                    g: group.to_string(),
-                    t: t.clone(),
-                    p: *p,
-                    x: Some(producer_id),
-                };
-                (
-                    serde_json::to_vec(&key).unwrap_or_default(),
-                    serde_json::to_vec(c).ok(),
-                )
-            })
+            .map(|(t, p, c)| offset_record(group, t, *p, Some(producer_id), Some(c)))
             .collect();
         let _stored = match self.persist(group, &records).await {
             Ok(g) => g,
@@ -648,17 +629,9 @@ impl Coordinator {
         group: &str,
         keys: &[(String, i32)],
     ) -> Result<Option<glommio::sync::RwLockReadGuard<'_, ()>>, i16> {
-        let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = keys
+        let records: Vec<crate::kvlog::KvRecord> = keys
             .iter()
-            .map(|(t, p)| {
-                let key = OffsetKey {
-                    g: group.to_string(),
-                    t: t.clone(),
-                    p: *p,
-                    x: None,
-                };
-                (serde_json::to_vec(&key).unwrap_or_default(), None)
-            })
+            .map(|(t, p)| offset_record(group, t, *p, None, None))
             .collect();
         if records.is_empty() {
             return Ok(None);
