@@ -521,7 +521,12 @@ impl Coordinator {
     ) -> TopicOffsets {
         let offsets = self.offsets.borrow();
         let map = offsets.get(group);
-        tracing::debug!(group, ?wanted, stored = ?map, "offset fetch");
+        tracing::debug!(
+            group,
+            ?wanted,
+            stored = map.map_or(0, |m| m.len()),
+            "offset fetch"
+        );
         match wanted {
             Some(list) => list
                 .into_iter()
