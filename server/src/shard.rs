@@ -175,6 +175,16 @@ impl Shard {
         *self.coordinator.borrow_mut() = Some(c);
     }
 
+    /// The owning shard of each partition of `topic` (None for an unknown topic).
+    pub fn topic_owners(&self, topic: &str) -> Option<Vec<usize>> {
+        self.shared
+            .catalog
+            .read()
+            .topics
+            .get(topic)
+            .map(|i| i.shards.clone())
+    }
+
     pub fn log(&self, tp: &TopicPartition) -> Option<Rc<PartitionLog>> {
         self.logs.borrow().get(tp).cloned()
     }

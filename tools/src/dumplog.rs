@@ -537,18 +537,11 @@ mod tests {
         (dir, path, positions)
     }
 
-    fn batches() -> Vec<Vec<u8>> {
-        (1..=4)
-            .map(|n| eb::build_uniform(n, 10 * n, 1000 + n as i64))
-            .collect()
-    }
-
-    #[test]
-    fn healthy_segment() {
-        let (_d, path, positions) = segment(&batches());
+    /// Dumps a segment with its records; returns the summary and every batch line.
+    fn dump_with_records(path: &Path) -> (SegmentSummary, Vec<BatchLine>) {
         let mut lines = Vec::new();
         let s = dump_segment(
-            &path,
+            path,
             DumpOptions {
                 print_records: true,
             },
@@ -558,6 +551,19 @@ mod tests {
             },
         )
         .expect("dump");
+        (s, lines)
+    }
+
+    fn batches() -> Vec<Vec<u8>> {
+        (1..=4)
+            .map(|n| eb::build_uniform(n, 10 * n, 1000 + n as i64))
+            .collect()
+    }
+
+    #[test]
+    fn healthy_segment() {
+        let (_d, path, positions) = segment(&batches());
+        let (s, lines) = dump_with_records(&path);
         assert!(s.damage.is_none(), "{s:?}");
         assert_eq!(s.batches, 4);
         assert_eq!(s.records, 10);
@@ -579,18 +585,7 @@ mod tests {
         let mut bs = batches();
         bs.push(sluice_engine::producer::build_marker(7, 2, false, 3, 5000));
         let (_d, path, _) = segment(&bs);
-        let mut lines = Vec::new();
-        dump_segment(
-            &path,
-            DumpOptions {
-                print_records: true,
-            },
-            |l| {
-                lines.push(l.clone());
-                Ok(())
-            },
-        )
-        .expect("dump");
+        let (_, lines) = dump_with_records(&path);
         let marker = lines.last().expect("marker batch");
         assert!(marker
             .kafka_line()

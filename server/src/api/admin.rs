@@ -978,14 +978,7 @@ pub async fn delete_records(shard: &Rc<Shard>, req: DeleteRecordsRequest) -> Del
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
-        let owners = shard
-            .shared
-            .catalog
-            .read()
-            .topics
-            .get(&name)
-            .map(|i| i.shards.clone())
-            .unwrap_or_default();
+        let owners = shard.topic_owners(&name).unwrap_or_default();
         let mut tasks = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let owner = usize::try_from(p.partition_index)

@@ -55,14 +55,7 @@ pub async fn handle(
     let mut topics = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
-        let owners = shard
-            .shared
-            .catalog
-            .read()
-            .topics
-            .get(&name)
-            .map(|i| i.shards.clone())
-            .unwrap_or_default();
+        let owners = shard.topic_owners(&name).unwrap_or_default();
         let mut parts = Vec::new();
         for p in t.partitions {
             let owner = usize::try_from(p.partition_index)

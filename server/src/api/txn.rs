@@ -395,13 +395,7 @@ pub async fn describe_producers(
     let mut topics = Vec::new();
     for t in req.topics {
         let name = t.name.to_string();
-        let owners = shard
-            .shared
-            .catalog
-            .read()
-            .topics
-            .get(&name)
-            .map(|i| i.shards.clone());
+        let owners = shard.topic_owners(&name);
         let mut parts = Vec::new();
         for p in t.partition_indexes {
             let owner = owners
