@@ -6,12 +6,14 @@
 #
 #   bash bench/scripts/run-matrix.sh            # from the repository root
 #
-# Environment: MESSAGES (1000000), OUT (results), EXTRA (more loadgen flags).
+# Environment: MESSAGES (1000000), OUT (results), EXTRA (more loadgen flags), HALF_EXTRA (flags
+# for the half-rate runs only, after EXTRA: e.g. "--linger-ms 0.1" for a latency setting).
 set -euo pipefail
 
 MESSAGES=${MESSAGES:-1000000}
 OUT=${OUT:-results}
 EXTRA=${EXTRA:-}
+HALF_EXTRA=${HALF_EXTRA:-}
 cargo build --release -p sluice-bench
 LOADGEN=target/release/loadgen
 
@@ -59,7 +61,7 @@ half=()
 for d in "${dirs[@]}"; do
     if [ "$(field "$d" config.acks)" = "-1" ] && [ "$(field "$d" config.message_size)" = "100" ]; then
         rate=$(python3 -c 'import sys; print(int(float(sys.argv[1])/2))' "$(field "$d" produce.messages_per_sec)")
-        half+=("$(run --acks all --partitions "$(field "$d" config.partitions)" --rate "$rate")")
+        half+=("$(run --acks all --partitions "$(field "$d" config.partitions)" --rate "$rate" $HALF_EXTRA)")
     fi
 done
 

@@ -87,6 +87,15 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
     s.parse()
 }
 
+fn parse_linger(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=60_000.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a linger time in ms between 0 and 60000"
+        )),
+    }
+}
+
 #[derive(Debug, Args, Clone, Serialize)]
 pub struct RunArgs {
     /// Broker to benchmark (host:port). Without it, an embedded sluice broker is started.
@@ -117,9 +126,10 @@ pub struct RunArgs {
     /// throughput tuning of its own perf docs uses 64 KiB-1 MiB).
     #[arg(long, default_value_t = 262_144)]
     pub batch_size: usize,
-    /// Longest a message waits for its batch to fill, in ms (Kafka's linger.ms).
-    #[arg(long, default_value_t = 5)]
-    pub linger_ms: u64,
+    /// Longest a message waits for its batch to fill, in ms (Kafka's linger.ms; fractions such
+    /// as 0.2 are allowed here, for low-latency runs).
+    #[arg(long, default_value_t = 5.0, value_parser = parse_linger)]
+    pub linger_ms: f64,
     /// Produce requests in flight per connection
     /// (Kafka's max.in.flight.requests.per.connection).
     #[arg(long, default_value_t = 5)]

@@ -212,7 +212,7 @@ fn produce(
         })
         .collect();
     let pay = payload(size, 0x9e37_79b9_7f4a_7c15 ^ u64::from(plan.id));
-    let linger_us = args.linger_ms * 1000;
+    let linger_us = (args.linger_ms * 1000.0) as u64;
     let mut sticky = plan.id as usize % nparts;
     let mut deadline = u64::MAX; // earliest linger deadline of an open batch
     let interval_us = if plan.rate > 0.0 {

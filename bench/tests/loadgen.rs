@@ -285,6 +285,8 @@ fn produce_only_null_sink_and_bad_options() {
             "--keys",
             "--partitions",
             "3",
+            "--linger-ms",
+            "0.2",
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
@@ -292,6 +294,9 @@ fn produce_only_null_sink_and_bad_options() {
     let bad = loadgen(&["--message-size", "10", "--no-report"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--message-size"));
+    let bad = loadgen(&["--linger-ms", "1e9", "--no-report"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("linger time"));
 }
 
 #[test]
