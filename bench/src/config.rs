@@ -15,6 +15,8 @@ pub const VALUE_HEADER: usize = 24;
 #[command(
     name = "loadgen",
     version,
+    // a flag given twice takes its last value (scripts append overrides to shared flags)
+    args_override_self = true,
     about = "Kafka load generator: million-message runs with HdrHistogram latency reports, \
              loss verification, plots and comparisons",
     long_about = "Produces --messages messages, consumes them back and verifies that none was \
