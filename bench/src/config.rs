@@ -163,6 +163,10 @@ pub struct RunArgs {
     /// shard is pinned to core 0 and loadgen's threads find room on the other.
     #[arg(long, default_value_t = 1)]
     pub cores: usize,
+    /// A setting of the embedded broker, as in server.properties (repeatable), e.g.
+    /// `--broker-config sluice.log.align.syncs=false`.
+    #[arg(long = "broker-config", value_name = "KEY=VALUE")]
+    pub broker_config: Vec<String>,
     /// Parent directory of the embedded broker's temporary data dir (must be a real disk, not
     /// tmpfs, for real fsync).
     #[arg(long, default_value = "/var/tmp")]

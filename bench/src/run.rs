@@ -132,7 +132,7 @@ fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo), Ru
         .prefix("loadgen-sluice-")
         .tempdir_in(&args.data_dir)?;
     let path = dir.path().to_path_buf();
-    let config = sluice_server::config::ServerConfig {
+    let mut config = sluice_server::config::ServerConfig {
         listen: "127.0.0.1:0"
             .parse()
             .map_err(|e| RunError::Broker(format!("{e}")))?,
@@ -140,6 +140,19 @@ fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo), Ru
         cores: args.cores,
         ..Default::default()
     };
+    for kv in &args.broker_config {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| RunError::Broker(format!("--broker-config {kv}: expected KEY=VALUE")))?;
+        config
+            .set(k.trim(), v.trim())
+            .map_err(|e| RunError::Broker(format!("--broker-config {kv}: {e}")))?;
+        if config.unknown_keys.iter().any(|u| u == k.trim()) {
+            return Err(RunError::Broker(format!(
+                "--broker-config {kv}: unknown setting"
+            )));
+        }
+    }
     let handle = sluice_server::start(config).map_err(|e| RunError::Broker(e.to_string()))?;
     let addr = handle.addr;
     let info = BrokerInfo {

@@ -16,6 +16,29 @@ fn loadgen(args: &[&str]) -> Output {
         .expect("loadgen runs")
 }
 
+/// Segment files (`*.log`) of topic `topic` anywhere under `dir` (in `<topic>-<n>` directories).
+fn segment_files(dir: &Path, topic: &str) -> usize {
+    std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .map(|p| {
+            if p.is_dir() {
+                return segment_files(&p, topic);
+            }
+            let parent = p
+                .parent()
+                .and_then(|d| d.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let in_topic = parent
+                .strip_prefix(topic)
+                .and_then(|r| r.strip_prefix('-'))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            usize::from(in_topic && p.extension().is_some_and(|e| e == "log"))
+        })
+        .sum()
+}
+
 fn text(o: &Output) -> String {
     format!(
         "status {:?}\n--- stdout\n{}--- stderr\n{}",
@@ -300,6 +323,9 @@ fn produce_only_null_sink_and_bad_options() {
     let bad = loadgen(&["--linger-ms", "1e9", "--no-report"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("linger time"));
+    let bad = loadgen(&["--broker-config", "no.such.setting=1", "--no-report"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown setting"));
 }
 
 #[test]
@@ -320,6 +346,10 @@ fn idempotent_producers_verify_cleanly() {
             "2",
             "--batch-size",
             "16384",
+            // small segments: the producers' state rides across segment rolls
+            "--broker-config",
+            "log.segment.bytes=262144",
+            "--keep-data",
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
@@ -330,6 +360,11 @@ fn idempotent_producers_verify_cleanly() {
         text(&o)
     );
     assert!(stdout.contains("(idempotent producers"), "{}", text(&o));
+    let segments = segment_files(data.path(), "loadgen");
+    assert!(
+        segments >= 6,
+        "{segments} segment files: log.segment.bytes was not applied"
+    );
     let summary: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(report_dir(&o).join("summary.json")).expect("summary"),
     )
