@@ -2,7 +2,9 @@
 //! offsets), so tailing consumers are served without touching the disk. O_DIRECT writes bypass
 //! the page cache, so without this every fresh read would go to the device.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -17,6 +19,34 @@ pub struct HotBatch {
     pub bytes: Bytes,
 }
 
+/// A bound on the hot tails of several logs together (one shard's), on top of each log's own
+/// `hot_cache_bytes`: while the total is over it, a log that writes evicts its own oldest
+/// written batches. Reads of evicted ranges go to the segment files, so it trades speed for a
+/// memory bound that does not grow with the number of partitions.
+#[derive(Debug)]
+pub struct HotBudget {
+    used: Cell<usize>,
+    limit: usize,
+}
+
+impl HotBudget {
+    pub fn new(limit: usize) -> Rc<HotBudget> {
+        Rc::new(HotBudget {
+            used: Cell::new(0),
+            limit,
+        })
+    }
+
+    /// Bytes held by the hot tails sharing this budget.
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+
+    fn over(&self) -> bool {
+        self.used.get() > self.limit
+    }
+}
+
 /// Batches in offset order; never evicts a batch that has not been handed to the kernel yet,
 /// so every offset at or above `written` is always served from here.
 #[derive(Debug)]
@@ -24,18 +54,27 @@ pub struct HotTail {
     batches: VecDeque<HotBatch>,
     bytes: usize,
     limit: usize,
+    budget: Option<Rc<HotBudget>>,
     arena: BytesMut,
 }
 
 const ARENA_BYTES: usize = 1 << 20;
 
 impl HotTail {
-    pub fn new(limit: usize) -> HotTail {
+    pub fn new(limit: usize, budget: Option<Rc<HotBudget>>) -> HotTail {
         HotTail {
             batches: VecDeque::new(),
             bytes: 0,
             limit,
+            budget,
             arena: BytesMut::new(),
+        }
+    }
+
+    fn account(&mut self, added: usize, removed: usize) {
+        self.bytes = self.bytes + added - removed;
+        if let Some(b) = &self.budget {
+            b.used.set(b.used.get() + added - removed);
         }
     }
 
@@ -47,7 +86,7 @@ impl HotTail {
         self.arena.extend_from_slice(batch);
         let bytes = self.arena.split().freeze();
         debug_assert!(self.batches.back().is_none_or(|b| b.last < base));
-        self.bytes += bytes.len();
+        self.account(bytes.len(), 0);
         self.batches.push_back(HotBatch {
             base,
             last,
@@ -56,14 +95,15 @@ impl HotTail {
         });
     }
 
-    /// Drops the oldest batches beyond the byte limit, keeping everything at or above
-    /// `written` (not yet on disk).
+    /// Drops the oldest batches beyond the byte limit or while the shared budget is over,
+    /// keeping everything at or above `written` (not yet on disk).
     pub fn evict(&mut self, written: Offset) {
-        while self.bytes > self.limit {
+        while self.bytes > self.limit || self.budget.as_ref().is_some_and(|b| b.over()) {
             match self.batches.front() {
                 Some(b) if b.last < written => {
-                    self.bytes -= b.bytes.len();
+                    let len = b.bytes.len();
                     self.batches.pop_front();
+                    self.account(0, len);
                 }
                 _ => break,
             }
@@ -114,5 +154,12 @@ impl HotTail {
 
     pub fn set_limit(&mut self, limit: usize) {
         self.limit = limit;
+    }
+}
+
+impl Drop for HotTail {
+    fn drop(&mut self) {
+        let held = self.bytes;
+        self.account(0, held);
     }
 }

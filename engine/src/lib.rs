@@ -30,6 +30,7 @@ pub mod types;
 pub use config::LogConfig;
 pub use error::{BatchError, LogError};
 pub use fault::{Fault, FaultPlan};
+pub use hot::HotBudget;
 pub use log::{
     AppendInfo, AppendOptions, Clock, FirstBatch, LogEnv, LogOffsets, PartitionLog, ReadData,
     ReadResult, SystemClock, TimestampType,

@@ -25,7 +25,7 @@ use crate::batch::{self, BatchHeader};
 use crate::config::LogConfig;
 use crate::error::{BatchError, LogError, Result};
 use crate::fault::{Fault, FaultPlan};
-use crate::hot::HotTail;
+use crate::hot::{HotBudget, HotTail};
 use crate::meta::{sync_dir, CleanShutdown, PartitionMeta};
 use crate::producer::{
     self, AbortedTxn, Admit, Marker, ProducerEntry, ProducerError, ProducerStates,
@@ -70,6 +70,8 @@ impl Clock for SystemClock {
 pub struct LogEnv {
     pub clock: Rc<dyn Clock>,
     pub faults: Option<Rc<FaultPlan>>,
+    /// A bound on the hot tails of this log and others together (see [`HotBudget`]).
+    pub hot_budget: Option<Rc<HotBudget>>,
 }
 
 impl Default for LogEnv {
@@ -77,6 +79,7 @@ impl Default for LogEnv {
         LogEnv {
             clock: Rc::new(SystemClock),
             faults: None,
+            hot_budget: None,
         }
     }
 }
@@ -759,7 +762,7 @@ impl PartitionLog {
         meta.store(dir)?;
         let inner = Inner {
             dir: dir.to_path_buf(),
-            hot: HotTail::new(config.hot_cache_bytes),
+            hot: HotTail::new(config.hot_cache_bytes, env.hot_budget.clone()),
             config,
             env,
             segments,

@@ -44,7 +44,7 @@ fn env_at(now: i64) -> (LogEnv, Rc<ManualClock>) {
     (
         LogEnv {
             clock: clock.clone(),
-            faults: None,
+            ..LogEnv::default()
         },
         clock,
     )

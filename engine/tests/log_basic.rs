@@ -230,7 +230,7 @@ fn retention_and_delete_records() {
         let clock = Rc::new(ManualClock(Cell::new(1_000_000)));
         let env = LogEnv {
             clock: clock.clone(),
-            faults: None,
+            ..LogEnv::default()
         };
         let cfg = LogConfig {
             retention_ms: Some(60_000),
@@ -508,5 +508,65 @@ fn clean_close_lets_the_next_open_skip_the_scan() {
             "the scan drops the damaged batch"
         );
         log.close().await.expect("close");
+    });
+}
+
+/// Logs sharing a `HotBudget` keep their hot tails under it together (each writer evicts its
+/// own oldest batches while the total is over), reads of evicted ranges come from the files,
+/// and a closed log gives its share back.
+#[test]
+fn a_shared_hot_budget_bounds_the_hot_tails_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    run(move || async move {
+        const LIMIT: usize = 64 * 1024;
+        let budget = sluice_engine::HotBudget::new(LIMIT);
+        let env = LogEnv {
+            hot_budget: Some(budget.clone()),
+            ..LogEnv::default()
+        };
+        let cfg = LogConfig {
+            hot_cache_bytes: 1 << 20,
+            ..LogConfig::default()
+        };
+        let a = PartitionLog::open(&root.join("a-0"), cfg.clone(), env.clone())
+            .await
+            .expect("open a");
+        let b = PartitionLog::open(&root.join("b-0"), cfg, env)
+            .await
+            .expect("open b");
+        let mut largest = 0;
+        for (log, tag) in [(&a, 1u64), (&b, 2u64)] {
+            let mut inputs = Vec::new();
+            for i in 0..300u64 {
+                let batch = tagged_batch(tag * 1_000 + i, 50, 1_000);
+                largest = largest.max(batch.len());
+                let info = log
+                    .append(&batch, AppendOptions::default())
+                    .await
+                    .expect("append");
+                log.wait_durable(info.last_offset, Durability::Written)
+                    .await
+                    .expect("written");
+                inputs.push(batch);
+            }
+            // everything was written, so at most the last written batch may stay over the bound
+            assert!(
+                budget.used() <= LIMIT + largest,
+                "{} bytes held for a budget of {LIMIT}",
+                budget.used()
+            );
+            let got = read_all(log, Offset(0), 1 << 20).await;
+            assert_eq!(got.len(), 300);
+            for (i, (_, bytes)) in got.iter().enumerate() {
+                assert_eq!(normalized(bytes), inputs[i], "batch {i} of log {tag}");
+            }
+        }
+        assert!(budget.used() > 0, "the last writer keeps some hot data");
+        a.close().await.expect("close a");
+        b.close().await.expect("close b");
+        drop(a);
+        drop(b);
+        assert_eq!(budget.used(), 0, "closed logs give their hot bytes back");
     });
 }

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub retention_check_ms: u64,
     /// sluice.fetch.zero.copy: send cold fetch data with sendfile(2) (true) or copy it.
     pub fetch_zero_copy: bool,
+    /// sluice.hot.cache.shard.bytes: bound on the in-memory hot tails of all partitions of one
+    /// shard together (each partition also keeps at most its own hot cache size).
+    pub hot_cache_shard_bytes: usize,
     /// group.min.session.timeout.ms / group.max.session.timeout.ms
     pub group_min_session_ms: u64,
     pub group_max_session_ms: u64,
@@ -80,6 +83,7 @@ impl Default for ServerConfig {
             log: LogConfig::default(),
             retention_check_ms: 300_000,
             fetch_zero_copy: true,
+            hot_cache_shard_bytes: 256 << 20,
             group_min_session_ms: 6_000,
             group_max_session_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 0,
@@ -311,6 +315,7 @@ impl ServerConfig {
                 self.state_compact_min_bytes = parse_num(key, value)?
             }
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
+            "sluice.hot.cache.shard.bytes" => self.hot_cache_shard_bytes = parse_num(key, value)?,
             "sluice.cores" => {
                 let v: usize = parse_num(key, value)?;
                 if v == 0 {
@@ -452,5 +457,9 @@ mod tests {
         assert!(c.set("log.segment.bytes", "5").is_err());
         assert!(c.set("auto.create.topics.enable", "yes").is_err());
         assert!(c.load_properties("f", "novalue\n").is_err());
+        assert!(c.set("sluice.hot.cache.shard.bytes", "-1").is_err());
+        c.set("sluice.hot.cache.shard.bytes", "1048576")
+            .expect("valid");
+        assert_eq!(c.hot_cache_shard_bytes, 1 << 20);
     }
 }

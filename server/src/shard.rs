@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use event_listener::Event;
 use glommio::channels::channel_mesh::{Receivers, Senders};
-use sluice_engine::{LogEnv, PartitionLog};
+use sluice_engine::{HotBudget, LogEnv, PartitionLog};
 use thiserror::Error;
 
 use crate::catalog::{log_config, partition_dir, Catalog};
@@ -98,6 +98,8 @@ pub struct Shard {
     coordinator: RefCell<Option<Rc<crate::group::Coordinator>>>,
     /// Transactions coordinated by this shard (set once at start).
     txn: RefCell<Option<Rc<crate::txn::TxnCoordinator>>>,
+    /// Bound on the hot tails of all partitions of this shard together.
+    hot_budget: Rc<HotBudget>,
 }
 
 impl Shard {
@@ -105,12 +107,13 @@ impl Shard {
         Rc::new(Shard {
             id,
             nr: senders.nr_consumers(),
-            shared,
             senders,
             logs: RefCell::new(HashMap::new()),
             opening: glommio::sync::Semaphore::new(1),
             coordinator: RefCell::new(None),
             txn: RefCell::new(None),
+            hot_budget: HotBudget::new(shared.config.hot_cache_shard_bytes),
+            shared,
         })
     }
 
@@ -243,7 +246,11 @@ impl Shard {
                 partition_dir(&self.shared.config.data_dir, topic, partition),
             )
         };
-        let log = PartitionLog::open(&dir, cfg, LogEnv::default())
+        let env = LogEnv {
+            hot_budget: Some(self.hot_budget.clone()),
+            ..LogEnv::default()
+        };
+        let log = PartitionLog::open(&dir, cfg, env)
             .await
             .map_err(|e| e.to_string())?;
         self.logs.borrow_mut().insert(tp, Rc::new(log));
