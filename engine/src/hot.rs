@@ -58,7 +58,9 @@ pub struct HotTail {
     arena: BytesMut,
 }
 
-const ARENA_BYTES: usize = 1 << 20;
+/// Batches are copied into shared chunks of this size (one allocation per chunk, not per
+/// batch). Each written log holds one partly filled chunk beyond what the budget counts.
+const ARENA_BYTES: usize = 256 << 10;
 
 impl HotTail {
     pub fn new(limit: usize, budget: Option<Rc<HotBudget>>) -> HotTail {
