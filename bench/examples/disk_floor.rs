@@ -15,6 +15,7 @@
 //!
 //!     cargo run --release -p sluice-bench --example disk_floor -- --repeats 3
 
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -63,24 +64,32 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = ex.run(run(args)) {
-        eprintln!("disk_floor: {e}");
-        std::process::exit(1);
+    match ex.run(run(args)) {
+        Ok(()) => {}
+        // the reader went away (`| head`): not an error of the measurement
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            eprintln!("disk_floor: {e}");
+            std::process::exit(1);
+        }
     }
 }
 
 async fn run(args: Args) -> std::io::Result<()> {
     let dir = tempfile::tempdir_in(&args.dir)?;
     prime_probe(dir.path()).await?;
-    println!(
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
         "# {} rounds of {} B write + fdatasync, {} us apart, per case; times in us",
         args.rounds, args.write_bytes, args.gap_us
-    );
+    )?;
     for rep in 1..=args.repeats {
         for path in [IoPath::Uring, IoPath::Blocking, IoPath::Inline] {
             for written in [false, true] {
                 let h = case(&args, dir.path(), path, written).await?;
-                println!(
+                writeln!(
+                    out,
                     "repeat {rep} {:8} {:9}: p50 {:5} p90 {:5} p99 {:5} p99.9 {:6} max {:6}",
                     format!("{path:?}").to_lowercase(),
                     if written { "written" } else { "unwritten" },
@@ -89,7 +98,8 @@ async fn run(args: Args) -> std::io::Result<()> {
                     h.value_at_quantile(0.99),
                     h.value_at_quantile(0.999),
                     h.max()
-                );
+                )?;
+                out.flush()?;
             }
         }
     }
