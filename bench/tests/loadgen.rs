@@ -39,6 +39,21 @@ fn segment_files(dir: &Path, topic: &str) -> usize {
         .sum()
 }
 
+/// Asserts the run succeeded and verified all `n` messages with nothing lost, duplicated or
+/// reordered; returns its stdout.
+fn verified_cleanly(o: &Output, n: u64) -> String {
+    assert!(o.status.success(), "{}", text(o));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        stdout.contains(&format!(
+            "verified {n}/{n}: 0 lost, 0 duplicated, 0 out of order"
+        )),
+        "{}",
+        text(o)
+    );
+    stdout
+}
+
 fn text(o: &Output) -> String {
     format!(
         "status {:?}\n--- stdout\n{}--- stderr\n{}",
@@ -128,13 +143,7 @@ fn e2e_100k_verifies_and_writes_every_report_and_compare_works() {
         "e2e-100k",
         &["--messages", "100000"],
     );
-    assert!(o.status.success(), "{}", text(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        stdout.contains("verified 100000/100000: 0 lost, 0 duplicated, 0 out of order"),
-        "{}",
-        text(&o)
-    );
+    let stdout = verified_cleanly(&o, 100000);
     assert!(stdout.contains("100000 records sent, "), "{}", text(&o));
     assert!(stdout.contains("ms 99.99th."), "{}", text(&o));
     let dir = report_dir(&o);
@@ -352,13 +361,7 @@ fn idempotent_producers_verify_cleanly() {
             "--keep-data",
         ],
     );
-    assert!(o.status.success(), "{}", text(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        stdout.contains("verified 20000/20000: 0 lost, 0 duplicated, 0 out of order"),
-        "{}",
-        text(&o)
-    );
+    let stdout = verified_cleanly(&o, 20000);
     assert!(stdout.contains("(idempotent producers"), "{}", text(&o));
     let segments = segment_files(data.path(), "loadgen");
     assert!(
@@ -400,13 +403,7 @@ fn transactional_producers_commit_and_read_committed_consumers_verify_cleanly() 
             "16384",
         ],
     );
-    assert!(o.status.success(), "{}", text(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        stdout.contains("verified 20000/20000: 0 lost, 0 duplicated, 0 out of order"),
-        "{}",
-        text(&o)
-    );
+    let stdout = verified_cleanly(&o, 20000);
     assert!(
         stdout.contains("8 transactions committed; commit (EndTxn) "),
         "{}",
