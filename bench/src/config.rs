@@ -164,7 +164,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1)]
     pub cores: usize,
     /// A setting of the embedded broker, as in server.properties (repeatable), e.g.
-    /// `--broker-config sluice.log.align.syncs=false`.
+    /// `--broker-config log.segment.bytes=1048576`.
     #[arg(long = "broker-config", value_name = "KEY=VALUE")]
     pub broker_config: Vec<String>,
     /// Parent directory of the embedded broker's temporary data dir (must be a real disk, not
@@ -312,6 +312,10 @@ impl RunArgs {
         }
         if self.batch_size < 128 {
             return Err("--batch-size must be >= 128".into());
+        }
+        if !self.broker_config.is_empty() && (self.bootstrap_server.is_some() || self.null_sink) {
+            return Err("--broker-config sets the embedded broker: not with --bootstrap-server                         or --null-sink"
+                .into());
         }
         let mode = self.producer_mode();
         if mode.idempotent() {

@@ -143,11 +143,12 @@ fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo), Ru
     for kv in &args.broker_config {
         let (k, v) = kv
             .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
             .ok_or_else(|| RunError::Broker(format!("--broker-config {kv}: expected KEY=VALUE")))?;
         config
-            .set(k.trim(), v.trim())
+            .set(k, v)
             .map_err(|e| RunError::Broker(format!("--broker-config {kv}: {e}")))?;
-        if config.unknown_keys.iter().any(|u| u == k.trim()) {
+        if config.unknown_keys.iter().any(|u| u == k) {
             return Err(RunError::Broker(format!(
                 "--broker-config {kv}: unknown setting"
             )));

@@ -335,6 +335,14 @@ fn produce_only_null_sink_and_bad_options() {
     let bad = loadgen(&["--broker-config", "no.such.setting=1", "--no-report"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown setting"));
+    let bad = loadgen(&[
+        "--broker-config",
+        "log.segment.bytes=1048576",
+        "--null-sink",
+        "--no-report",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("embedded broker"));
 }
 
 #[test]
