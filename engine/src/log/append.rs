@@ -1,0 +1,274 @@
+//! The append path: validation, ordering behind the FIFO gate, the copy into the pending
+//! O_DIRECT buffer, segment rolls, and the durability waits that follow.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::types::{AppendInfo, AppendOptions, TimestampType};
+use super::{align_down, Chunk, Inner, PartitionLog, Pending, RunState};
+use crate::batch::{self, BatchHeader};
+use crate::error::{BatchError, LogError, Result};
+use crate::producer::{self, Admit, Marker, ProducerError};
+use crate::segment::Segment;
+use crate::types::{Durability, FilePos, Offset};
+
+/// Counts an appender as waiting for as long as it lives (also when its future is dropped).
+struct WaitingAppender(Rc<RefCell<Inner>>);
+
+impl WaitingAppender {
+    fn new(inner: &Rc<RefCell<Inner>>) -> Self {
+        inner.borrow_mut().appenders_waiting += 1;
+        WaitingAppender(inner.clone())
+    }
+}
+
+impl Drop for WaitingAppender {
+    fn drop(&mut self) {
+        self.0.borrow_mut().appenders_waiting -= 1;
+    }
+}
+
+impl Inner {
+    /// Closes the active segment's pending buffer as a sealing chunk and starts a new segment.
+    fn roll(&mut self) {
+        let new_base = self.leo;
+        let p = std::mem::replace(
+            &mut self.pending,
+            Pending::new(new_base, 0, Vec::new(), new_base),
+        );
+        self.queue.push_back(Chunk {
+            segment: p.segment,
+            file_pos: p.file_pos,
+            new_bytes: p.new_bytes(),
+            len: p.len,
+            buf: p.buf,
+            end_offset: p.end_offset,
+            seal: true,
+            snapshot: Some(self.producers.to_json()),
+        });
+        tracing::debug!(dir = %self.dir.display(), base = %new_base, "rolling segment");
+        self.segments.insert(new_base, Segment::new_empty(new_base));
+    }
+
+    /// Moves the pending buffer to the write queue, keeping its partial last page as carry.
+    pub(super) fn take_pending(&mut self) {
+        let p = &mut self.pending;
+        if p.new_bytes() == 0 {
+            return;
+        }
+        let Some(buf) = p.buf.take() else { return };
+        let cut = align_down(p.len);
+        let carry = buf.as_bytes()[cut..p.len].to_vec();
+        let chunk = Chunk {
+            segment: p.segment,
+            file_pos: p.file_pos,
+            new_bytes: p.new_bytes(),
+            len: p.len,
+            buf: Some(buf),
+            end_offset: p.end_offset,
+            seal: false,
+            snapshot: None,
+        };
+        *p = Pending::new(p.segment, p.file_pos + cut as u64, carry, p.end_offset);
+        self.queue.push_back(chunk);
+    }
+
+    fn append_now(
+        &mut self,
+        batch: &[u8],
+        header: &BatchHeader,
+        marker: Option<Marker>,
+        opts: &AppendOptions,
+    ) -> Result<AppendInfo> {
+        let pid = header.producer_id.get();
+        if marker.is_some() {
+            self.txn_guards.remove(&pid);
+        } else if header.is_transactional()
+            && !self
+                .producers
+                .in_transaction(pid, header.producer_epoch.get())
+            && (opts.txn_guard.is_none() || self.txn_guards.get(&pid) != opts.txn_guard.as_ref())
+        {
+            return Err(ProducerError::InvalidTxnState {
+                producer_id: pid,
+                reason: "the partition is not part of an ongoing transaction (or it ended)".into(),
+            }
+            .into());
+        }
+        if let Admit::Duplicate(d) = self.producers.check(header, marker)? {
+            return Ok(AppendInfo {
+                base_offset: Offset(d.base),
+                last_offset: Offset(d.last),
+                log_append_time: None,
+                log_start_offset: self.log_start,
+                duplicate: true,
+            });
+        }
+        let now = self.env.clock.now_ms();
+        let size = batch.len();
+        let roll = {
+            let a = self.active();
+            !a.is_empty()
+                && (a.size + size as u64 > self.config.segment_bytes
+                    || self.config.segment_ms.is_some_and(|ms| {
+                        a.first_append_ms
+                            .is_some_and(|t| now.saturating_sub(t) >= ms as i64)
+                    }))
+        };
+        if roll {
+            self.roll();
+        }
+        let count = header.record_count.get() as u64;
+        let base = self.leo;
+        let last = base.plus(count - 1);
+        if self.pending.room() < size && self.pending.new_bytes() > 0 {
+            // full: hand it over whole and continue in a fresh buffer
+            self.take_pending();
+        }
+        let p = &mut self.pending;
+        p.ensure_room(size);
+        let start = p.len;
+        let buf = p.buf.as_mut().expect("ensure_room allocates");
+        let dst = &mut buf.as_bytes_mut()[start..start + size];
+        dst.copy_from_slice(batch);
+        let h = BatchHeader::mut_from(dst).expect("validated batch has a header");
+        h.base_offset.set(base.0 as i64);
+        h.partition_leader_epoch.set(opts.leader_epoch);
+        let mut log_append_time = None;
+        if opts.timestamp_type == TimestampType::LogAppendTime {
+            h.attributes
+                .set(h.attributes.get() | batch::ATTR_TIMESTAMP_LOG_APPEND);
+            h.max_timestamp.set(now);
+            log_append_time = Some(now);
+            let crc = batch::compute_crc(dst);
+            BatchHeader::mut_from(dst)
+                .expect("validated batch has a header")
+                .crc
+                .set(crc);
+        }
+        let max_ts = BatchHeader::parse(dst)
+            .map(|h| h.max_timestamp.get())
+            .unwrap_or(now);
+        p.len += size;
+        p.end_offset = last.plus(1);
+        let stored = &p.buf.as_ref().expect("allocated").as_bytes()[start..start + size];
+        self.hot.push(stored, base, last, max_ts);
+        let interval = self.config.index_interval_bytes;
+        let seg = self.active_mut();
+        let pos = FilePos(seg.size);
+        let (Some(base_rel), Some(last_rel)) =
+            (base.relative_to(seg.base), last.relative_to(seg.base))
+        else {
+            unreachable!("segment.bytes keeps relative offsets within u32")
+        };
+        seg.index
+            .on_append(interval, base_rel, last_rel, pos, size as u64, max_ts);
+        seg.size += size as u64;
+        seg.next_offset = last.plus(1);
+        seg.first_append_ms.get_or_insert(now);
+        self.leo = last.plus(1);
+        self.unwritten_bytes += size;
+        if let Some(aborted) = self.producers.on_append(header, marker, base, last, now) {
+            self.active_mut().aborted.push(aborted);
+        }
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: last,
+            log_append_time,
+            log_start_offset: self.log_start,
+            duplicate: false,
+        })
+    }
+}
+
+impl PartitionLog {
+    /// Validates `batch` (one v2 batch) and appends it, assigning offsets. Returns once the
+    /// batch is in the write buffer; await [`wait_durable`](Self::wait_durable) for acks.
+    /// Waits only when the write buffer is full.
+    pub async fn append(&self, batch: &[u8], opts: AppendOptions) -> Result<AppendInfo> {
+        let max = self.inner.borrow().config.max_message_bytes;
+        if batch.len() > max {
+            return Err(BatchError::TooLarge {
+                size: batch.len(),
+                max,
+            }
+            .into());
+        }
+        let header = *batch::validate(batch)?;
+        let marker = if header.is_control() {
+            Some(producer::parse_marker(batch)?)
+        } else {
+            None
+        };
+        {
+            // fast path: room in the buffer and nobody queued ahead
+            let mut st = self.inner.borrow_mut();
+            st.check_writable()?;
+            if st.appenders_waiting == 0 && st.has_room(batch.len()) {
+                let info = st.append_now(batch, &header, marker, &opts)?;
+                self.signals.work.notify(1);
+                return Ok(info);
+            }
+        }
+        let _waiting = WaitingAppender::new(&self.inner);
+        let _turn = self
+            .append_gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Closed)?;
+        loop {
+            let listener = {
+                let mut st = self.inner.borrow_mut();
+                st.check_writable()?;
+                if st.has_room(batch.len()) {
+                    let info = st.append_now(batch, &header, marker, &opts)?;
+                    self.signals.work.notify(1);
+                    return Ok(info);
+                }
+                self.signals.space.listen()
+            };
+            listener.await;
+        }
+    }
+
+    /// Waits until everything up to and including `offset` reached `level`.
+    pub async fn wait_durable(&self, offset: Offset, level: Durability) -> Result<()> {
+        loop {
+            let listener = {
+                let mut st = self.inner.borrow_mut();
+                match level {
+                    Durability::Written if st.written > offset => return Ok(()),
+                    Durability::Synced if st.synced > offset => return Ok(()),
+                    _ => {}
+                }
+                if let Some(cause) = &st.poisoned {
+                    return Err(LogError::Poisoned {
+                        path: st.dir.clone(),
+                        cause: cause.clone(),
+                    });
+                }
+                if st.state == RunState::Closed || offset >= st.leo {
+                    return Err(LogError::Closed);
+                }
+                if level == Durability::Synced && st.sync_wanted <= offset {
+                    st.sync_wanted = offset.plus(1);
+                    self.signals.work.notify(1);
+                }
+                self.signals.progress.listen()
+            };
+            listener.await;
+        }
+    }
+
+    /// Appends and waits for `level`: the whole produce path of one batch.
+    pub async fn append_durable(
+        &self,
+        batch: &[u8],
+        opts: AppendOptions,
+        level: Durability,
+    ) -> Result<AppendInfo> {
+        let info = self.append(batch, opts).await?;
+        self.wait_durable(info.last_offset, level).await?;
+        Ok(info)
+    }
+}

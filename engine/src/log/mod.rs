@@ -1,0 +1,424 @@
+//! `PartitionLog`: the append / flush / read / recovery / retention paths of one partition.
+//!
+//! Append (synchronous apart from back-pressure): validate the batch, copy it once into the
+//! pending O_DIRECT buffer of the active segment, write its offset and leader epoch into that
+//! copy, keep a `Bytes` copy in the hot tail, record index entries. The flusher task (one per
+//! log, on the same glommio executor) takes the pending buffer, writes it with `write_rc_at` at
+//! its aligned position (the partial last page is rewritten by the next write as it fills),
+//! advances `written`, and runs one fdatasync for everything written so far when anyone waits
+//! for `Synced` or the flush policy says so: concurrent waiters share that fdatasync (group
+//! commit). A failed write or fdatasync poisons the log.
+//!
+//! Where each part lives: `types` (the public types), `append` (validation, the FIFO gate,
+//! the copy into the pending buffer, rolls, durability waits), `read` (reads and timestamp
+//! lookups), `recovery` (open: segment scan and state rebuild), `snapshot` (producer-state
+//! snapshots and their replay), `flusher` (writes, group fdatasync, seal, clean close). This
+//! file holds the state they share and the small accessors, retention and DeleteRecords.
+
+mod append;
+mod flusher;
+mod read;
+mod recovery;
+mod snapshot;
+mod types;
+
+pub use types::{
+    AppendInfo, AppendOptions, Clock, FirstBatch, LogEnv, LogOffsets, ReadData, ReadResult,
+    SystemClock, TimestampType,
+};
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use event_listener::{Event, EventListener};
+use glommio::io::DmaBuffer;
+use glommio::task::JoinHandle;
+
+use crate::config::LogConfig;
+use crate::error::{LogError, Result};
+use crate::hot::HotTail;
+use crate::meta::{sync_dir, PartitionMeta};
+use crate::producer::{AbortedTxn, ProducerEntry, ProducerStates};
+use crate::segment::Segment;
+use crate::types::{Offset, TimestampMs};
+
+/// O_DIRECT alignment used for every write (safe for 512 and 4096 byte devices).
+const ALIGN: usize = 4096;
+/// Default capacity of a pending write buffer.
+const CHUNK_BYTES: usize = 1 << 20;
+
+fn align_down(v: usize) -> usize {
+    v & !(ALIGN - 1)
+}
+
+fn align_up(v: usize) -> usize {
+    (v + ALIGN - 1) & !(ALIGN - 1)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    Open,
+    Closing,
+    Closed,
+}
+
+/// A pending write buffer: bytes appended to a segment, starting at an aligned file position.
+struct Pending {
+    segment: Offset,
+    file_pos: u64,
+    /// Bytes of the partial page at `file_pos` that are already on disk (rewritten next time).
+    carry: Vec<u8>,
+    buf: Option<DmaBuffer>,
+    len: usize,
+    end_offset: Offset,
+}
+
+impl Pending {
+    fn new(segment: Offset, file_pos: u64, carry: Vec<u8>, end_offset: Offset) -> Pending {
+        debug_assert_eq!(file_pos as usize % ALIGN, 0);
+        debug_assert!(carry.len() < ALIGN);
+        let len = carry.len();
+        Pending {
+            segment,
+            file_pos,
+            carry,
+            buf: None,
+            len,
+            end_offset,
+        }
+    }
+
+    fn new_bytes(&self) -> usize {
+        self.len - self.carry.len()
+    }
+
+    fn room(&self) -> usize {
+        self.buf.as_ref().map_or(0, |b| b.len() - self.len)
+    }
+
+    fn ensure_room(&mut self, need: usize) {
+        if self.room() >= need {
+            return;
+        }
+        let cap = align_up((self.len + need).max(CHUNK_BYTES));
+        let mut buf = glommio::allocate_dma_buffer(cap);
+        let bytes = buf.as_bytes_mut();
+        match self.buf.as_ref() {
+            Some(old) => bytes[..self.len].copy_from_slice(&old.as_bytes()[..self.len]),
+            None => bytes[..self.len].copy_from_slice(&self.carry),
+        }
+        self.buf = Some(buf);
+    }
+}
+
+/// A buffer handed to the flusher, ending at a batch boundary.
+struct Chunk {
+    segment: Offset,
+    file_pos: u64,
+    buf: Option<DmaBuffer>,
+    len: usize,
+    new_bytes: usize,
+    end_offset: Offset,
+    /// Last chunk of its segment: fdatasync, trim and write the indexes after it.
+    seal: bool,
+    /// With `seal`: the producer state as of the next segment's base, snapshotted after it.
+    snapshot: Option<Vec<u8>>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    config: LogConfig,
+    env: LogEnv,
+    segments: BTreeMap<Offset, Segment>,
+    pending: Pending,
+    queue: VecDeque<Chunk>,
+    /// Appended bytes not yet handed to the kernel (bounded by write_buffer_bytes).
+    unwritten_bytes: usize,
+    /// Appenders queued behind a full buffer; while any wait, new appends queue too, so
+    /// batches keep their arrival order.
+    appenders_waiting: usize,
+    log_start: Offset,
+    leo: Offset,
+    written: Offset,
+    synced: Offset,
+    sync_wanted: Offset,
+    /// An fdatasync is running (in its own task, so writes go on meanwhile).
+    sync_in_flight: bool,
+    unsynced_since_ms: Option<TimestampMs>,
+    recovery_point: Offset,
+    poisoned: Option<String>,
+    hot: HotTail,
+    state: RunState,
+    producers: ProducerStates,
+    /// Verification tokens by producer id (see `AppendOptions::txn_guard`).
+    txn_guards: std::collections::HashMap<i64, u64>,
+    next_guard: u64,
+}
+
+/// Wake-ups between appenders, waiters and the flusher.
+#[derive(Default)]
+struct Signals {
+    /// written / synced advanced, or the log was poisoned.
+    progress: Event,
+    /// New work for the flusher.
+    work: Event,
+    /// Buffer space freed for appenders.
+    space: Event,
+}
+
+/// A partition log owned by one shard. Not `Send`: only the owning executor touches it.
+pub struct PartitionLog {
+    inner: Rc<RefCell<Inner>>,
+    signals: Rc<Signals>,
+    flusher: RefCell<Option<JoinHandle<()>>>,
+    /// FIFO gate for appenders that found the write buffer full.
+    append_gate: glommio::sync::Semaphore,
+}
+
+impl Inner {
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    /// Whether a batch of `len` bytes fits the bounded write buffer (an empty buffer always
+    /// takes one batch, however large).
+    fn has_room(&self, len: usize) -> bool {
+        self.unwritten_bytes == 0 || self.unwritten_bytes + len <= self.config.write_buffer_bytes
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if let Some(cause) = &self.poisoned {
+            return Err(LogError::Poisoned {
+                path: self.dir.clone(),
+                cause: cause.clone(),
+            });
+        }
+        if self.state != RunState::Open {
+            return Err(LogError::Closed);
+        }
+        Ok(())
+    }
+
+    fn poison(&mut self, cause: String) {
+        tracing::error!(dir = %self.dir.display(), %cause, "partition log poisoned");
+        if self.poisoned.is_none() {
+            self.poisoned = Some(cause);
+        }
+    }
+
+    fn offsets(&self) -> LogOffsets {
+        LogOffsets {
+            log_start: self.log_start,
+            high_watermark: self.written,
+            synced: self.synced,
+            log_end: self.leo,
+        }
+    }
+
+    fn meta(&self) -> PartitionMeta {
+        PartitionMeta {
+            log_start_offset: self.log_start.0,
+            recovery_point: self.recovery_point.0,
+            clean_shutdown: None,
+        }
+    }
+
+    /// The last stable offset: the first offset of the oldest open transaction, capped by
+    /// the high watermark.
+    fn last_stable(&self) -> Offset {
+        self.producers
+            .first_open()
+            .map_or(self.written, |f| f.min(self.written))
+    }
+}
+
+impl PartitionLog {
+    pub fn dir(&self) -> PathBuf {
+        self.inner.borrow().dir.clone()
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.inner.borrow().config.clone()
+    }
+
+    /// Changes settings that apply to future appends, flushes and retention.
+    pub fn set_config(&self, config: LogConfig) {
+        let mut st = self.inner.borrow_mut();
+        st.hot.set_limit(config.hot_cache_bytes);
+        st.config = config;
+        self.signals.work.notify(1);
+    }
+
+    pub fn offsets(&self) -> LogOffsets {
+        self.inner.borrow().offsets()
+    }
+
+    /// Bytes stored in the log's segments (what DescribeLogDirs reports).
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.borrow().segments.values().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.inner.borrow().segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<Offset> {
+        self.inner.borrow().segments.keys().copied().collect()
+    }
+
+    /// Why the log refuses writes, if it does.
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner.borrow().poisoned.clone()
+    }
+
+    /// The last stable offset: read_committed consumers read up to here.
+    pub fn last_stable_offset(&self) -> Offset {
+        self.inner.borrow().last_stable()
+    }
+
+    /// Aborted transactions a read_committed fetch of `[from, to)` must report: those whose
+    /// marker is at or after `from` and whose first offset is below `to`.
+    pub fn aborted_transactions(&self, from: Offset, to: Offset) -> Vec<AbortedTxn> {
+        let st = self.inner.borrow();
+        let mut out = Vec::new();
+        for seg in st.segments.values().filter(|s| s.next_offset > from) {
+            for a in &seg.aborted {
+                if a.last >= from.0 && a.first < to.0 {
+                    out.push(*a);
+                }
+                if a.lso > to.0 {
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    /// The producers this partition knows (DescribeProducers).
+    pub fn producers(&self) -> Vec<(i64, ProducerEntry)> {
+        let st = self.inner.borrow();
+        st.producers.iter().map(|(p, e)| (*p, e.clone())).collect()
+    }
+
+    /// Whether `producer_id` has an open transaction here at `epoch` (so a transactional
+    /// batch continues it rather than starting a new one).
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.inner
+            .borrow()
+            .producers
+            .in_transaction(producer_id, epoch)
+    }
+
+    /// Starts verifying that a transactional batch of `producer_id` may open a transaction
+    /// here; pass the token as `AppendOptions::txn_guard` once the coordinator said yes.
+    pub fn begin_txn_verification(&self, producer_id: i64) -> u64 {
+        let mut st = self.inner.borrow_mut();
+        let token = st.next_guard;
+        st.next_guard += 1;
+        st.txn_guards.insert(producer_id, token);
+        token
+    }
+
+    /// Forgets producers idle for longer than `max_idle_ms` (producer.id.expiration.ms).
+    pub fn expire_producers(&self, max_idle_ms: i64) -> usize {
+        let mut st = self.inner.borrow_mut();
+        let cutoff = st.env.clock.now_ms().saturating_sub(max_idle_ms);
+        let start = st.log_start;
+        st.producers.expire(cutoff, start)
+    }
+
+    /// A listener that fires when the high watermark or sync point moves (for long polls).
+    pub fn listen(&self) -> EventListener {
+        self.signals.progress.listen()
+    }
+
+    /// Moves the log start offset forward (DeleteRecords). Whole segments below it are deleted.
+    pub async fn delete_records(&self, before: Offset) -> Result<Offset> {
+        {
+            let mut st = self.inner.borrow_mut();
+            st.check_writable()?;
+            let o = st.offsets();
+            if before > o.high_watermark {
+                return Err(LogError::OffsetOutOfRange {
+                    offset: before,
+                    log_start: o.log_start,
+                    log_end: o.high_watermark,
+                });
+            }
+            if before > st.log_start {
+                st.log_start = before;
+                st.meta().store(&st.dir)?;
+            }
+        }
+        self.delete_segments_below_start()?;
+        Ok(self.inner.borrow().log_start)
+    }
+
+    /// Applies retention.ms and retention.bytes: deletes whole sealed segments, oldest first.
+    /// Returns how many were deleted.
+    pub fn enforce_retention(&self) -> Result<usize> {
+        {
+            let mut st = self.inner.borrow_mut();
+            st.check_writable()?;
+            let now = st.env.clock.now_ms();
+            let mut total: u64 = st.segments.values().map(|s| s.size).sum();
+            let mut new_start = st.log_start;
+            for seg in st.segments.values() {
+                if !seg.sealed {
+                    break;
+                }
+                let by_time = st.config.retention_ms.is_some_and(|ms| {
+                    seg.max_timestamp()
+                        .is_some_and(|m| m < now.saturating_sub(ms as i64))
+                });
+                let by_size = st
+                    .config
+                    .retention_bytes
+                    .is_some_and(|limit| total.saturating_sub(seg.size) >= limit);
+                if !(by_time || by_size) {
+                    break;
+                }
+                total -= seg.size;
+                new_start = new_start.max(seg.next_offset);
+            }
+            if new_start > st.log_start {
+                st.log_start = new_start;
+                st.meta().store(&st.dir)?;
+            }
+        }
+        self.delete_segments_below_start()
+    }
+
+    fn delete_segments_below_start(&self) -> Result<usize> {
+        let mut st = self.inner.borrow_mut();
+        let start = st.log_start;
+        let doomed: Vec<Offset> = st
+            .segments
+            .values()
+            .filter(|s| s.sealed && s.next_offset <= start)
+            .map(|s| s.base)
+            .collect();
+        for b in &doomed {
+            st.segments.remove(b);
+            Segment::remove_files(&st.dir, *b)?;
+        }
+        if !doomed.is_empty() {
+            sync_dir(&st.dir)?;
+            tracing::info!(dir = %st.dir.display(), deleted = doomed.len(), log_start = %start, "deleted old segments");
+        }
+        Ok(doomed.len())
+    }
+}
