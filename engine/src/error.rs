@@ -52,6 +52,10 @@ pub enum LogError {
         log_start: Offset,
         log_end: Offset,
     },
+    /// A follower's batch does not start at the log end offset (replica appends keep the
+    /// leader's offsets, so the follower must truncate or refetch first).
+    #[error("replica batch starts at offset {got}, but the log ends at {expected}")]
+    OffsetMismatch { expected: Offset, got: i64 },
     #[error("partition log is closed")]
     Closed,
     #[error("metadata file {path} is unreadable: {reason}")]
@@ -85,7 +89,9 @@ impl LogError {
             LogError::InvalidBatch(BatchError::BadMagic(_)) => UNSUPPORTED_FOR_MESSAGE_FORMAT,
             LogError::InvalidBatch(BatchError::BadRecordCount { .. }) => INVALID_RECORD,
             LogError::InvalidBatch(_) => CORRUPT_MESSAGE,
-            LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
+            LogError::OffsetOutOfRange { .. } | LogError::OffsetMismatch { .. } => {
+                OFFSET_OUT_OF_RANGE
+            }
             LogError::Producer(e) => e.kafka_code(),
             LogError::Io { .. }
             | LogError::Poisoned { .. }

@@ -73,43 +73,73 @@ impl Inner {
         self.queue.push_back(chunk);
     }
 
+    /// Appends one validated batch now (the caller checked writability and buffer room).
+    /// A leader append checks producer state and writes the offset, epoch and (for
+    /// LogAppendTime) timestamp into the stored copy; a replica append stores the leader's
+    /// bytes as they are, at the leader's offsets, and only records producer state.
     fn append_now(
         &mut self,
         batch: &[u8],
         header: &BatchHeader,
         marker: Option<Marker>,
-        opts: &AppendOptions,
+        origin: Origin<'_>,
     ) -> Result<AppendInfo> {
         let pid = header.producer_id.get();
-        if marker.is_some() {
-            self.txn_guards.remove(&pid);
-        } else if header.is_transactional()
-            && !self
-                .producers
-                .in_transaction(pid, header.producer_epoch.get())
-            && (opts.txn_guard.is_none() || self.txn_guards.get(&pid) != opts.txn_guard.as_ref())
-        {
-            return Err(ProducerError::InvalidTxnState {
-                producer_id: pid,
-                reason: "the partition is not part of an ongoing transaction (or it ended)".into(),
+        match origin {
+            Origin::Leader(opts) => {
+                if marker.is_some() {
+                    self.txn_guards.remove(&pid);
+                } else if header.is_transactional()
+                    && !self
+                        .producers
+                        .in_transaction(pid, header.producer_epoch.get())
+                    && (opts.txn_guard.is_none()
+                        || self.txn_guards.get(&pid) != opts.txn_guard.as_ref())
+                {
+                    return Err(ProducerError::InvalidTxnState {
+                        producer_id: pid,
+                        reason: "the partition is not part of an ongoing transaction (or it ended)"
+                            .into(),
+                    }
+                    .into());
+                }
+                if let Admit::Duplicate(d) = self.producers.check(header, marker)? {
+                    return Ok(AppendInfo {
+                        base_offset: Offset(d.base),
+                        last_offset: Offset(d.last),
+                        log_append_time: None,
+                        log_start_offset: self.log_start,
+                        duplicate: true,
+                    });
+                }
             }
-            .into());
-        }
-        if let Admit::Duplicate(d) = self.producers.check(header, marker)? {
-            return Ok(AppendInfo {
-                base_offset: Offset(d.base),
-                last_offset: Offset(d.last),
-                log_append_time: None,
-                log_start_offset: self.log_start,
-                duplicate: true,
-            });
+            Origin::Replica => {
+                // checked here, under the append order, not before the gate: the log end
+                // may move while an appender waits
+                let got = header.base_offset.get();
+                if u64::try_from(got).ok() != Some(self.leo.0) {
+                    return Err(LogError::OffsetMismatch {
+                        expected: self.leo,
+                        got,
+                    });
+                }
+                if marker.is_some() {
+                    // a marker ends the producer's transaction here, as on the leader
+                    self.txn_guards.remove(&pid);
+                }
+            }
         }
         let now = self.env.clock.now_ms();
         let size = batch.len();
+        let count = header.record_count.get() as u64;
+        let base = self.leo;
+        let last = base.plus(count - 1);
         let roll = {
             let a = self.active();
             !a.is_empty()
                 && (a.size + size as u64 > self.config.segment_bytes
+                    // index entries hold offsets relative to the segment base as u32
+                    || last.relative_to(a.base).is_none()
                     || self.config.segment_ms.is_some_and(|ms| {
                         a.first_append_ms
                             .is_some_and(|t| now.saturating_sub(t) >= ms as i64)
@@ -118,9 +148,6 @@ impl Inner {
         if roll {
             self.roll();
         }
-        let count = header.record_count.get() as u64;
-        let base = self.leo;
-        let last = base.plus(count - 1);
         if self.pending.room() < size && self.pending.new_bytes() > 0 {
             // full: hand it over whole and continue in a fresh buffer
             self.take_pending();
@@ -131,20 +158,24 @@ impl Inner {
         let buf = p.buf.as_mut().expect("ensure_room allocates");
         let dst = &mut buf.as_bytes_mut()[start..start + size];
         dst.copy_from_slice(batch);
-        let h = BatchHeader::mut_from(dst).expect("validated batch has a header");
-        h.base_offset.set(base.0 as i64);
-        h.partition_leader_epoch.set(opts.leader_epoch);
         let mut log_append_time = None;
-        if opts.timestamp_type == TimestampType::LogAppendTime {
-            h.attributes
-                .set(h.attributes.get() | batch::ATTR_TIMESTAMP_LOG_APPEND);
-            h.max_timestamp.set(now);
-            log_append_time = Some(now);
-            let crc = batch::compute_crc(dst);
-            BatchHeader::mut_from(dst)
-                .expect("validated batch has a header")
-                .crc
-                .set(crc);
+        if let Origin::Leader(opts) = origin {
+            let h = BatchHeader::mut_from(dst).expect("validated batch has a header");
+            h.base_offset.set(base.0 as i64);
+            h.partition_leader_epoch.set(opts.leader_epoch);
+            if opts.timestamp_type == TimestampType::LogAppendTime {
+                h.attributes
+                    .set(h.attributes.get() | batch::ATTR_TIMESTAMP_LOG_APPEND);
+                h.max_timestamp.set(now);
+                log_append_time = Some(now);
+                let crc = batch::compute_crc(dst);
+                BatchHeader::mut_from(dst)
+                    .expect("validated batch has a header")
+                    .crc
+                    .set(crc);
+            }
+        } else if header.is_log_append_time() {
+            log_append_time = Some(header.max_timestamp.get());
         }
         let max_ts = BatchHeader::parse(dst)
             .map(|h| h.max_timestamp.get())
@@ -159,7 +190,7 @@ impl Inner {
         let (Some(base_rel), Some(last_rel)) =
             (base.relative_to(seg.base), last.relative_to(seg.base))
         else {
-            unreachable!("segment.bytes keeps relative offsets within u32")
+            unreachable!("the roll above keeps relative offsets within u32")
         };
         seg.index
             .on_append(interval, base_rel, last_rel, pos, size as u64, max_ts);
@@ -181,11 +212,40 @@ impl Inner {
     }
 }
 
+/// Who a batch comes from.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    /// A producer (or the broker itself): the leader assigns offsets and enforces producer
+    /// rules.
+    Leader(&'a AppendOptions),
+    /// The partition leader, copied by a follower: stored unchanged at the leader's offsets.
+    /// Producer rules are not checked again (the leader did; Kafka's appendAsFollower).
+    Replica,
+}
+
 impl PartitionLog {
     /// Validates `batch` (one v2 batch) and appends it, assigning offsets. Returns once the
     /// batch is in the write buffer; await [`wait_durable`](Self::wait_durable) for acks.
     /// Waits only when the write buffer is full.
     pub async fn append(&self, batch: &[u8], opts: AppendOptions) -> Result<AppendInfo> {
+        self.append_in_order(batch, Origin::Leader(&opts)).await
+    }
+
+    /// Appends one batch copied from the partition leader, at the leader's offsets: the
+    /// batch's baseOffset must be the log end offset ([`LogError::OffsetMismatch`] otherwise),
+    /// and its bytes are stored unchanged (baseOffset, partitionLeaderEpoch, timestamps and
+    /// CRC as the leader wrote them). Validated like [`append`](Self::append) (length, magic,
+    /// CRC, max.message.bytes, control markers), with the same back-pressure and ordering;
+    /// producer state (sequences, transactions, aborted index) is recorded but not checked,
+    /// since the leader already accepted the batch. Await
+    /// [`wait_durable`](Self::wait_durable) as for a leader append.
+    pub async fn append_replica(&self, batch: &[u8]) -> Result<AppendInfo> {
+        self.append_in_order(batch, Origin::Replica).await
+    }
+
+    /// Validation, then the fast path or a FIFO turn behind the appenders already waiting
+    /// for buffer space, so batches keep their arrival order.
+    async fn append_in_order(&self, batch: &[u8], origin: Origin<'_>) -> Result<AppendInfo> {
         let max = self.inner.borrow().config.max_message_bytes;
         if batch.len() > max {
             return Err(BatchError::TooLarge {
@@ -205,7 +265,7 @@ impl PartitionLog {
             let mut st = self.inner.borrow_mut();
             st.check_writable()?;
             if st.appenders_waiting == 0 && st.has_room(batch.len()) {
-                let info = st.append_now(batch, &header, marker, &opts)?;
+                let info = st.append_now(batch, &header, marker, origin)?;
                 self.signals.work.notify(1);
                 return Ok(info);
             }
@@ -221,7 +281,7 @@ impl PartitionLog {
                 let mut st = self.inner.borrow_mut();
                 st.check_writable()?;
                 if st.has_room(batch.len()) {
-                    let info = st.append_now(batch, &header, marker, &opts)?;
+                    let info = st.append_now(batch, &header, marker, origin)?;
                     self.signals.work.notify(1);
                     return Ok(info);
                 }
