@@ -12,10 +12,12 @@
 //! index -> header walk -> a batch-aligned file range that the broker sends with sendfile(2).
 //!
 //! On disk (Kafka's layout): `<dir>/<20-digit base offset>.log|.index|.timeindex` plus
-//! `partition.meta` (log start offset, recovery point, clean-shutdown marker).
+//! `partition.meta` (log start offset, recovery point, clean-shutdown marker),
+//! `leader-epoch-checkpoint` (see [`epoch`]) and `<offset>.producers` snapshots.
 
 pub mod batch;
 pub mod config;
+pub mod epoch;
 pub mod error;
 pub mod fault;
 mod hot;

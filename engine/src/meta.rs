@@ -49,21 +49,33 @@ impl PartitionMeta {
     }
 
     /// Durably replaces the metadata file. Blocking, but small and rare (segment seal,
-    /// DeleteRecords, retention, open and close).
+    /// DeleteRecords, retention, truncation, open and close).
     pub fn store(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join(format!("{META_FILE}.tmp"));
         let path = dir.join(META_FILE);
         let bytes = serde_json::to_vec(self).map_err(|e| LogError::BadMetadata {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let mut f = fs::File::create(&tmp).map_err(|e| LogError::io("creating", &tmp, e))?;
-        f.write_all(&bytes)
-            .map_err(|e| LogError::io("writing", &tmp, e))?;
-        f.sync_data()
-            .map_err(|e| LogError::io("syncing", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| LogError::io("renaming", &path, e))?;
-        sync_dir(dir)
+        durable_replace(&path, &bytes)
+    }
+}
+
+/// Replaces the file at `path` with `bytes` so that a crash leaves either the old or the new
+/// content: write `<path>.tmp`, fdatasync it, rename it over `path`, fsync the directory.
+/// Blocking; for small, rarely written files.
+pub fn durable_replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut f = fs::File::create(&tmp).map_err(|e| LogError::io("creating", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| LogError::io("writing", &tmp, e))?;
+    f.sync_data()
+        .map_err(|e| LogError::io("syncing", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| LogError::io("renaming", path, e))?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
     }
 }
 

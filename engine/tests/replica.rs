@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::os::unix::fs::MetadataExt;
+
 use common::{padded_batch, read_all, run, tagged_batch};
 use sluice_engine::batch::{self, BatchHeader};
 use sluice_engine::producer::{build_marker, AbortedTxn};
@@ -271,5 +273,123 @@ fn transaction_markers_arrive_through_replica_appends() {
         assert_eq!(follower.last_stable_offset(), Offset(6));
         follower.close().await.expect("close");
         leader.close().await.expect("close");
+    });
+}
+
+/// Appends batches at leader epochs 0, 0, 2, 2, 2, 5 (offsets 0..=1, 2..=3, ...; two records
+/// each) and returns the log end.
+async fn epoch_history(log: &PartitionLog) -> Offset {
+    for (i, epoch) in [0, 0, 2, 2, 2, 5].into_iter().enumerate() {
+        lead(log, &tagged_batch(i as u64, 2, 10), epoch).await;
+    }
+    log.offsets().log_end
+}
+
+fn checkpoint(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path.join("leader-epoch-checkpoint")).expect("checkpoint")
+}
+
+#[test]
+fn the_epoch_cache_is_kept_persisted_and_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (lp, fp) = (dir.path().join("leader"), dir.path().join("follower"));
+    let (l, f) = (lp.clone(), fp.clone());
+    run(move || async move {
+        let leader = open(&l).await;
+        assert_eq!(leader.latest_epoch(), None);
+        assert_eq!(epoch_history(&leader).await, Offset(12));
+        let want = vec![(0, Offset(0)), (2, Offset(4)), (5, Offset(10))];
+        assert_eq!(leader.epoch_entries(), want);
+        assert_eq!(leader.latest_epoch(), Some(5));
+        // a lower epoch than the latest adds nothing
+        lead(&leader, &tagged_batch(9, 1, 10), 3).await;
+        assert_eq!(leader.epoch_entries(), want);
+        // and appends at the latest epoch never rewrite the checkpoint
+        let stamp = |p: &std::path::Path| {
+            let m = std::fs::metadata(p.join("leader-epoch-checkpoint")).expect("stat");
+            (m.modified().expect("mtime"), m.ino())
+        };
+        let before = stamp(&l);
+        for i in 0..20 {
+            lead(&leader, &tagged_batch(100 + i, 1, 10), 5).await;
+        }
+        leader
+            .wait_durable(Offset(32), Durability::Synced)
+            .await
+            .expect("synced");
+        assert_eq!(stamp(&l), before, "the checkpoint was not rewritten");
+        assert_eq!(leader.epoch_entries(), want);
+        // the follower takes the epochs from the batch headers
+        let follower = open(&f).await;
+        replicate(&leader, &follower).await;
+        assert_eq!(follower.epoch_entries(), want);
+        // persisted before the data, in Kafka's text format
+        assert_eq!(checkpoint(&f), "0\n3\n0 0\n2 4\n5 10\n");
+        drop(follower); // a crash: reloaded from the file
+        let follower = open(&f).await;
+        assert_eq!(follower.epoch_entries(), want);
+        follower.close().await.expect("close");
+        leader.close().await.expect("close");
+    });
+    // missing, then damaged: rebuilt from the partitionLeaderEpoch of the batches
+    for damage in [None, Some("0\n3\n0 0\n2 4\n")] {
+        match damage {
+            None => std::fs::remove_file(fp.join("leader-epoch-checkpoint")).expect("rm"),
+            Some(text) => std::fs::write(fp.join("leader-epoch-checkpoint"), text).expect("write"),
+        }
+        let f = fp.clone();
+        run(move || async move {
+            let follower = open(&f).await;
+            assert_eq!(
+                follower.epoch_entries(),
+                vec![(0, Offset(0)), (2, Offset(4)), (5, Offset(10))]
+            );
+            follower.close().await.expect("close");
+        });
+        assert_eq!(checkpoint(&fp), "0\n3\n0 0\n2 4\n5 10\n");
+    }
+    // entries past the recovered log end are dropped on open
+    std::fs::write(
+        fp.join("leader-epoch-checkpoint"),
+        "0\n4\n0 0\n2 4\n5 10\n7 40\n",
+    )
+    .expect("write");
+    let f = fp.clone();
+    run(move || async move {
+        let follower = open(&f).await;
+        assert_eq!(follower.latest_epoch(), Some(5));
+        follower.close().await.expect("close");
+    });
+    assert_eq!(checkpoint(&fp), "0\n3\n0 0\n2 4\n5 10\n");
+}
+
+#[test]
+fn end_offset_for_epoch_answers_as_kafka_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("t-0");
+    run(move || async move {
+        let log = open(&p).await;
+        assert_eq!(log.end_offset_for_epoch(0), (-1, -1), "empty log");
+        // epochs 1 and 3 and 6 start at 0, 4 and 10; the log ends at 12
+        for (i, epoch) in [1, 1, 3, 3, 3, 6].into_iter().enumerate() {
+            lead(&log, &tagged_batch(i as u64, 2, 10), epoch).await;
+        }
+        assert_eq!(log.end_offset_for_epoch(-1), (-1, -1), "undefined epoch");
+        assert_eq!(log.end_offset_for_epoch(6), (6, 12), "latest: the log end");
+        assert_eq!(log.end_offset_for_epoch(7), (-1, -1), "above the latest");
+        assert_eq!(
+            log.end_offset_for_epoch(3),
+            (3, 10),
+            "an epoch in the cache"
+        );
+        assert_eq!(
+            log.end_offset_for_epoch(4),
+            (3, 10),
+            "a gap: the floor epoch"
+        );
+        assert_eq!(log.end_offset_for_epoch(2), (1, 4));
+        assert_eq!(log.end_offset_for_epoch(1), (1, 4));
+        assert_eq!(log.end_offset_for_epoch(0), (0, 0), "below the first entry");
+        log.close().await.expect("close");
     });
 }

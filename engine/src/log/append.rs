@@ -199,6 +199,13 @@ impl Inner {
         seg.first_append_ms.get_or_insert(now);
         self.leo = last.plus(1);
         self.unwritten_bytes += size;
+        let epoch = match origin {
+            Origin::Leader(opts) => opts.leader_epoch,
+            Origin::Replica => header.partition_leader_epoch.get(),
+        };
+        if self.epochs.assign(epoch, base) {
+            self.epochs_dirty = true;
+        }
         if let Some(aborted) = self.producers.on_append(header, marker, base, last, now) {
             self.active_mut().aborted.push(aborted);
         }

@@ -2,6 +2,7 @@
 //! segments; and the clean close that drains it.
 
 use std::cell::RefCell;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use glommio::io::DmaFile;
 
 use super::snapshot::write_snapshot;
 use super::{align_up, Chunk, Inner, PartitionLog, RunState, Signals, ALIGN};
+use crate::epoch::LeaderEpochCache;
 use crate::error::{LogError, Result};
 use crate::fault::Fault;
 use crate::meta::CleanShutdown;
@@ -18,6 +20,8 @@ use crate::types::Offset;
 
 /// What the flusher does next.
 enum Job {
+    /// Persist the leader epoch cache (it changed).
+    Checkpoint(LeaderEpochCache, PathBuf),
     Write(Vec<Chunk>),
     Sync {
         dma: Rc<DmaFile>,
@@ -33,6 +37,11 @@ enum Job {
 fn next_job(st: &mut Inner, signals: &Signals) -> Job {
     if st.poisoned.is_some() {
         return Job::Stop;
+    }
+    if st.epochs_dirty {
+        // before the data: the checkpoint must cover every batch that reaches the disk
+        st.epochs_dirty = false;
+        return Job::Checkpoint(st.epochs.clone(), st.dir.clone());
     }
     if st.queue.is_empty() {
         st.take_pending();
@@ -105,6 +114,7 @@ pub(super) async fn flusher(inner: Rc<RefCell<Inner>>, signals: Rc<Signals>) {
                 }
                 Ok(())
             }
+            Job::Checkpoint(cache, dir) => cache.store(&dir),
             Job::Write(chunks) => write_chunks(&inner, &signals, chunks).await,
             Job::Sync { dma, target } => {
                 // the fdatasync runs beside the flusher: the next round's writes overlap it

@@ -37,6 +37,7 @@ use glommio::io::DmaBuffer;
 use glommio::task::JoinHandle;
 
 use crate::config::LogConfig;
+use crate::epoch::LeaderEpochCache;
 use crate::error::{LogError, Result};
 use crate::hot::HotTail;
 use crate::meta::{sync_dir, PartitionMeta};
@@ -155,6 +156,11 @@ struct Inner {
     /// Verification tokens by producer id (see `AppendOptions::txn_guard`).
     txn_guards: std::collections::HashMap<i64, u64>,
     next_guard: u64,
+    /// First offset of each leader epoch (see [`crate::epoch`]).
+    epochs: LeaderEpochCache,
+    /// `epochs` changed and its checkpoint file is behind: the flusher writes it before any
+    /// data of the new epoch, so the file covers every batch on disk.
+    epochs_dirty: bool,
 }
 
 /// Wake-ups between appenders, waiters and the flusher.
@@ -338,6 +344,29 @@ impl PartitionLog {
         let cutoff = st.env.clock.now_ms().saturating_sub(max_idle_ms);
         let start = st.log_start;
         st.producers.expire(cutoff, start)
+    }
+
+    /// The latest leader epoch of the log's batches (or of its checkpoint), if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.inner.borrow().epochs.latest().map(|e| e.epoch)
+    }
+
+    /// The leader epoch cache: (epoch, first offset of that epoch), oldest first.
+    pub fn epoch_entries(&self) -> Vec<(i32, Offset)> {
+        let st = self.inner.borrow();
+        st.epochs
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start))
+            .collect()
+    }
+
+    /// OffsetsForLeaderEpoch with Kafka's semantics: the largest epoch <= `requested` known
+    /// here and the offset where the next higher epoch starts (the log end offset for the
+    /// latest epoch); `(-1, -1)` for `requested == -1` or an epoch above all known ones.
+    pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
+        let st = self.inner.borrow();
+        st.epochs.end_offset_for(requested, st.leo)
     }
 
     /// A listener that fires when the high watermark or sync point moves (for long polls).

@@ -12,6 +12,7 @@ use super::snapshot::rebuild_producers;
 use super::types::LogEnv;
 use super::{align_down, Inner, PartitionLog, Pending, RunState, Signals};
 use crate::config::LogConfig;
+use crate::epoch::LeaderEpochCache;
 use crate::error::{LogError, Result};
 use crate::hot::HotTail;
 use crate::meta::{sync_dir, CleanShutdown, PartitionMeta};
@@ -121,6 +122,35 @@ async fn recover_segment(
     })
 }
 
+/// Loads the leader epoch cache, dropping entries past the recovered log end; rebuilds it from
+/// the batch headers (partitionLeaderEpoch) when the checkpoint is missing or unreadable.
+/// Rewrites the checkpoint only if that changed it.
+async fn recover_epochs(
+    dir: &Path,
+    segments: &BTreeMap<Offset, Segment>,
+    leo: Offset,
+) -> Result<LeaderEpochCache> {
+    if let Some(mut cache) = LeaderEpochCache::load(dir) {
+        if cache.drop_beyond(leo) {
+            cache.store(dir)?;
+        }
+        return Ok(cache);
+    }
+    tracing::info!(dir = %dir.display(), "leader epoch checkpoint missing or unreadable; rebuilding it from the log");
+    let mut cache = LeaderEpochCache::default();
+    for seg in segments.values() {
+        let Some(files) = seg.files.as_ref() else {
+            continue;
+        };
+        segment::walk_batches(&files.dma, 0, seg.size, |h, _| {
+            cache.assign(h.partition_leader_epoch.get(), h.base());
+        })
+        .await?;
+    }
+    cache.store(dir)?;
+    Ok(cache)
+}
+
 impl PartitionLog {
     /// Opens (or creates) the log in `dir`, recovering it if it was not closed cleanly.
     pub async fn open(dir: &Path, config: LogConfig, env: LogEnv) -> Result<PartitionLog> {
@@ -226,6 +256,7 @@ impl PartitionLog {
             Vec::new()
         };
         let producers = rebuild_producers(dir, &mut segments, leo, env.clock.now_ms()).await?;
+        let epochs = recover_epochs(dir, &segments, leo).await?;
         let log_start = Offset(meta.log_start_offset)
             .max(*segments.keys().next().expect("non-empty"))
             .min(leo);
@@ -258,6 +289,8 @@ impl PartitionLog {
             producers,
             txn_guards: Default::default(),
             next_guard: 1,
+            epochs,
+            epochs_dirty: false,
         };
         let inner = Rc::new(RefCell::new(inner));
         let signals = Rc::new(Signals::default());
