@@ -154,6 +154,18 @@ impl HotTail {
             .collect()
     }
 
+    /// Drops every batch at or after `end` (the log was truncated there).
+    pub fn truncate(&mut self, end: Offset) {
+        while let Some(b) = self.batches.back() {
+            if b.base < end {
+                break;
+            }
+            let len = b.bytes.len();
+            self.batches.pop_back();
+            self.account(0, len);
+        }
+    }
+
     pub fn set_limit(&mut self, limit: usize) {
         self.limit = limit;
     }

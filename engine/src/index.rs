@@ -91,6 +91,31 @@ impl SegmentIndex {
         self.bytes_since_entry += size;
     }
 
+    /// Forgets the batches at or after relative offset `rel_end`: the segment was truncated
+    /// to `size` bytes, the position where the batch at `rel_end` started. Returns the
+    /// position from which the caller walks the kept batches to [`observe`](Self::observe)
+    /// their max timestamps: the kept time entries bound everything before it, but not the
+    /// batches after the last kept offset entry.
+    pub fn truncate(&mut self, rel_end: u32, size: u64) -> FilePos {
+        let keep = self.offsets.partition_point(|e| e.rel < rel_end);
+        self.offsets.truncate(keep);
+        let keep = self.times.partition_point(|t| t.rel < rel_end);
+        self.times.truncate(keep);
+        let from = self.offsets.last().map_or(0, |e| u64::from(e.position));
+        debug_assert!(from <= size);
+        // as on_append counts: the bytes of the batches from the last entry's on
+        self.bytes_since_entry = size - from;
+        self.max_ts = self.times.last().map(|t| t.ts);
+        FilePos(from)
+    }
+
+    /// Accounts for a kept batch's max timestamp after [`truncate`](Self::truncate).
+    pub fn observe(&mut self, max_ts: TimestampMs) {
+        if self.max_ts.is_none_or(|m| max_ts > m) {
+            self.max_ts = Some(max_ts);
+        }
+    }
+
     /// Largest timestamp of any batch in the segment.
     pub fn max_timestamp(&self) -> Option<TimestampMs> {
         self.max_ts
@@ -244,6 +269,31 @@ mod tests {
         assert_eq!(d.times, idx.times);
         let (rel, p) = idx.lookup(555);
         assert!(rel <= 555 && p.0 % 1000 == 0 && p.0 / 1000 == u64::from(rel / 10));
+        // truncating to batch 42 keeps exactly the entries of the batches before it, and
+        // appends after it index as if the later batches had never been there
+        let mut t = idx.clone();
+        let from = t.truncate(420, 42_000);
+        assert!(t.offsets.iter().all(|e| e.rel < 420));
+        assert_eq!(t.offsets, idx.offsets[..t.offsets.len()]);
+        assert_eq!(
+            from.0,
+            u64::from(t.offsets.last().expect("entries").position)
+        );
+        for i in (from.0 / 1000)..42 {
+            t.observe(i as i64 * 5);
+        }
+        assert_eq!(t.max_timestamp(), Some(41 * 5));
+        let mut fresh = SegmentIndex::default();
+        for (n, i) in (0..42u32).chain(50..60).enumerate() {
+            let pos = FilePos(n as u64 * 1000);
+            fresh.on_append(4096, i * 10, i * 10 + 9, pos, 1000, i64::from(i) * 5);
+            if i >= 50 {
+                t.on_append(4096, i * 10, i * 10 + 9, pos, 1000, i64::from(i) * 5);
+            }
+        }
+        assert_eq!(t.offsets, fresh.offsets);
+        assert_eq!(t.times, fresh.times);
+        assert_eq!(t.max_timestamp(), fresh.max_timestamp());
         // a torn index is refused
         assert!(SegmentIndex::decode(&idx.encode_offsets()[..5], &[], pos, 1000).is_none());
     }

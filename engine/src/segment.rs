@@ -133,21 +133,11 @@ impl Segment {
 
     /// Writes the aborted-transaction index `.txnindex` and syncs it.
     pub fn write_txn_index(&self, dir: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec(&self.aborted).unwrap_or_default();
-        self.write_files(dir, [("txnindex", bytes)])
+        write_txn_index(dir, self.base, &self.aborted)
     }
 
     fn write_files<const N: usize>(&self, dir: &Path, files: [(&str, Vec<u8>); N]) -> Result<()> {
-        for (ext, bytes) in files {
-            let path = dir.join(index::file_name(self.base, ext));
-            let tmp = path.with_extension(format!("{ext}.tmp"));
-            fs::write(&tmp, &bytes).map_err(|e| LogError::io("writing", &tmp, e))?;
-            let f = fs::File::open(&tmp).map_err(|e| LogError::io("opening", &tmp, e))?;
-            f.sync_data()
-                .map_err(|e| LogError::io("syncing", &tmp, e))?;
-            fs::rename(&tmp, &path).map_err(|e| LogError::io("renaming", &path, e))?;
-        }
-        Ok(())
+        write_files(dir, self.base, files)
     }
 
     /// Loads index files if they exist and are plausible.
@@ -181,6 +171,29 @@ impl Segment {
         }
         Ok(())
     }
+}
+
+/// Writes the aborted-transaction index `.txnindex` of the segment at `base` and syncs it.
+pub fn write_txn_index(dir: &Path, base: Offset, aborted: &[AbortedTxn]) -> Result<()> {
+    let bytes = serde_json::to_vec(aborted).unwrap_or_default();
+    write_files(dir, base, [("txnindex", bytes)])
+}
+
+fn write_files<const N: usize>(
+    dir: &Path,
+    base: Offset,
+    files: [(&str, Vec<u8>); N],
+) -> Result<()> {
+    for (ext, bytes) in files {
+        let path = dir.join(index::file_name(base, ext));
+        let tmp = path.with_extension(format!("{ext}.tmp"));
+        fs::write(&tmp, &bytes).map_err(|e| LogError::io("writing", &tmp, e))?;
+        let f = fs::File::open(&tmp).map_err(|e| LogError::io("opening", &tmp, e))?;
+        f.sync_data()
+            .map_err(|e| LogError::io("syncing", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| LogError::io("renaming", &path, e))?;
+    }
+    Ok(())
 }
 
 /// Outcome of validating a segment file from `start`.

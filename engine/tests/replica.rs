@@ -35,7 +35,7 @@ fn at_epoch(leader_epoch: i32) -> AppendOptions {
 
 /// A batch of `count` records from producer `pid`/`epoch` starting at sequence `seq`.
 fn producer_batch(tag: u64, count: usize, pid: i64, epoch: i16, seq: i32, txn: bool) -> Vec<u8> {
-    let mut b = tagged_batch(tag, count, 1_000 + tag as i64);
+    let mut b = padded_batch(tag, count, 120, 1_000 + tag as i64);
     batch::stamp_producer(&mut b, pid, epoch, seq, txn);
     b
 }
@@ -390,6 +390,332 @@ fn end_offset_for_epoch_answers_as_kafka_does() {
         assert_eq!(log.end_offset_for_epoch(2), (1, 4));
         assert_eq!(log.end_offset_for_epoch(1), (1, 4));
         assert_eq!(log.end_offset_for_epoch(0), (0, 0), "below the first entry");
+        log.close().await.expect("close");
+    });
+}
+
+/// Appends `n` batches of 1-4 records with ~300-byte values (tags from `tag0`), returning
+/// (base offset, stored bytes) of each, as a reader sees them.
+async fn fill(log: &PartitionLog, tag0: u64, n: u64, epoch: i32) -> Vec<(u64, Vec<u8>)> {
+    let from = log.offsets().log_end;
+    for t in tag0..tag0 + n {
+        let b = padded_batch(t, 1 + (t % 4) as usize, 300, 1_000 + t as i64);
+        lead(log, &b, epoch).await;
+    }
+    read_all(log, from, 1 << 20).await
+}
+
+/// The log holds exactly `want`, from `start`, and its offsets agree.
+async fn expect_log(log: &PartitionLog, start: u64, want: &[(u64, Vec<u8>)], what: &str) {
+    let o = log.offsets();
+    let end = want.last().map_or(start, |(base, b)| {
+        base + BatchHeader::parse(b)
+            .expect("header")
+            .last_offset_delta
+            .get() as u64
+            + 1
+    });
+    assert_eq!(o.log_start, Offset(start), "{what}: log start");
+    assert_eq!(o.log_end, Offset(end), "{what}: log end");
+    assert_eq!(o.high_watermark, Offset(end), "{what}: high watermark");
+    log.wait_durable(Offset(end.max(1) - 1), Durability::Written)
+        .await
+        .ok();
+    let got = read_all(log, Offset(start), 1 << 20).await;
+    assert_eq!(got.len(), want.len(), "{what}: batch count");
+    assert!(
+        got == want,
+        "{what}: the log holds exactly the kept batches"
+    );
+    // the time indexes agree: nothing removed is remembered
+    let max_ts = want
+        .iter()
+        .map(|(_, b)| BatchHeader::parse(b).expect("header").max_timestamp.get())
+        .max();
+    let found = log.max_timestamp_offset().await.expect("lookup");
+    assert_eq!(found.map(|f| f.1), max_ts, "{what}: max timestamp");
+    if let Some(ts) = max_ts {
+        let after = log.offset_for_timestamp(ts + 1).await.expect("lookup");
+        assert_eq!(after, None, "{what}: nothing newer than {ts}");
+    }
+}
+
+/// The offset inside batch `i` of `batches` (its last record's).
+fn inside(batches: &[(u64, Vec<u8>)], i: usize) -> Offset {
+    let (base, b) = &batches[i];
+    Offset(
+        base + BatchHeader::parse(b)
+            .expect("header")
+            .last_offset_delta
+            .get() as u64,
+    )
+}
+
+#[test]
+fn truncation_keeps_whole_batches_and_appends_continue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t-0");
+    let p = path.clone();
+    let kept = run(move || async move {
+        let log = open(&p).await;
+        let mut all = fill(&log, 0, 60, 0).await;
+        let bases = log.segment_bases();
+        assert!(bases.len() >= 6, "several segments: {bases:?}");
+        // 1. in the middle of the active segment: the batch holding the offset goes too
+        let active = bases.last().expect("segments").get();
+        let k = all
+            .iter()
+            .position(|(b, _)| *b > active)
+            .expect("two in active")
+            + 1;
+        let k = k.min(all.len() - 1);
+        let end = log.truncate_to(inside(&all, k)).await.expect("truncate");
+        assert_eq!(end, Offset(all[k].0));
+        all.truncate(k);
+        expect_log(&log, 0, &all, "mid active").await;
+        assert_eq!(log.segment_bases(), bases, "no segment went");
+        // appends continue at the new end, over the partial page the cut left
+        all.extend(fill(&log, 100, 5, 0).await);
+        assert_eq!(all[k].0, end.get());
+        expect_log(&log, 0, &all, "appended after the cut").await;
+        // the time index forgot the removed batches (timestamps are 1000 + tag)
+        let removed_ts = 1_000 + k as i64;
+        assert_eq!(
+            log.offset_for_timestamp(removed_ts).await.expect("lookup"),
+            Some((end, 1_100)),
+            "the first record at or after a removed batch's time is the new one"
+        );
+        assert_eq!(
+            log.max_timestamp_offset()
+                .await
+                .expect("lookup")
+                .map(|m| m.1),
+            Some(1_104)
+        );
+        // 2. exactly at a segment boundary: that segment and all later ones go, the one
+        // before is active again
+        let bases = log.segment_bases();
+        let b3 = bases[3];
+        let k = all
+            .iter()
+            .position(|(b, _)| *b == b3.get())
+            .expect("batch at base");
+        assert_eq!(log.truncate_to(b3).await.expect("truncate"), b3);
+        all.truncate(k);
+        expect_log(&log, 0, &all, "at a boundary").await;
+        assert_eq!(log.segment_bases(), bases[..3]);
+        for b in &bases[3..] {
+            assert!(!p.join(format!("{:020}.log", b.get())).exists());
+        }
+        all.extend(fill(&log, 200, 8, 0).await);
+        expect_log(&log, 0, &all, "appended after the boundary").await;
+        // 3. across several segments, into the middle of the second
+        let bases = log.segment_bases();
+        assert!(bases.len() >= 4);
+        let k = all
+            .iter()
+            .position(|(b, _)| *b > bases[1].get())
+            .expect("batch")
+            + 1;
+        let end = log.truncate_to(inside(&all, k)).await.expect("truncate");
+        assert_eq!(end, Offset(all[k].0));
+        all.truncate(k);
+        expect_log(&log, 0, &all, "across segments").await;
+        assert_eq!(log.segment_bases(), bases[..2]);
+        all.extend(fill(&log, 300, 30, 0).await);
+        expect_log(&log, 0, &all, "appended after the long cut").await;
+        assert!(log.segment_count() > 3, "rolled again");
+        // at or past the end: nothing happens
+        let end = log.offsets().log_end;
+        assert_eq!(log.truncate_to(end).await.expect("noop"), end);
+        assert_eq!(log.truncate_to(end.plus(10)).await.expect("noop"), end);
+        expect_log(&log, 0, &all, "no-op truncations").await;
+        log.close().await.expect("close");
+        all
+    });
+    let p = path.clone();
+    run(move || async move {
+        let log = open(&p).await;
+        expect_log(&log, 0, &kept, "after a clean restart").await;
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn a_truncation_is_durable_when_it_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t-0");
+    let p = path.clone();
+    let (kept, epochs) = run(move || async move {
+        let log = open(&p).await;
+        let mut all = fill(&log, 0, 20, 1).await;
+        all.extend(fill(&log, 20, 20, 4).await);
+        all.extend(fill(&log, 40, 20, 7).await);
+        let b7 = all[40].0;
+        let k = 45;
+        log.truncate_to(inside(&all, k)).await.expect("truncate");
+        all.truncate(k);
+        let epochs = log.epoch_entries();
+        assert_eq!(epochs.last(), Some(&(7, Offset(b7))));
+        drop(log); // a crash right after it returned
+        (all, epochs)
+    });
+    let p = path.clone();
+    let kept = run(move || async move {
+        let log = open(&p).await;
+        expect_log(&log, 0, &kept, "crash after truncate_to").await;
+        assert_eq!(log.epoch_entries(), epochs);
+        // the new active segment takes appends, and a second cut into the epoch-4 range
+        // drops the epoch 7 entry, durably too
+        let mut all = kept;
+        all.extend(fill(&log, 100, 10, 7).await);
+        log.truncate_to(inside(&all, 30)).await.expect("truncate");
+        all.truncate(30);
+        assert_eq!(log.latest_epoch(), Some(4));
+        drop(log);
+        all
+    });
+    run(move || async move {
+        let log = open(&path).await;
+        expect_log(&log, 0, &kept, "crash after the second truncate_to").await;
+        assert_eq!(log.latest_epoch(), Some(4));
+        assert_eq!(
+            log.end_offset_for_epoch(7),
+            (-1, -1),
+            "epoch 7 is gone from this log"
+        );
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn truncation_drops_epochs_from_the_new_end_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let log = open(&path).await;
+        assert_eq!(epoch_history(&log).await, Offset(12)); // (0,0) (2,4) (5,10)
+        log.truncate_to(Offset(11)).await.expect("truncate");
+        assert_eq!(log.epoch_entries(), vec![(0, Offset(0)), (2, Offset(4))]);
+        assert_eq!(checkpoint(&path), "0\n2\n0 0\n2 4\n");
+        assert_eq!(log.end_offset_for_epoch(2), (2, 10));
+        assert_eq!(log.end_offset_for_epoch(5), (-1, -1));
+        // an entry starting exactly at the new end goes too
+        log.truncate_to(Offset(5)).await.expect("truncate");
+        assert_eq!(log.offsets().log_end, Offset(4));
+        assert_eq!(log.epoch_entries(), vec![(0, Offset(0))]);
+        assert_eq!(checkpoint(&path), "0\n1\n0 0\n");
+        // a new leader epoch starts at the new end
+        lead(&log, &tagged_batch(50, 1, 1), 8).await;
+        assert_eq!(log.epoch_entries(), vec![(0, Offset(0)), (8, Offset(4))]);
+        log.close().await.expect("close");
+        assert_eq!(checkpoint(&path), "0\n2\n0 0\n8 4\n");
+    });
+}
+
+#[test]
+fn truncation_rebuilds_producer_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let log = open(&path).await;
+        let mut seq = 0;
+        for i in 0..30u64 {
+            // producer 9: 2 records a batch; producer 5 opens a transaction at batch 20
+            lead(&log, &producer_batch(i, 2, 9, 0, seq, false), 0).await;
+            seq += 2;
+            if i == 20 {
+                lead(&log, &producer_batch(1000, 1, 5, 0, 0, true), 0).await;
+            }
+        }
+        assert!(log.segment_count() > 2);
+        let txn_at = Offset(42);
+        assert_eq!(log.last_stable_offset(), txn_at);
+        // cut before the transaction and before producer 9's batch of seq 30..=31
+        let cut = log.truncate_to(Offset(31)).await.expect("truncate");
+        assert_eq!(cut, Offset(30));
+        assert!(
+            !log.in_transaction(5, 0),
+            "the open transaction went with its batch"
+        );
+        assert_eq!(log.last_stable_offset(), cut);
+        let e = &log.producers()[0];
+        assert_eq!(e.0, 9);
+        assert_eq!(e.1.last_seq(), Some(29));
+        // the removed batch is new again, a kept one is still a duplicate
+        let dup = log
+            .append(&producer_batch(14, 2, 9, 0, 28, false), at_epoch(0))
+            .await
+            .expect("append");
+        assert!(dup.duplicate && dup.base_offset == Offset(28));
+        let again = log
+            .append(&producer_batch(15, 2, 9, 0, 30, false), at_epoch(0))
+            .await
+            .expect("append");
+        assert!(!again.duplicate);
+        assert_eq!(again.base_offset, cut);
+        log.close().await.expect("close");
+        // no snapshot past the log end is left behind
+        let log = open(&path).await;
+        let retry = log
+            .append(&producer_batch(15, 2, 9, 0, 30, false), at_epoch(0))
+            .await
+            .expect("append");
+        assert!(retry.duplicate && retry.base_offset == cut);
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn truncate_fully_restarts_the_log_at_an_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t-0");
+    let p = path.clone();
+    run(move || async move {
+        let log = open(&p).await;
+        fill(&log, 0, 30, 3).await;
+        lead(&log, &producer_batch(1, 1, 5, 0, 0, true), 3).await;
+        log.truncate_fully_and_start_at(Offset(5_000))
+            .await
+            .expect("restart");
+        expect_log(&log, 5_000, &[], "restarted").await;
+        assert_eq!(log.segment_bases(), vec![Offset(5_000)]);
+        assert_eq!(log.epoch_entries(), vec![]);
+        assert!(log.producers().is_empty());
+        assert!(matches!(
+            log.read(Offset(0), 100, sluice_engine::FirstBatch::Always)
+                .await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        let mut names: Vec<String> = std::fs::read_dir(&p)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "00000000000000005000.log",
+                "leader-epoch-checkpoint",
+                "partition.meta"
+            ]
+        );
+        drop(log); // a crash right after it
+    });
+    let p = path.clone();
+    run(move || async move {
+        let log = open(&p).await;
+        expect_log(&log, 5_000, &[], "restarted, after a crash").await;
+        let all = fill(&log, 100, 12, 9).await;
+        assert_eq!(all[0].0, 5_000);
+        expect_log(&log, 5_000, &all, "appended after the restart").await;
+        assert_eq!(log.epoch_entries(), vec![(9, Offset(5_000))]);
+        // a truncation at or below the log start leaves an empty log there
+        log.delete_records(Offset(5_004)).await.expect("delete");
+        let end = log.truncate_to(Offset(5_002)).await.expect("truncate");
+        assert_eq!(end, Offset(5_004));
+        expect_log(&log, 5_004, &[], "cut below the log start").await;
         log.close().await.expect("close");
     });
 }

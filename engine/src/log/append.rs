@@ -13,10 +13,10 @@ use crate::segment::Segment;
 use crate::types::{Durability, FilePos, Offset};
 
 /// Counts an appender as waiting for as long as it lives (also when its future is dropped).
-struct WaitingAppender(Rc<RefCell<Inner>>);
+pub(super) struct WaitingAppender(Rc<RefCell<Inner>>);
 
 impl WaitingAppender {
-    fn new(inner: &Rc<RefCell<Inner>>) -> Self {
+    pub(super) fn new(inner: &Rc<RefCell<Inner>>) -> Self {
         inner.borrow_mut().appenders_waiting += 1;
         WaitingAppender(inner.clone())
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use event_listener::EventListener;
 use glommio::io::DmaFile;
+use glommio::task::JoinHandle;
 
 use super::snapshot::write_snapshot;
 use super::{align_up, Chunk, Inner, PartitionLog, RunState, Signals, ALIGN};
@@ -73,7 +74,8 @@ fn next_job(st: &mut Inner, signals: &Signals) -> Job {
         && (st.sync_wanted > st.synced
             || st.config.flush_messages.is_some_and(|n| unsynced >= n)
             || due_at.is_some_and(|t| now >= t)
-            || st.state == RunState::Closing);
+            || st.state == RunState::Closing
+            || st.pause_flusher);
     if st.sync_in_flight {
         // its completion wakes the flusher (work event); writes were handled above
         return Job::Wait {
@@ -89,7 +91,7 @@ fn next_job(st: &mut Inner, signals: &Signals) -> Job {
             };
         }
     }
-    if st.state != RunState::Open {
+    if st.state != RunState::Open || st.pause_flusher {
         return Job::Stop;
     }
     Job::Wait {
@@ -98,9 +100,15 @@ fn next_job(st: &mut Inner, signals: &Signals) -> Job {
     }
 }
 
+/// Starts the flusher task of a log.
+pub(super) fn spawn_flusher(inner: &Rc<RefCell<Inner>>, signals: &Rc<Signals>) -> JoinHandle<()> {
+    inner.borrow_mut().flusher_running = true;
+    glommio::spawn_local(flusher(inner.clone(), signals.clone())).detach()
+}
+
 /// The per-log background task: writes pending buffers in order, runs group fdatasyncs, seals
 /// rolled segments. Stops when the log is closing and everything is written, or poisoned.
-pub(super) async fn flusher(inner: Rc<RefCell<Inner>>, signals: Rc<Signals>) {
+async fn flusher(inner: Rc<RefCell<Inner>>, signals: Rc<Signals>) {
     loop {
         let job = next_job(&mut inner.borrow_mut(), &signals);
         let outcome = match job {
@@ -141,6 +149,7 @@ pub(super) async fn flusher(inner: Rc<RefCell<Inner>>, signals: Rc<Signals>) {
         signals.progress.notify(usize::MAX);
         signals.space.notify(usize::MAX);
     }
+    inner.borrow_mut().flusher_running = false;
     // wake everyone: waiters re-check and see either success, poison or closure
     signals.progress.notify(usize::MAX);
     signals.space.notify(usize::MAX);
@@ -164,6 +173,7 @@ async fn sync_to(inner: &Rc<RefCell<Inner>>, dma: &DmaFile, target: Offset) -> R
     if st.synced >= st.written {
         st.unsynced_since_ms = None;
     }
+    st.check_invariants();
     Ok(())
 }
 
@@ -255,6 +265,7 @@ async fn write_chunks(
             if st.written > st.synced && st.unsynced_since_ms.is_none() {
                 st.unsynced_since_ms = Some(now);
             }
+            st.check_invariants();
             let written = st.written;
             st.hot.evict(written);
             drop(st);
@@ -302,6 +313,7 @@ async fn seal(
         write_snapshot(&dir, next, &snap)?;
     }
     st.synced = st.synced.max(next);
+    st.check_invariants();
     st.recovery_point = next;
     st.meta().store(&dir)?;
     Ok(())
@@ -311,6 +323,12 @@ impl PartitionLog {
     /// Writes everything, syncs, writes the active segment's indexes and leaves the
     /// clean-shutdown marker. The log refuses further use.
     pub async fn close(&self) -> Result<()> {
+        // never beside a truncation, which stops and restarts the flusher
+        let _one_at_a_time = self
+            .maintenance
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Closed)?;
         {
             let mut st = self.inner.borrow_mut();
             if st.state != RunState::Open {

@@ -20,6 +20,7 @@ mod flusher;
 mod read;
 mod recovery;
 mod snapshot;
+mod truncate;
 mod types;
 
 pub use types::{
@@ -161,6 +162,10 @@ struct Inner {
     /// `epochs` changed and its checkpoint file is behind: the flusher writes it before any
     /// data of the new epoch, so the file covers every batch on disk.
     epochs_dirty: bool,
+    /// A truncation asks the flusher to write and sync everything, then stop.
+    pause_flusher: bool,
+    /// The flusher task is alive (it clears this as it exits).
+    flusher_running: bool,
 }
 
 /// Wake-ups between appenders, waiters and the flusher.
@@ -181,6 +186,8 @@ pub struct PartitionLog {
     flusher: RefCell<Option<JoinHandle<()>>>,
     /// FIFO gate for appenders that found the write buffer full.
     append_gate: glommio::sync::Semaphore,
+    /// One truncation, close or DeleteRecords at a time.
+    maintenance: glommio::sync::Semaphore,
 }
 
 impl Inner {
@@ -231,6 +238,23 @@ impl Inner {
             synced: self.synced,
             log_end: self.leo,
         }
+    }
+
+    /// The offset invariants; checked where the offsets move.
+    fn check_invariants(&self) {
+        assert!(
+            self.synced <= self.written && self.written <= self.leo,
+            "synced {} <= written {} <= log end {}",
+            self.synced,
+            self.written,
+            self.leo
+        );
+        assert!(
+            self.log_start <= self.leo,
+            "log start {} <= log end {}",
+            self.log_start,
+            self.leo
+        );
     }
 
     fn meta(&self) -> PartitionMeta {
@@ -376,6 +400,11 @@ impl PartitionLog {
 
     /// Moves the log start offset forward (DeleteRecords). Whole segments below it are deleted.
     pub async fn delete_records(&self, before: Offset) -> Result<Offset> {
+        let _one_at_a_time = self
+            .maintenance
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Closed)?;
         {
             let mut st = self.inner.borrow_mut();
             st.check_writable()?;
@@ -399,6 +428,10 @@ impl PartitionLog {
     /// Applies retention.ms and retention.bytes: deletes whole sealed segments, oldest first.
     /// Returns how many were deleted.
     pub fn enforce_retention(&self) -> Result<usize> {
+        if self.maintenance.available() == 0 {
+            // a truncation (or close) is changing the segments; the next round applies it
+            return Ok(0);
+        }
         {
             let mut st = self.inner.borrow_mut();
             st.check_writable()?;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use super::flusher;
-use super::snapshot::rebuild_producers;
+use super::snapshot::{rebuild_producers, ReplaySegment};
 use super::types::LogEnv;
 use super::{align_down, Inner, PartitionLog, Pending, RunState, Signals};
 use crate::config::LogConfig;
@@ -255,7 +255,15 @@ impl PartitionLog {
         } else {
             Vec::new()
         };
-        let producers = rebuild_producers(dir, &mut segments, leo, env.clock.now_ms()).await?;
+        let mut rebuilt = rebuild_producers(
+            dir,
+            &ReplaySegment::of_all(&segments),
+            leo,
+            env.clock.now_ms(),
+        )
+        .await?;
+        rebuilt.apply_aborted(&mut segments);
+        let producers = rebuilt.producers;
         let epochs = recover_epochs(dir, &segments, leo).await?;
         let log_start = Offset(meta.log_start_offset)
             .max(*segments.keys().next().expect("non-empty"))
@@ -291,15 +299,18 @@ impl PartitionLog {
             next_guard: 1,
             epochs,
             epochs_dirty: false,
+            pause_flusher: false,
+            flusher_running: false,
         };
         let inner = Rc::new(RefCell::new(inner));
         let signals = Rc::new(Signals::default());
-        let task = glommio::spawn_local(flusher::flusher(inner.clone(), signals.clone())).detach();
+        let task = flusher::spawn_flusher(&inner, &signals);
         Ok(PartitionLog {
             inner,
             signals,
             flusher: RefCell::new(Some(task)),
             append_gate: glommio::sync::Semaphore::new(1),
+            maintenance: glommio::sync::Semaphore::new(1),
         })
     }
 }
