@@ -719,3 +719,210 @@ fn truncate_fully_restarts_the_log_at_an_offset() {
         log.close().await.expect("close");
     });
 }
+
+#[test]
+fn a_replicated_high_watermark_bounds_what_consumers_see() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        use sluice_engine::FirstBatch::Always;
+        let log = open(&path).await;
+        assert!(!log.is_replicated());
+        log.set_replicated(true);
+        // batch i: records at 1000 + i, offsets 2i..=2i+1
+        let mut all = Vec::new();
+        for i in 0..30u64 {
+            let b = padded_batch(i, 2, 200, 1_000 + i as i64);
+            lead(&log, &b, 0).await;
+        }
+        for (base, b) in read_all_replica(&log).await {
+            all.push((base, b));
+        }
+        assert_eq!(all.len(), 30);
+        let o = log.offsets();
+        assert_eq!((o.log_end, o.written), (Offset(60), Offset(60)));
+        assert_eq!(o.high_watermark, Offset(0), "nothing is replicated yet");
+        // consumers see nothing, and offsets up to the log end are not out of range
+        for at in [0, 7, 60] {
+            let r = log.read(Offset(at), 1 << 20, Always).await.expect("read");
+            assert!(r.data.is_empty(), "read at {at}");
+            assert_eq!(
+                (r.high_watermark, r.log_end_offset),
+                (Offset(0), Offset(60))
+            );
+        }
+        assert!(matches!(
+            log.read(Offset(61), 100, Always).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(log.last_stable_offset(), Offset(0));
+        assert_eq!(log.offset_for_timestamp(0).await.expect("lookup"), None);
+        assert_eq!(log.max_timestamp_offset().await.expect("lookup"), None);
+        assert!(matches!(
+            log.delete_records(Offset(2)).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        // a follower reads everything written, and learns the high watermark and log end
+        let r = log.read_replica(Offset(0), 1).await.expect("replica read");
+        assert_eq!(
+            r.data.to_vec().expect("bytes"),
+            all[0].1,
+            "whole first batch"
+        );
+        assert_eq!(
+            (r.high_watermark, r.log_end_offset),
+            (Offset(0), Offset(60))
+        );
+        let r = log
+            .read_replica(Offset(60), 1000)
+            .await
+            .expect("at the end");
+        assert!(r.data.is_empty());
+        assert!(matches!(
+            log.read_replica(Offset(61), 100).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        // the broker moves it; a listener (a long-polling fetch) wakes up
+        let woken = log.listen();
+        assert_eq!(log.set_high_watermark(Offset(20)), Offset(20));
+        let in_time = futures_lite::future::or(
+            async {
+                woken.await;
+                true
+            },
+            async {
+                glommio::timer::sleep(std::time::Duration::from_secs(5)).await;
+                false
+            },
+        )
+        .await;
+        assert!(in_time, "set_high_watermark woke the listener");
+        assert_eq!(log.offsets().high_watermark, Offset(20));
+        // consumers read exactly the batches below it
+        let seen = read_all(&log, Offset(0), 1 << 20).await;
+        assert_eq!(seen, all[..10]);
+        let mut next = Offset(0);
+        let mut upto = Vec::new();
+        loop {
+            let r = log
+                .read_upto(next, 1 << 20, Always, Some(Offset(40)))
+                .await
+                .expect("read");
+            let bytes = r.data.to_vec().expect("bytes");
+            if bytes.is_empty() {
+                break;
+            }
+            for b in batch::split_batches(&bytes) {
+                let h = BatchHeader::parse(b).expect("header");
+                upto.push((h.base_offset.get() as u64, b.to_vec()));
+                next = h.last().plus(1);
+            }
+        }
+        assert_eq!(upto, all[..10], "read_upto is capped by the hw");
+        assert_eq!(log.last_stable_offset(), Offset(20));
+        // timestamp lookups stop there too: batch 9 (offsets 18, 19) is the newest visible
+        assert_eq!(
+            log.offset_for_timestamp(1_009).await.expect("lookup"),
+            Some((Offset(18), 1_009))
+        );
+        assert_eq!(log.offset_for_timestamp(1_010).await.expect("lookup"), None);
+        assert_eq!(
+            log.max_timestamp_offset().await.expect("lookup"),
+            Some((Offset(18), 1_009))
+        );
+        // it only moves forward, and never past what is written
+        assert_eq!(log.set_high_watermark(Offset(10)), Offset(20));
+        assert_eq!(log.set_high_watermark(Offset(1_000)), Offset(60));
+        // ... and the broker's value holds as more is written
+        let b = padded_batch(30, 2, 200, 1_030);
+        lead(&log, &b, 0).await;
+        assert_eq!(log.offsets().high_watermark, Offset(62));
+        assert_eq!(
+            log.max_timestamp_offset().await.expect("lookup"),
+            Some((Offset(60), 1_030))
+        );
+        // DeleteRecords up to the high watermark works; a truncation pulls it down
+        assert_eq!(
+            log.delete_records(Offset(4)).await.expect("delete"),
+            Offset(4)
+        );
+        assert_eq!(
+            log.truncate_to(Offset(31)).await.expect("truncate"),
+            Offset(30)
+        );
+        let o = log.offsets();
+        assert_eq!(
+            (o.high_watermark, o.written, o.log_end),
+            (Offset(30), Offset(30), Offset(30))
+        );
+        lead(&log, &padded_batch(31, 2, 200, 1_031), 0).await;
+        assert_eq!(
+            log.offsets().high_watermark,
+            Offset(30),
+            "until the broker says"
+        );
+        log.close().await.expect("close");
+        // after a restart the broker switches replicated mode on again: from the log start
+        let log = open(&path).await;
+        log.set_replicated(true);
+        let o = log.offsets();
+        assert_eq!(
+            (o.log_start, o.high_watermark, o.log_end),
+            (Offset(4), Offset(4), Offset(32))
+        );
+        // local mode shows everything written again
+        log.set_replicated(false);
+        assert_eq!(log.offsets().high_watermark, Offset(32));
+        assert_eq!(log.set_high_watermark(Offset(5)), Offset(32), "no effect");
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn retention_waits_for_the_high_watermark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let cfg = LogConfig {
+            retention_ms: None,
+            retention_bytes: Some(1),
+            ..small_segments()
+        };
+        let log = PartitionLog::open(&path, cfg, LogEnv::default())
+            .await
+            .expect("open");
+        log.set_replicated(true);
+        fill(&log, 0, 40, 0).await;
+        let segments = log.segment_count();
+        assert!(segments > 3);
+        assert_eq!(
+            log.enforce_retention().expect("retention"),
+            0,
+            "nothing visible"
+        );
+        let third = log.segment_bases()[2];
+        log.set_high_watermark(third);
+        assert_eq!(log.enforce_retention().expect("retention"), 2);
+        assert_eq!(log.offsets().log_start, third);
+        log.close().await.expect("close");
+    });
+}
+
+/// Every batch written, read as a follower does.
+async fn read_all_replica(log: &PartitionLog) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut next = log.offsets().log_start;
+    loop {
+        let r = log.read_replica(next, 3_000).await.expect("replica read");
+        if r.data.is_empty() {
+            assert_eq!(next, log.offsets().written);
+            return out;
+        }
+        let bytes = r.data.to_vec().expect("bytes");
+        for b in batch::split_batches(&bytes) {
+            let h = batch::validate(b).expect("valid");
+            out.push((h.base_offset.get() as u64, b.to_vec()));
+            next = h.last().plus(1);
+        }
+    }
+}

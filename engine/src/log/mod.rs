@@ -162,6 +162,11 @@ struct Inner {
     /// `epochs` changed and its checkpoint file is behind: the flusher writes it before any
     /// data of the new epoch, so the file covers every batch on disk.
     epochs_dirty: bool,
+    /// Replicated mode: the broker sets the high watermark (`set_high_watermark`).
+    replicated: bool,
+    /// Replicated mode: the high watermark the broker set. Readers see it capped by
+    /// `written` (see `Inner::high_watermark`), so it may run ahead of this log's writes.
+    hw_requested: Offset,
     /// A truncation asks the flusher to write and sync everything, then stop.
     pause_flusher: bool,
     /// The flusher task is alive (it clears this as it exits).
@@ -234,7 +239,8 @@ impl Inner {
     fn offsets(&self) -> LogOffsets {
         LogOffsets {
             log_start: self.log_start,
-            high_watermark: self.written,
+            high_watermark: self.high_watermark(),
+            written: self.written,
             synced: self.synced,
             log_end: self.leo,
         }
@@ -250,11 +256,30 @@ impl Inner {
             self.leo
         );
         assert!(
-            self.log_start <= self.leo,
-            "log start {} <= log end {}",
+            self.log_start <= self.written,
+            "log start {} <= written {}",
             self.log_start,
-            self.leo
+            self.written
         );
+        let hw = self.high_watermark();
+        assert!(
+            self.log_start <= hw && hw <= self.written,
+            "log start {} <= high watermark {hw} <= written {}",
+            self.log_start,
+            self.written
+        );
+    }
+
+    /// The end of what consumers may read. Local mode: everything written. Replicated mode:
+    /// the broker's high watermark, capped by what this log has written (a follower can
+    /// take the leader's value before its own copy of the data is on disk) and floored at
+    /// the log start.
+    fn high_watermark(&self) -> Offset {
+        if self.replicated {
+            self.hw_requested.min(self.written).max(self.log_start)
+        } else {
+            self.written
+        }
     }
 
     fn meta(&self) -> PartitionMeta {
@@ -270,7 +295,7 @@ impl Inner {
     fn last_stable(&self) -> Offset {
         self.producers
             .first_open()
-            .map_or(self.written, |f| f.min(self.written))
+            .map_or(self.high_watermark(), |f| f.min(self.high_watermark()))
     }
 }
 
@@ -393,6 +418,54 @@ impl PartitionLog {
         st.epochs.end_offset_for(requested, st.leo)
     }
 
+    /// Switches the log between local mode (the default: the high watermark follows
+    /// `written`, as for an unreplicated partition) and replicated mode, where the broker
+    /// moves it with [`set_high_watermark`](Self::set_high_watermark) as replicas catch up.
+    /// Turning it on starts the high watermark at the log start (hiding what is there until
+    /// the broker sets it; call it right after open); turning it off shows everything
+    /// written. In replicated mode reads, the last stable offset, timestamp lookups,
+    /// DeleteRecords and retention stop at the high watermark; followers read past it with
+    /// [`read_replica`](Self::read_replica).
+    pub fn set_replicated(&self, on: bool) {
+        let mut st = self.inner.borrow_mut();
+        if st.replicated == on {
+            return;
+        }
+        st.replicated = on;
+        st.hw_requested = st.log_start;
+        st.check_invariants();
+        drop(st);
+        self.signals.progress.notify(usize::MAX);
+    }
+
+    pub fn is_replicated(&self) -> bool {
+        self.inner.borrow().replicated
+    }
+
+    /// Replicated mode: moves the high watermark forward to `hw` and wakes the
+    /// [`listen`](Self::listen)ers (long-polling fetches). A lower value than the current one
+    /// is ignored: only a truncation moves it down. Readers see it capped by `written`
+    /// (and floored at the log start), so a follower may pass the leader's value as soon as
+    /// it arrives; the visible value follows as the log's writes land. Returns the visible
+    /// high watermark. Local mode: no effect.
+    pub fn set_high_watermark(&self, hw: Offset) -> Offset {
+        let mut st = self.inner.borrow_mut();
+        if !st.replicated {
+            return st.high_watermark();
+        }
+        let before = st.high_watermark();
+        if hw > st.hw_requested {
+            st.hw_requested = hw;
+        }
+        st.check_invariants();
+        let now = st.high_watermark();
+        drop(st);
+        if now != before {
+            self.signals.progress.notify(usize::MAX);
+        }
+        now
+    }
+
     /// A listener that fires when the high watermark or sync point moves (for long polls).
     pub fn listen(&self) -> EventListener {
         self.signals.progress.listen()
@@ -438,8 +511,10 @@ impl PartitionLog {
             let now = st.env.clock.now_ms();
             let mut total: u64 = st.segments.values().map(|s| s.size).sum();
             let mut new_start = st.log_start;
+            let hw = st.high_watermark();
             for seg in st.segments.values() {
-                if !seg.sealed {
+                // replicated mode: never what consumers cannot see yet (Kafka's rule)
+                if !seg.sealed || seg.next_offset > hw {
                     break;
                 }
                 let by_time = st.config.retention_ms.is_some_and(|ms| {

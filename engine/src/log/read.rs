@@ -8,6 +8,7 @@ use super::types::{FirstBatch, LogOffsets, ReadData, ReadResult};
 use super::PartitionLog;
 use crate::batch;
 use crate::error::{LogError, Result};
+use crate::index::SegmentIndex;
 use crate::segment;
 use crate::types::{FilePos, Offset, TimestampMs};
 
@@ -32,18 +33,53 @@ impl PartitionLog {
         first: FirstBatch,
         upper: Option<Offset>,
     ) -> Result<ReadResult> {
+        self.read_range(offset, max_bytes, first, upper, Reader::Consumer)
+            .await
+    }
+
+    /// A follower's fetch: whole batches from the one containing `offset`, up to `max_bytes`
+    /// (the first batch always), up to everything written, above the high watermark too.
+    /// Offsets up to the log end are in range (empty above what is written). The result's
+    /// `high_watermark` is still the consumers' one, `log_end_offset` the log end.
+    pub async fn read_replica(&self, offset: Offset, max_bytes: usize) -> Result<ReadResult> {
+        self.read_range(
+            offset,
+            max_bytes,
+            FirstBatch::Always,
+            None,
+            Reader::Follower,
+        )
+        .await
+    }
+
+    async fn read_range(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        first: FirstBatch,
+        upper: Option<Offset>,
+        reader: Reader,
+    ) -> Result<ReadResult> {
         let min_one = first == FirstBatch::Always;
         let (offsets, target) = {
             let mut st = self.inner.borrow_mut();
             let o = st.offsets();
-            if offset < o.log_start || offset > o.high_watermark {
+            // how far a fetch may start, and where its data ends
+            let (in_range, end) = match reader {
+                // local mode as ever: past the high watermark is out of range
+                Reader::Consumer if !st.replicated => (o.high_watermark, o.high_watermark),
+                // a lagging high watermark (a new leader's) is no reason to reset consumers
+                Reader::Consumer => (o.log_end, o.high_watermark),
+                Reader::Follower => (o.log_end, o.written),
+            };
+            if offset < o.log_start || offset > in_range {
                 return Err(LogError::OffsetOutOfRange {
                     offset,
                     log_start: o.log_start,
-                    log_end: o.high_watermark,
+                    log_end: in_range,
                 });
             }
-            let bound = upper.map_or(o.high_watermark, |u| u.min(o.high_watermark));
+            let bound = upper.map_or(end, |u| u.min(end));
             if offset >= bound {
                 return Ok(result(ReadData::Empty, o));
             }
@@ -130,6 +166,7 @@ impl PartitionLog {
     /// The first offset whose record timestamp is >= `ts`, with that timestamp (ListOffsets).
     /// `None` when every visible record is older. Compressed batches answer with their base
     /// offset and max timestamp (their records are not decompressed here).
+    /// Replicated mode: only records below the high watermark count.
     pub async fn offset_for_timestamp(
         &self,
         ts: TimestampMs,
@@ -160,7 +197,7 @@ impl PartitionLog {
                     next: seg.next_offset,
                 });
             }
-            (st.log_start, st.written, c)
+            (st.log_start, st.high_watermark(), c)
         };
         let pick = |bytes: &[u8], base: Offset, max_ts: TimestampMs| {
             let recs = batch::record_timestamps(bytes);
@@ -180,7 +217,8 @@ impl PartitionLog {
                 if let Some(b) = found.filter(|b| b.max_ts >= ts && b.pos + b.len <= c.end) {
                     let bytes = segment::read_exact_at(dma, b.pos, b.len as usize).await?;
                     if let Some(hit) = pick(&bytes, b.base, b.max_ts) {
-                        return Ok(Some(hit));
+                        // hits come in offset order: one past the high watermark means none
+                        return Ok(Some(hit).filter(|h| h.0 < hw));
                     }
                 }
             }
@@ -192,7 +230,7 @@ impl PartitionLog {
                 .clone_range(c.file_end.max(log_start), c.next.min(hw));
             for b in hot.iter().filter(|b| b.max_ts >= ts) {
                 if let Some(hit) = pick(&b.bytes, b.base, b.max_ts) {
-                    return Ok(Some(hit));
+                    return Ok(Some(hit).filter(|h| h.0 < hw));
                 }
             }
         }
@@ -200,9 +238,13 @@ impl PartitionLog {
     }
 
     /// The offset and timestamp of the first record carrying the log's largest timestamp
-    /// (ListOffsets with MAX_TIMESTAMP, KIP-734).
+    /// (ListOffsets with MAX_TIMESTAMP, KIP-734). Replicated mode: of the records below the
+    /// high watermark.
     pub async fn max_timestamp_offset(&self) -> Result<Option<(Offset, TimestampMs)>> {
-        let max = {
+        let replicated = self.inner.borrow().replicated;
+        let max = if replicated {
+            self.max_timestamp_below_hw().await?
+        } else {
             let st = self.inner.borrow();
             st.segments
                 .values()
@@ -214,6 +256,74 @@ impl PartitionLog {
             Some(m) => self.offset_for_timestamp(m).await,
             None => Ok(None),
         }
+    }
+}
+
+/// Who reads.
+#[derive(Clone, Copy)]
+enum Reader {
+    /// A consumer: up to the high watermark.
+    Consumer,
+    /// A follower replicating the log: up to everything written.
+    Follower,
+}
+
+impl PartitionLog {
+    /// The largest batch max timestamp below the high watermark (whole batches: one that
+    /// straddles it counts). Segments wholly below it answer from their indexes; the one it
+    /// falls in from its index cut at the high watermark plus a walk of the headers after the
+    /// last index entry kept (at most index.interval.bytes and a batch).
+    async fn max_timestamp_below_hw(&self) -> Result<Option<TimestampMs>> {
+        /// The segment the high watermark falls in.
+        struct Partial {
+            dma: Rc<DmaFile>,
+            index: SegmentIndex,
+            rel: u32,
+            hint: FilePos,
+            hw: Offset,
+            /// Written data ends past hw, so all of the visible part is in the file.
+            file_end: u64,
+        }
+        let (mut max, partial) = {
+            let st = self.inner.borrow();
+            let hw = st.high_watermark();
+            let mut max = None;
+            let mut partial = None;
+            for seg in st.segments.values() {
+                if seg.next_offset <= st.log_start || seg.base >= hw {
+                    continue;
+                }
+                if seg.next_offset <= hw {
+                    max = max.max(seg.max_timestamp());
+                } else if let Some(files) = seg.files.as_ref() {
+                    let rel = hw.relative_to(seg.base).expect("hw is in the segment");
+                    partial = Some(Partial {
+                        dma: files.dma.clone(),
+                        index: seg.index.clone(),
+                        rel,
+                        hint: seg.index.lookup(rel).1,
+                        hw,
+                        file_end: seg.written_size,
+                    });
+                }
+            }
+            (max, partial)
+        };
+        if let Some(mut p) = partial {
+            // where the first batch at or past hw starts
+            let cut = segment::walk_headers(&p.dma, p.hint.0, p.file_end, |b| b.base < p.hw)
+                .await?
+                .filter(|b| b.base >= p.hw)
+                .map_or(p.file_end, |b| b.pos);
+            let from = p.index.truncate(p.rel, cut);
+            segment::walk_headers(&p.dma, from.0, cut, |b| {
+                p.index.observe(b.max_ts);
+                true
+            })
+            .await?;
+            max = max.max(p.index.max_timestamp());
+        }
+        Ok(max)
     }
 }
 

@@ -299,6 +299,8 @@ impl PartitionLog {
             next_guard: 1,
             epochs,
             epochs_dirty: false,
+            replicated: false,
+            hw_requested: log_start,
             pause_flusher: false,
             flusher_running: false,
         };

@@ -364,6 +364,8 @@ impl Inner {
         self.sync_wanted = end;
         self.unsynced_since_ms = None;
         self.log_start = self.log_start.min(end);
+        // the one way the high watermark moves down
+        self.hw_requested = self.hw_requested.min(end);
         self.check_invariants();
     }
 }

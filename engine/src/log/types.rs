@@ -137,8 +137,10 @@ impl ReadData {
 #[derive(Debug, Clone)]
 pub struct ReadResult {
     pub data: ReadData,
+    /// The visible end for consumers, also in a follower's read above it.
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
+    /// The next offset to assign (LEO), which may be above the high watermark.
     pub log_end_offset: Offset,
 }
 
@@ -146,8 +148,11 @@ pub struct ReadResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogOffsets {
     pub log_start: Offset,
-    /// Everything below is handed to the kernel, and visible to readers.
+    /// Everything below is visible to consumers. Local mode: equal to `written`. Replicated
+    /// mode ([`PartitionLog::set_replicated`]): the broker's value, never above `written`.
     pub high_watermark: Offset,
+    /// Everything below is handed to the kernel (survives a crash of the process).
+    pub written: Offset,
     /// Everything below is covered by an fdatasync.
     pub synced: Offset,
     /// Next offset to assign.
