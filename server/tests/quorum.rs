@@ -1,13 +1,17 @@
 //! The metadata quorum: deterministic tests of the sans-IO core (several cores, one message pump,
-//! no threads or sockets).
+//! no threads or sockets), then real nodes on threads and TCP on 127.0.0.1.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sluice_server::cluster::quorum::core::{Core, CoreConfig, Token};
-use sluice_server::cluster::quorum::{NodeId, Proposed, QuorumError, StateMachine};
+use sluice_server::cluster::quorum::{
+    rpc_call, NodeId, Proposed, Quorum, QuorumConfig, QuorumError, RpcHandler, StateMachine,
+};
 
 /// What a test state machine holds, shared with the test so it can look inside.
 #[derive(Default)]
@@ -532,4 +536,337 @@ fn core_rejects_a_voter_set_that_differs_from_the_stored_one() {
         Err(QuorumError::Config(_))
     ));
     assert!(Core::open(cfg(vec![3, 2, 1]), Box::new(ListSm(v))).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real nodes: threads and TCP on 127.0.0.1
+
+struct Echo;
+
+impl RpcHandler for Echo {
+    fn handle(&self, request: &[u8]) -> Vec<u8> {
+        let mut out = b"echo:".to_vec();
+        out.extend_from_slice(request);
+        out
+    }
+}
+
+struct Node {
+    id: NodeId,
+    dir: PathBuf,
+    view: Arc<Mutex<View>>,
+    q: Option<Quorum>,
+}
+
+impl Node {
+    fn q(&self) -> &Quorum {
+        self.q.as_ref().expect("node is running")
+    }
+}
+
+fn start_node(
+    id: NodeId,
+    voters: &[(NodeId, SocketAddr)],
+    dir: &Path,
+    listener: TcpListener,
+    view: &Arc<Mutex<View>>,
+) -> Quorum {
+    *view.lock().expect("view lock") = View::default();
+    let mut cfg = QuorumConfig::new(id, voters.to_vec(), dir.to_path_buf());
+    cfg.listener = Some(listener);
+    cfg.tick = Duration::from_millis(50);
+    cfg.election_ticks = 10;
+    cfg.heartbeat_ticks = 2;
+    cfg.snapshot_every = 5;
+    Quorum::start(cfg, Box::new(ListSm(view.clone())), Arc::new(Echo)).expect("start node")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(f(), "not within {timeout:?}: {what}");
+}
+
+/// The peer closes the connection (rather than the read timing out).
+fn assert_closed(s: &mut TcpStream) {
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the connection is still open: {other:?}"),
+    }
+}
+
+/// The node all running nodes agree is the leader.
+fn agreed_leader(nodes: &[Node]) -> Option<NodeId> {
+    let st: Vec<_> = nodes
+        .iter()
+        .filter_map(|n| n.q.as_ref())
+        .map(|q| q.status())
+        .collect();
+    let leaders: Vec<_> = st.iter().filter(|s| s.is_leader).collect();
+    if leaders.len() != 1 {
+        return None;
+    }
+    let l = leaders[0].node_id;
+    st.iter().all(|s| s.leader_id == Some(l)).then_some(l)
+}
+
+/// Proposes, retrying the errors that mean "try again" (as a caller would). A retry after a
+/// timeout may apply the command twice (the first try's outcome is unknown): `ambiguous` is set.
+fn propose_retrying(
+    q: &Quorum,
+    command: &[u8],
+    timeout: Duration,
+    ambiguous: &mut bool,
+) -> Proposed {
+    let until = Instant::now() + timeout;
+    loop {
+        match q.propose(command.to_vec(), Duration::from_secs(3)) {
+            Ok(p) => return p,
+            Err(e @ (QuorumError::NoLeader | QuorumError::Timeout | QuorumError::Dropped))
+                if Instant::now() < until =>
+            {
+                eprintln!("retrying a proposal after: {e}");
+                *ambiguous |= matches!(e, QuorumError::Timeout);
+            }
+            Err(e) => panic!("proposal failed: {e}"),
+        }
+    }
+}
+
+/// A node's applied commands; with `ambiguous` retries, only the first copy of each counts.
+fn applied(n: &Node, ambiguous: bool) -> Vec<Vec<u8>> {
+    let items = n.view.lock().expect("view lock").items.clone();
+    if !ambiguous {
+        return items;
+    }
+    let mut seen = HashSet::new();
+    items
+        .into_iter()
+        .filter(|i| seen.insert(i.clone()))
+        .collect()
+}
+
+#[test]
+fn tcp_cluster_elects_replicates_fails_over_and_catches_up() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let voters: Vec<(NodeId, SocketAddr)> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.local_addr().expect("local addr")))
+        .collect();
+    let mut nodes: Vec<Node> = Vec::new();
+    let started = Instant::now();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        let dir = tmp.path().join(format!("n{id}"));
+        let view = Arc::new(Mutex::new(View::default()));
+        let q = start_node(id, &voters, &dir, l, &view);
+        nodes.push(Node {
+            id,
+            dir,
+            view,
+            q: Some(q),
+        });
+    }
+    wait_until("a leader is elected", Duration::from_secs(10), || {
+        agreed_leader(&nodes).is_some()
+    });
+    eprintln!("leader elected after {:?}", started.elapsed());
+    let leader = agreed_leader(&nodes).expect("leader");
+    let li = nodes
+        .iter()
+        .position(|n| n.id == leader)
+        .expect("leader node");
+    let fi = (li + 1) % 3;
+
+    // propose from a follower: forwarded to the leader
+    let mut expect = Vec::new();
+    let q = nodes[fi].q().clone();
+    let mut last = 0;
+    for k in 0..8 {
+        let p = q.propose(cmd(k), Duration::from_secs(5)).expect("propose");
+        assert!(p.index > last);
+        last = p.index;
+        assert_eq!(reply_len(&p), k as u64 + 1);
+        expect.push(cmd(k));
+    }
+    // and from the leader
+    let p = nodes[li]
+        .q()
+        .propose(cmd(8), Duration::from_secs(5))
+        .expect("propose");
+    expect.push(cmd(8));
+    last = p.index;
+    for n in &nodes {
+        n.q()
+            .wait_applied(last, Duration::from_secs(5))
+            .expect("wait_applied");
+        assert_eq!(
+            n.view.lock().expect("view lock").items,
+            expect,
+            "node {}",
+            n.id
+        );
+    }
+
+    // rpc_call reaches the handler
+    let reply = rpc_call(voters[fi].1, b"ping", Duration::from_secs(2)).expect("rpc_call");
+    assert_eq!(reply, b"echo:ping");
+
+    // the leader sees every voter's matched index
+    let lq = nodes[li].q().clone();
+    wait_until(
+        "the leader sees the followers' matched indexes",
+        Duration::from_secs(5),
+        || {
+            let st = lq.status();
+            st.voters.len() == 3
+                && st.voters.iter().all(|v| {
+                    v.matched_index.is_some_and(|m| m >= last)
+                        && v.last_contact.is_some_and(|c| c < Duration::from_secs(2))
+                })
+        },
+    );
+    let st = lq.status();
+    assert!(st.is_leader && st.commit_index >= last && st.applied_index >= last);
+    let fst = q.status();
+    assert!(!fst.is_leader && fst.leader_id == Some(leader));
+    assert!(fst
+        .voters
+        .iter()
+        .all(|v| v.matched_index.is_none() && v.last_contact.is_none()));
+
+    // garbage on the transport closes that connection and harms nothing
+    {
+        let mut s = TcpStream::connect(voters[li].1).expect("connect");
+        s.write_all(&[0xFF, 0xFF, 0xFF, 0xFF, 1]).expect("write"); // 4 GiB frame
+        assert_closed(&mut s);
+        let mut s = TcpStream::connect(voters[li].1).expect("connect");
+        s.write_all(&[0, 0, 0, 3, 1, 0xFF, 0xFF, 0xFF])
+            .expect("write"); // not a raft message
+        assert_closed(&mut s);
+        let mut s = TcpStream::connect(voters[li].1).expect("connect");
+        s.write_all(&[0, 0, 0, 0, 77]).expect("write"); // unknown frame type
+        assert_closed(&mut s);
+    }
+
+    // stop the leader: the others elect a new one and go on
+    let stopped = Instant::now();
+    nodes[li].q.take().expect("running").stop();
+    wait_until("a new leader", Duration::from_secs(10), || {
+        agreed_leader(&nodes).is_some_and(|l| l != leader)
+    });
+    eprintln!("new leader after {:?}", stopped.elapsed());
+    let mut ambiguous = false;
+    for k in 9..30 {
+        let n = &nodes[if k % 2 == 0 {
+            (li + 1) % 3
+        } else {
+            (li + 2) % 3
+        }];
+        let p = propose_retrying(n.q(), &cmd(k), Duration::from_secs(15), &mut ambiguous);
+        expect.push(cmd(k));
+        last = last.max(p.index);
+    }
+    for n in nodes.iter().filter(|n| n.q.is_some()) {
+        n.q()
+            .wait_applied(last, Duration::from_secs(5))
+            .expect("wait_applied");
+        assert_eq!(applied(n, ambiguous), expect, "node {}", n.id);
+    }
+
+    // restart the stopped node from its directory: it catches up (by snapshot: snapshot_every 5)
+    let listener = TcpListener::bind(voters[li].1).expect("bind");
+    let q = start_node(
+        nodes[li].id,
+        &voters,
+        &nodes[li].dir.clone(),
+        listener,
+        &nodes[li].view.clone(),
+    );
+    nodes[li].q = Some(q.clone());
+    q.wait_applied(last, Duration::from_secs(15))
+        .expect("wait_applied");
+    assert_eq!(applied(&nodes[li], ambiguous), expect, "restarted node");
+    wait_until(
+        "all three agree on the leader",
+        Duration::from_secs(5),
+        || agreed_leader(&nodes).is_some(),
+    );
+    let new_leader = agreed_leader(&nodes).expect("leader");
+    // it takes part again: a proposal from it commits everywhere
+    let p = propose_retrying(&q, b"last", Duration::from_secs(10), &mut ambiguous);
+    expect.push(b"last".to_vec());
+    for n in &nodes {
+        n.q()
+            .wait_applied(p.index, Duration::from_secs(5))
+            .expect("wait_applied");
+        assert_eq!(applied(n, ambiguous), expect, "node {}", n.id);
+    }
+    eprintln!("leaders: first {leader}, then {new_leader}");
+
+    for n in &nodes {
+        let q = n.q();
+        let t0 = Instant::now();
+        q.stop();
+        // peers still send to it: its connection threads must notice the stop between frames
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "stop took {:?}",
+            t0.elapsed()
+        );
+        q.stop(); // idempotent
+        assert!(matches!(
+            q.propose(b"x".to_vec(), Duration::from_millis(100)),
+            Err(QuorumError::Stopped)
+        ));
+    }
+    // the ports are free again
+    for (_, a) in &voters {
+        TcpListener::bind(a).expect("bind");
+    }
+}
+
+#[test]
+fn tcp_propose_without_a_quorum_times_out() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let voters: Vec<(NodeId, SocketAddr)> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.local_addr().expect("local addr")))
+        .collect();
+    // only node 1 runs: it can never be elected
+    let l = listeners.into_iter().next().expect("listener");
+    let view = Arc::new(Mutex::new(View::default()));
+    let q = start_node(1, &voters, &tmp.path().join("n1"), l, &view);
+    let t = Instant::now();
+    let r = q.propose(b"x".to_vec(), Duration::from_millis(1500));
+    assert!(matches!(r, Err(QuorumError::NoLeader)), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert!(matches!(
+        q.wait_applied(1, Duration::from_millis(200)),
+        Err(QuorumError::Timeout)
+    ));
+    let st = q.status();
+    assert_eq!(st.leader_id, None);
+    // unreachable peers
+    assert!(rpc_call(voters[1].1, b"x", Duration::from_millis(500)).is_err());
+    let t = Instant::now();
+    q.stop();
+    assert!(t.elapsed() < Duration::from_secs(3), "stop is prompt");
 }

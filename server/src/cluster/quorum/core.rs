@@ -6,12 +6,13 @@
 //! [`Core::drain_ready`] after either, then delivers the returned messages. That makes it
 //! drivable by a deterministic test pump as well as by the node thread in `mod.rs`.
 //!
-//! This module is public only for such tests and tools; the broker will use the `Quorum` handle.
+//! This module is public only for such tests and tools; the broker uses [`super::Quorum`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use protobuf::Message as _;
 use raft::eraftpb::{Entry, EntryType, Message, MessageType, Snapshot};
 use raft::{RawNode, SnapshotStatus, StateRole};
 
@@ -54,6 +55,18 @@ impl Envelope {
     /// [`Core::report_snapshot`]).
     pub fn is_snapshot(&self) -> bool {
         self.msg.get_msg_type() == MessageType::MsgSnapshot
+    }
+
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, QuorumError> {
+        self.msg
+            .write_to_bytes()
+            .map_err(|e| QuorumError::Raft(format!("encoding a message: {e}")))
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, String> {
+        Message::parse_from_bytes(bytes)
+            .map(|msg| Envelope { msg })
+            .map_err(|e| e.to_string())
     }
 }
 
