@@ -193,6 +193,44 @@ impl Catalog {
         Ok(r)
     }
 
+    /// Cluster mode: makes the local catalog the projection of the metadata image (topics,
+    /// configs, partition counts, the cluster id), keeping the shard of partitions it already
+    /// placed and placing new ones on the least loaded shard. The image is the source of truth;
+    /// this copy lets the shards open and find their logs as in single-node mode.
+    pub fn sync_from_image(
+        &self,
+        image: &crate::cluster::image::Image,
+        shards: usize,
+    ) -> Result<(), CatalogError> {
+        self.update(|st| {
+            let old = std::mem::take(&mut st.topics);
+            st.cluster_id = image.cluster_id.clone();
+            st.next_producer_id = image.next_producer_id;
+            for t in image.topics.values() {
+                let mut placed: Vec<usize> = old
+                    .get(&t.name)
+                    .filter(|o| o.id == t.id)
+                    .map(|o| o.shards.clone())
+                    .unwrap_or_default();
+                placed.truncate(t.partitions.len());
+                while placed.len() < t.partitions.len() {
+                    let s = st.least_loaded_shard(shards, &placed);
+                    placed.push(s);
+                }
+                st.topics.insert(
+                    t.name.clone(),
+                    TopicInfo {
+                        name: t.name.clone(),
+                        id: t.id,
+                        shards: placed,
+                        configs: t.configs.clone(),
+                    },
+                );
+            }
+            Ok::<_, CatalogError>(())
+        })
+    }
+
     fn persist(&self, state: &CatalogState) -> Result<(), CatalogError> {
         let err = |e: &dyn std::fmt::Display| CatalogError::Io {
             path: self.path.clone(),

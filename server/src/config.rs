@@ -63,6 +63,16 @@ pub struct ServerConfig {
     /// sluice.state.compact.min.bytes: coordinator state logs (offsets, transactions) are
     /// compacted once they hold this much and 4x their live state
     pub state_compact_min_bytes: u64,
+    /// controller.quorum.voters (`id@host:port,...`): empty for a single node; else this broker
+    /// joins a cluster whose metadata quorum runs on these voters.
+    pub quorum_voters: Vec<(i32, SocketAddr)>,
+    /// broker.heartbeat.interval.ms: how often a broker heartbeats the quorum leader.
+    pub broker_heartbeat_ms: u64,
+    /// broker.session.timeout.ms: a broker silent this long is fenced (leads nothing, leaves
+    /// every ISR). Kafka's default is 9 s; sluice's 3 s makes failover take a few seconds.
+    pub broker_session_timeout_ms: u64,
+    /// default.replication.factor for topics created without one.
+    pub default_replication_factor: i16,
     /// Keys seen that sluice does not know (warned about at start).
     pub unknown_keys: Vec<String>,
 }
@@ -93,6 +103,10 @@ impl Default for ServerConfig {
             transactional_id_expiration_ms: 604_800_000,
             producer_id_expiration_ms: 86_400_000,
             state_compact_min_bytes: 4 << 20,
+            quorum_voters: Vec::new(),
+            broker_heartbeat_ms: 250,
+            broker_session_timeout_ms: 3_000,
+            default_replication_factor: 1,
             unknown_keys: Vec::new(),
         }
     }
@@ -133,6 +147,35 @@ fn parse_listener(key: &str, value: &str) -> Result<(String, u16), ConfigError> 
         .map_err(|_| bad(key, value, "port is not a number"))?;
     let host = if host.is_empty() { "0.0.0.0" } else { host };
     Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// `controller.quorum.voters`: `id@host:port` entries separated by commas (Kafka's syntax).
+pub fn parse_voters(key: &str, value: &str) -> Result<Vec<(i32, SocketAddr)>, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let mut out: Vec<(i32, SocketAddr)> = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| bad(key, value, format!("{entry:?}: expected id@host:port")))?;
+        let id: i32 = id
+            .trim()
+            .parse()
+            .map_err(|_| bad(key, value, format!("{entry:?}: node id is not a number")))?;
+        if id < 0 {
+            return Err(bad(key, value, format!("{entry:?}: node id must be >= 0")));
+        }
+        let addr = addr
+            .trim()
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| bad(key, value, format!("{entry:?}: cannot resolve host:port")))?;
+        if out.iter().any(|(i, _)| *i == id) {
+            return Err(bad(key, value, format!("node {id} is listed twice")));
+        }
+        out.push((id, addr));
+    }
+    Ok(out)
 }
 
 /// A "never" value for Kafka's long settings (-1 or Long.MAX disable them).
@@ -219,6 +262,25 @@ impl ServerConfig {
         let value = value.trim();
         match key {
             "node.id" | "broker.id" => self.node_id = parse_num(key, value)?,
+            "controller.quorum.voters" => self.quorum_voters = parse_voters(key, value)?,
+            "broker.heartbeat.interval.ms" => {
+                self.broker_heartbeat_ms = parse_num(key, value)?;
+                if self.broker_heartbeat_ms == 0 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+            }
+            "broker.session.timeout.ms" => {
+                self.broker_session_timeout_ms = parse_num(key, value)?;
+                if self.broker_session_timeout_ms < 100 {
+                    return Err(bad(key, value, "must be >= 100"));
+                }
+            }
+            "default.replication.factor" => {
+                self.default_replication_factor = parse_num(key, value)?;
+                if self.default_replication_factor < 1 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+            }
             "listeners" => {
                 let (host, port) = parse_listener(key, value)?;
                 self.listen = format!("{host}:{port}")
@@ -325,7 +387,6 @@ impl ServerConfig {
             }
             // accepted for compatibility with stock server.properties, no effect here
             "process.roles"
-            | "controller.quorum.voters"
             | "controller.listener.names"
             | "inter.broker.listener.name"
             | "listener.security.protocol.map"

@@ -12,6 +12,7 @@
 pub mod alloc;
 pub mod api;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod group;
@@ -54,6 +55,8 @@ pub struct BrokerHandle {
     pub addr: SocketAddr,
     shared: Arc<BrokerShared>,
     threads: Vec<ExecutorJoinHandle<()>>,
+    /// Cluster mode: the quorum voter and membership of this broker.
+    cluster: Option<cluster::ClusterNode>,
 }
 
 impl BrokerHandle {
@@ -64,9 +67,19 @@ impl BrokerHandle {
     }
 
     /// Waits for the shards to exit (after a stop requested elsewhere, e.g. a signal).
-    pub fn join(self) {
+    pub fn join(mut self) {
+        if let Some(c) = self.cluster.as_mut() {
+            // wait for the stop, then hand leadership over before the logs close
+            while !self.shared.is_stopping() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            c.member.controlled_shutdown();
+        }
         for t in self.threads {
             let _ = t.join();
+        }
+        if let Some(mut c) = self.cluster.take() {
+            c.stop();
         }
     }
 
@@ -96,6 +109,7 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
         stopping: AtomicBool::new(false),
         stop: Event::new(),
         drained: std::sync::atomic::AtomicUsize::new(0),
+        cluster: OnceLock::new(),
     });
     let mesh: MeshBuilder<Job, Full> = MeshBuilder::full(cores, MESH_CHANNEL_SIZE);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
@@ -140,11 +154,50 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
         shard: 0,
         reason: "no shard started".into(),
     })?;
+    let cluster = if shared.is_clustered() {
+        match start_cluster(&shared) {
+            Ok(c) => Some(c),
+            Err(reason) => {
+                shared.request_stop();
+                return Err(StartError::Shard { shard: 0, reason });
+            }
+        }
+    } else {
+        None
+    };
     Ok(BrokerHandle {
         addr,
         shared,
         threads,
+        cluster,
     })
+}
+
+/// Joins the cluster: starts this node's quorum voter (if it is one) and its membership, and a
+/// thread that keeps the local catalog the projection of the metadata image.
+fn start_cluster(shared: &Arc<BrokerShared>) -> Result<cluster::ClusterNode, String> {
+    let (host, port) = shared.advertised();
+    let cluster_id = shared.catalog.read().cluster_id.clone();
+    let node = cluster::ClusterNode::start(&shared.config, &cluster_id, host, port)?;
+    let _ = shared.cluster.set(node.member.clone());
+    let (member, shared) = (node.member.clone(), shared.clone());
+    std::thread::Builder::new()
+        .name("sluice-catalog-sync".into())
+        .spawn(move || {
+            let mut synced = 0;
+            while !shared.is_stopping() {
+                let img = member.image();
+                if img.applied > synced {
+                    match shared.catalog.sync_from_image(&img, shared.config.cores.max(1)) {
+                        Ok(()) => synced = img.applied,
+                        Err(e) => tracing::error!(error = %e, "catalog sync failed"),
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(node)
 }
 
 /// Counts a shard as drained exactly once: explicitly during a stop, or when it exits early

@@ -32,6 +32,13 @@ struct Args {
     /// Shards (one glommio executor per core); default: all cores.
     #[arg(long, value_name = "N")]
     cores: Option<usize>,
+    /// This broker's id in a cluster (node.id / broker.id).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<i32>,
+    /// The metadata quorum's voters, id@host:port,... (controller.quorum.voters); the voter
+    /// whose id is --node-id binds its address. Without it the broker is a single node.
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    controller_quorum_voters: Option<String>,
     /// A server.properties file (Kafka key names).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -109,6 +116,13 @@ fn build_config(args: &Args) -> Result<ServerConfig, String> {
             .parse()
             .map_err(|_| format!("--advertised {a:?}: bad port"))?;
         c.advertised = Some((h.to_string(), p));
+    }
+    if let Some(id) = args.node_id {
+        c.set("node.id", &id.to_string()).map_err(|e| e.to_string())?;
+    }
+    if let Some(v) = &args.controller_quorum_voters {
+        c.set("controller.quorum.voters", v)
+            .map_err(|e| e.to_string())?;
     }
     if let Some(d) = &args.data_dir {
         c.data_dir = d.clone();

@@ -43,6 +43,8 @@ pub struct BrokerShared {
     /// Shards done serving connections during a stop. A shard closes its logs and exits only
     /// when every shard is done, so cross-shard calls made while draining still get answered.
     pub drained: std::sync::atomic::AtomicUsize,
+    /// Cluster mode: this broker's membership (set at start when controller.quorum.voters is).
+    pub cluster: OnceLock<Arc<crate::cluster::member::Member>>,
 }
 
 impl BrokerShared {

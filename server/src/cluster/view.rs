@@ -1,0 +1,111 @@
+//! One view of brokers and partition placement for the request handlers, whichever the mode:
+//! a single node leads every partition it has; in a cluster the metadata image decides.
+
+use std::sync::Arc;
+
+use super::image::{BrokerId, Image, NO_LEADER};
+use crate::shard::BrokerShared;
+
+/// Where one partition lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    pub leader: BrokerId,
+    pub leader_epoch: i32,
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+    pub offline: Vec<BrokerId>,
+}
+
+/// A broker clients can reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerView {
+    pub id: BrokerId,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerShared {
+    /// The cluster image, in cluster mode.
+    pub fn image(&self) -> Option<Arc<Image>> {
+        self.cluster.get().map(|m| m.image())
+    }
+
+    pub fn is_clustered(&self) -> bool {
+        !self.config.quorum_voters.is_empty()
+    }
+
+    /// Live brokers (this one alone when not clustered).
+    pub fn brokers(&self) -> Vec<BrokerView> {
+        match self.image() {
+            Some(img) => img
+                .brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .map(|b| BrokerView {
+                    id: b.id,
+                    host: b.host.clone(),
+                    port: b.port,
+                })
+                .collect(),
+            None => {
+                let (host, port) = self.advertised();
+                vec![BrokerView {
+                    id: self.config.node_id,
+                    host,
+                    port,
+                }]
+            }
+        }
+    }
+
+    /// The active controller (the quorum leader) or -1 when unknown.
+    pub fn controller_id(&self) -> BrokerId {
+        match self.cluster.get() {
+            Some(m) => m.controller().unwrap_or(-1),
+            None => self.config.node_id,
+        }
+    }
+
+    /// Placement of `topic`-`partition`; `None` for an unknown partition.
+    pub fn partition_view(&self, topic: &str, partition: i32) -> Option<PartitionView> {
+        match self.image() {
+            Some(img) => img.partition(topic, partition).map(|p| PartitionView {
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+                offline: p.offline(&img),
+            }),
+            None => {
+                let st = self.catalog.read();
+                let t = st.topics.get(topic)?;
+                if partition < 0 || partition >= t.partitions() {
+                    return None;
+                }
+                let me = self.config.node_id;
+                Some(PartitionView {
+                    leader: me,
+                    leader_epoch: 0,
+                    replicas: vec![me],
+                    isr: vec![me],
+                    offline: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// Whether this broker leads the partition (always, when not clustered). In a cluster,
+    /// requests for partitions led elsewhere get NOT_LEADER_OR_FOLLOWER (clients then refresh
+    /// their metadata), and offline ones LEADER_NOT_AVAILABLE.
+    pub fn leader_check(&self, topic: &str, partition: i32) -> Result<(), i16> {
+        let Some(img) = self.image() else {
+            return Ok(());
+        };
+        match img.partition(topic, partition) {
+            None => Err(3),
+            Some(p) if p.leader == self.config.node_id => Ok(()),
+            Some(p) if p.leader == NO_LEADER => Err(5),
+            Some(_) => Err(6),
+        }
+    }
+}
