@@ -137,6 +137,12 @@ pub async fn handle(
                 (Some(_), None) => {
                     rs.push(Some(PartRead::error(codes::UNKNOWN_TOPIC_OR_PARTITION)))
                 }
+                (Some(n), Some(_)) if shard.shared.leader_check(n, p.partition).is_err() => {
+                    let code = shard.shared.leader_check(n, p.partition).err();
+                    rs.push(Some(PartRead::error(
+                        code.unwrap_or(codes::NOT_LEADER_OR_FOLLOWER),
+                    )))
+                }
                 (Some(_), Some(o)) => {
                     rs.push(None);
                     by_shard.entry(o).or_default().push(Want {

@@ -1,4 +1,5 @@
-//! Metadata: one broker (this one) leads every partition.
+//! Metadata: the live brokers and, for each partition, its leader, leader epoch, replicas, ISR
+//! and offline replicas (a single node leads everything; a cluster's image decides).
 
 use std::rc::Rc;
 
@@ -12,8 +13,7 @@ use super::{codes, topics};
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> MetadataResponse {
-    let node = shard.shared.config.node_id;
-    let (host, port) = shard.shared.advertised();
+    let shared = &shard.shared;
     // v0: an empty list means all topics; v1+: null means all, empty means none
     let requested: Option<Vec<(Option<String>, uuid::Uuid)>> = match req.topics {
         None => None,
@@ -30,7 +30,7 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
             let st = shard.shared.catalog.read();
             for t in st.topics.values() {
                 topics_out.push(topic_entry(
-                    node,
+                    shared,
                     Some(t.name.clone()),
                     Some(t),
                     codes::NONE,
@@ -63,7 +63,7 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
                 };
                 let st = shard.shared.catalog.read();
                 topics_out.push(topic_entry(
-                    node,
+                    shared,
                     Some(name.clone()),
                     st.topics.get(&name),
                     code,
@@ -72,19 +72,27 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
         }
     }
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(node))
-            .with_host(StrBytes::from_string(host))
-            .with_port(port as i32)])
+        .with_brokers(
+            shared
+                .brokers()
+                .into_iter()
+                .map(|b| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(b.id))
+                        .with_host(StrBytes::from_string(b.host))
+                        .with_port(i32::from(b.port))
+                })
+                .collect(),
+        )
         .with_cluster_id(Some(StrBytes::from_string(
             shard.shared.catalog.read().cluster_id.clone(),
         )))
-        .with_controller_id(BrokerId(node))
+        .with_controller_id(BrokerId(shared.controller_id()))
         .with_topics(topics_out)
 }
 
 fn topic_entry(
-    node: i32,
+    shared: &crate::shard::BrokerShared,
     name: Option<String>,
     info: Option<&crate::catalog::TopicInfo>,
     code: i16,
@@ -99,14 +107,25 @@ fn topic_entry(
                 code
             });
     };
+    let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect::<Vec<_>>();
     let partitions = (0..info.partitions())
-        .map(|p| {
-            MetadataResponsePartition::default()
-                .with_partition_index(p)
-                .with_leader_id(BrokerId(node))
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![BrokerId(node)])
-                .with_isr_nodes(vec![BrokerId(node)])
+        .filter_map(|p| {
+            let v = shared.partition_view(&info.name, p)?;
+            let code = if v.leader < 0 {
+                codes::LEADER_NOT_AVAILABLE
+            } else {
+                codes::NONE
+            };
+            Some(
+                MetadataResponsePartition::default()
+                    .with_error_code(code)
+                    .with_partition_index(p)
+                    .with_leader_id(BrokerId(v.leader))
+                    .with_leader_epoch(v.leader_epoch)
+                    .with_replica_nodes(ids(v.replicas))
+                    .with_isr_nodes(ids(v.isr))
+                    .with_offline_replicas(ids(v.offline)),
+            )
         })
         .collect();
     MetadataResponseTopic::default()

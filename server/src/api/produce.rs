@@ -116,7 +116,19 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
             let owner = usize::try_from(p.index)
                 .ok()
                 .and_then(|i| owners.get(i).copied());
-            match (topic_code, owner) {
+            // cluster mode: only the leader appends; followers have no replication yet, so
+            // acks=all cannot be met on a partition with several replicas
+            let placement = match (topic_code, owner) {
+                (None, Some(_)) => shard.shared.leader_check(&name, p.index).err().or_else(|| {
+                    let replicated = shard
+                        .shared
+                        .partition_view(&name, p.index)
+                        .is_some_and(|v| v.replicas.len() > 1);
+                    (req.acks == -1 && replicated).then_some(codes::NOT_ENOUGH_REPLICAS)
+                }),
+                _ => None,
+            };
+            match (topic_code.or(placement), owner) {
                 (Some(code), _) => rs[pi] = PartResult::error(code, None),
                 (None, None) => rs[pi] = PartResult::error(codes::UNKNOWN_TOPIC_OR_PARTITION, None),
                 (None, Some(o)) => by_shard.entry(o).or_default().push(Part {

@@ -33,6 +33,7 @@ pub async fn create_topic(
     shard: &Rc<Shard>,
     name: &str,
     partitions: i32,
+    replication_factor: i16,
     configs: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<TopicInfo, TopicError> {
@@ -50,6 +51,21 @@ pub async fn create_topic(
         ));
     }
     validate_configs(&configs).map_err(|e| TopicError(codes::INVALID_CONFIG, e.to_string()))?;
+    if let Some(member) = shard.shared.cluster.get().cloned() {
+        let rf = if replication_factor == -1 {
+            shard.shared.config.default_replication_factor
+        } else {
+            replication_factor
+        };
+        return create_clustered(shard, member, name, partitions, rf, configs, validate_only)
+            .await;
+    }
+    if !(replication_factor == -1 || replication_factor == 1) {
+        return Err(TopicError(
+            codes::INVALID_REPLICATION_FACTOR,
+            format!("Replication factor: {replication_factor} larger than available brokers: 1."),
+        ));
+    }
     let nr = shard.nr;
     let build = |st: &crate::catalog::CatalogState| {
         let mut shards = Vec::with_capacity(partitions as usize);
@@ -88,6 +104,80 @@ pub async fn create_topic(
     open_partitions(shard, &info, 0).await?;
     tracing::info!(topic = name, partitions, "created topic");
     Ok(info)
+}
+
+/// Cluster mode: places the replicas over the live brokers (Kafka's round robin), proposes the
+/// topic to the metadata quorum, and returns once this broker's catalog has it.
+async fn create_clustered(
+    shard: &Rc<Shard>,
+    member: std::sync::Arc<crate::cluster::member::Member>,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<TopicInfo, TopicError> {
+    use crate::cluster::image::{assign_replicas, Applied, Command};
+    let image = member.image();
+    if image.topics.contains_key(name) {
+        return Err(TopicError(
+            codes::TOPIC_ALREADY_EXISTS,
+            format!("Topic '{name}' already exists."),
+        ));
+    }
+    let live = image.live_brokers();
+    if replication_factor < 1 {
+        return Err(TopicError(
+            codes::INVALID_REPLICATION_FACTOR,
+            format!("Replication factor must be larger than 0, got {replication_factor}."),
+        ));
+    }
+    // spread the first replicas of successive topics over the brokers
+    let start = image.topics.len() + name.len();
+    let assignment = assign_replicas(&live, partitions as usize, replication_factor as usize, start)
+        .map_err(|m| TopicError(codes::INVALID_REPLICATION_FACTOR, m))?;
+    let id = Uuid::new_v4();
+    let info = TopicInfo {
+        name: name.to_string(),
+        id,
+        shards: vec![0; partitions as usize],
+        configs: configs.clone(),
+    };
+    if validate_only {
+        return Ok(info);
+    }
+    let cmd = Command::CreateTopic {
+        name: name.to_string(),
+        id,
+        assignment,
+        configs,
+    };
+    let m = member.clone();
+    let outcome = glommio::executor()
+        .spawn_blocking(move || m.propose(cmd))
+        .await;
+    match outcome {
+        Ok(Ok(Applied::Done)) | Ok(Ok(Applied::ProducerIds { .. })) => {}
+        Ok(Err(e)) => return Err(TopicError(e.kafka_code(), e.to_string())),
+        Err(e) => return Err(TopicError(codes::NOT_CONTROLLER, e)),
+    }
+    // the catalog follows the image within a few milliseconds
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if let Some(t) = shard.shared.catalog.read().topics.get(name) {
+            if t.id == id {
+                tracing::info!(topic = name, partitions, replication_factor, "created topic");
+                return Ok(t.clone());
+            }
+        }
+        if std::time::Instant::now() > until {
+            return Err(TopicError(
+                codes::UNKNOWN_SERVER_ERROR,
+                "the topic was created but this broker has not seen it yet".into(),
+            ));
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// Opens partitions `from..` of a topic on their shards.
@@ -149,7 +239,7 @@ pub async fn ensure_topic(shard: &Rc<Shard>, name: &str, allow_auto: bool) -> Re
         return Err(codes::INVALID_TOPIC_EXCEPTION);
     }
     let n = shard.shared.config.num_partitions;
-    match create_topic(shard, name, n, BTreeMap::new(), false).await {
+    match create_topic(shard, name, n, -1, BTreeMap::new(), false).await {
         Ok(_) => Ok(()),
         Err(TopicError(codes::TOPIC_ALREADY_EXISTS, _)) => Ok(()),
         Err(TopicError(code, msg)) => {
@@ -185,21 +275,21 @@ pub async fn create(
         };
         let outcome = if let Some(msg) = bad_config {
             Err(TopicError(codes::INVALID_CONFIG, msg))
-        } else if !(t.replication_factor == -1 || t.replication_factor == 1) {
-            Err(TopicError(
-                codes::INVALID_REPLICATION_FACTOR,
-                format!(
-                    "Replication factor: {} larger than available brokers: 1.",
-                    t.replication_factor
-                ),
-            ))
         } else if !t.assignments.is_empty() {
             Err(TopicError(
                 codes::INVALID_REPLICA_ASSIGNMENT,
                 "manual replica assignment is not supported".into(),
             ))
         } else {
-            create_topic(shard, &name, partitions, configs.clone(), req.validate_only).await
+            create_topic(
+                shard,
+                &name,
+                partitions,
+                t.replication_factor,
+                configs.clone(),
+                req.validate_only,
+            )
+            .await
         };
         let mut r = CreatableTopicResult::default().with_name(t.name.clone());
         match outcome {
@@ -213,7 +303,12 @@ pub async fn create(
                 r = r
                     .with_topic_id(info.id)
                     .with_num_partitions(info.partitions())
-                    .with_replication_factor(1);
+                    .with_replication_factor(
+                        shard
+                            .shared
+                            .partition_view(&info.name, 0)
+                            .map_or(1, |v| v.replicas.len() as i16),
+                    );
                 if version >= 5 {
                     r = r.with_configs(Some(
                         all.into_iter()
