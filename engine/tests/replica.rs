@@ -4,6 +4,7 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
+use std::rc::Rc;
 
 use common::{padded_batch, read_all, run, tagged_batch};
 use sluice_engine::batch::{self, BatchHeader};
@@ -407,7 +408,6 @@ async fn fill(log: &PartitionLog, tag0: u64, n: u64, epoch: i32) -> Vec<(u64, Ve
 
 /// The log holds exactly `want`, from `start`, and its offsets agree.
 async fn expect_log(log: &PartitionLog, start: u64, want: &[(u64, Vec<u8>)], what: &str) {
-    let o = log.offsets();
     let end = want.last().map_or(start, |(base, b)| {
         base + BatchHeader::parse(b)
             .expect("header")
@@ -415,12 +415,16 @@ async fn expect_log(log: &PartitionLog, start: u64, want: &[(u64, Vec<u8>)], wha
             .get() as u64
             + 1
     });
+    assert_eq!(log.offsets().log_end, Offset(end), "{what}: log end");
+    if end > start {
+        log.wait_durable(Offset(end - 1), Durability::Written)
+            .await
+            .expect("written");
+    }
+    let o = log.offsets();
     assert_eq!(o.log_start, Offset(start), "{what}: log start");
-    assert_eq!(o.log_end, Offset(end), "{what}: log end");
     assert_eq!(o.high_watermark, Offset(end), "{what}: high watermark");
-    log.wait_durable(Offset(end.max(1) - 1), Durability::Written)
-        .await
-        .ok();
+    assert_eq!(o.written, Offset(end), "{what}: written");
     let got = read_all(log, Offset(start), 1 << 20).await;
     assert_eq!(got.len(), want.len(), "{what}: batch count");
     assert!(
@@ -923,6 +927,264 @@ async fn read_all_replica(log: &PartitionLog) -> Vec<(u64, Vec<u8>)> {
             let h = batch::validate(b).expect("valid");
             out.push((h.base_offset.get() as u64, b.to_vec()));
             next = h.last().plus(1);
+        }
+    }
+}
+
+#[test]
+fn a_truncation_beside_running_appends_leaves_a_consistent_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t-0");
+    let p = path.clone();
+    let kept = run(move || async move {
+        let cfg = LogConfig {
+            write_buffer_bytes: 2 * 1024, // appenders queue behind a full buffer
+            ..small_segments()
+        };
+        let log = Rc::new(
+            PartitionLog::open(&p, cfg, LogEnv::default())
+                .await
+                .expect("open"),
+        );
+        fill(&log, 0, 20, 0).await;
+        let mut tasks = Vec::new();
+        for t in 100..160u64 {
+            let log = log.clone();
+            tasks.push(
+                glommio::spawn_local(async move {
+                    let b = padded_batch(t, 2, 300, 1_000 + t as i64);
+                    log.append(&b, at_epoch(1)).await.map(|i| i.base_offset)
+                })
+                .detach(),
+            );
+        }
+        // let some of them in, then cut into the first 20 batches while others wait
+        glommio::executor().yield_now().await;
+        let end = log.truncate_to(Offset(17)).await.expect("truncate");
+        assert!(end <= Offset(17));
+        let mut after = 0;
+        for t in tasks {
+            let base = t.await.expect("task").expect("append");
+            if base >= end {
+                after += 1;
+            }
+        }
+        assert!(after > 0, "appends went on after the truncation");
+        let all = read_all(&log, Offset(0), 1 << 20).await;
+        let mut next = 0;
+        for (base, b) in &all {
+            assert_eq!(*base, next, "contiguous offsets");
+            next = base
+                + BatchHeader::parse(b)
+                    .expect("header")
+                    .last_offset_delta
+                    .get() as u64
+                + 1;
+        }
+        assert_eq!(Offset(next), log.offsets().log_end);
+        log.wait_durable(Offset(next - 1), Durability::Written)
+            .await
+            .expect("written");
+        drop(log);
+        all
+    });
+    run(move || async move {
+        let log = open(&path).await;
+        expect_log(&log, 0, &kept, "reopened after the race").await;
+        log.close().await.expect("close");
+    });
+}
+
+/// A follower's life under random operations, against a model of the batches it must hold.
+mod follower_model {
+    use super::*;
+    use proptest::prelude::*;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    #[derive(Debug, Clone)]
+    pub enum Op {
+        /// Copy `n` batches from the leader (or, `as_leader`, append them as a promoted
+        /// follower), in a new leader epoch if `bump`.
+        Append {
+            n: usize,
+            records: usize,
+            value_len: usize,
+            bump: bool,
+            as_leader: bool,
+        },
+        /// Truncate at a fraction (of 65536) of [0, end + 3).
+        Truncate(u16),
+        /// Start over `delta` offsets past the end.
+        RestartAt(u64),
+        Crash,
+        CloseAndReopen,
+    }
+
+    #[derive(Debug, Clone, Default)]
+    pub struct Model {
+        start: u64,
+        batches: Vec<(u64, Vec<u8>)>,
+        epoch: i32,
+        tag: u64,
+    }
+
+    impl Model {
+        fn end(&self) -> u64 {
+            self.batches.last().map_or(self.start, |(base, b)| {
+                base + BatchHeader::parse(b)
+                    .expect("header")
+                    .last_offset_delta
+                    .get() as u64
+                    + 1
+            })
+        }
+
+        fn epochs(&self) -> Vec<(i32, Offset)> {
+            let mut out: Vec<(i32, Offset)> = Vec::new();
+            for (base, b) in &self.batches {
+                let e = BatchHeader::parse(b)
+                    .expect("header")
+                    .partition_leader_epoch
+                    .get();
+                if out.last().is_none_or(|l| e > l.0) {
+                    out.push((e, Offset(*base)));
+                }
+            }
+            out
+        }
+    }
+
+    async fn check(log: &PartitionLog, m: &Model, what: &str) {
+        expect_log(log, m.start, &m.batches, what).await;
+        assert_eq!(log.epoch_entries(), m.epochs(), "{what}: epochs");
+    }
+
+    /// Runs ops from `from` on one open of the log; returns at a crash or reopen.
+    async fn session(
+        dir: std::path::PathBuf,
+        mut m: Model,
+        ops: Vec<Op>,
+        from: usize,
+    ) -> (Model, usize) {
+        let log = open(&dir).await;
+        check(&log, &m, "open").await;
+        let mut i = from;
+        while let Some(op) = ops.get(i).cloned() {
+            i += 1;
+            let what = format!("op {} {op:?}", i - 1);
+            match op {
+                Op::Append {
+                    n,
+                    records,
+                    value_len,
+                    bump,
+                    as_leader,
+                } => {
+                    if bump {
+                        m.epoch += 1;
+                    }
+                    for _ in 0..n {
+                        m.tag += 1;
+                        let mut b = padded_batch(m.tag, records, value_len, T0 + m.tag as i64);
+                        let base = m.end();
+                        let h = BatchHeader::mut_from(&mut b).expect("header");
+                        h.base_offset.set(base as i64);
+                        h.partition_leader_epoch.set(m.epoch);
+                        let info = if as_leader {
+                            log.append(&b, at_epoch(m.epoch)).await
+                        } else {
+                            log.append_replica(&b).await
+                        }
+                        .expect("append");
+                        assert_eq!(info.base_offset, Offset(base), "{what}");
+                        m.batches.push((base, b));
+                    }
+                }
+                Op::Truncate(frac) => {
+                    let at = (m.end() + 3) * u64::from(frac) / 65536;
+                    let got = log.truncate_to(Offset(at)).await.expect("truncate");
+                    if at < m.end() {
+                        if let Some(k) = m.batches.iter().position(|(base, b)| {
+                            let last = base
+                                + BatchHeader::parse(b)
+                                    .expect("header")
+                                    .last_offset_delta
+                                    .get() as u64;
+                            last >= at
+                        }) {
+                            m.batches.truncate(k);
+                        }
+                    }
+                    assert_eq!(got, Offset(m.end()), "{what}: new end");
+                }
+                Op::RestartAt(delta) => {
+                    let at = m.end() + delta;
+                    log.truncate_fully_and_start_at(Offset(at))
+                        .await
+                        .expect("restart");
+                    m.batches.clear();
+                    m.start = at;
+                }
+                Op::Crash => {
+                    if m.end() > m.start {
+                        log.wait_durable(Offset(m.end() - 1), Durability::Written)
+                            .await
+                            .expect("written");
+                    }
+                    drop(log);
+                    return (m, i);
+                }
+                Op::CloseAndReopen => {
+                    log.close().await.expect("close");
+                    return (m, i);
+                }
+            }
+            check(&log, &m, &what).await;
+        }
+        log.close().await.expect("close");
+        (m, i)
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (1..=6usize, 1..=4usize, 0..=700usize, any::<bool>(), prop::bool::weighted(0.2))
+                .prop_map(|(n, records, value_len, bump, as_leader)| Op::Append {
+                    n, records, value_len, bump, as_leader
+                }),
+            4 => any::<u16>().prop_map(Op::Truncate),
+            1 => (0..5u64).prop_map(Op::RestartAt),
+            1 => Just(Op::Crash),
+            1 => Just(Op::CloseAndReopen),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("SLUICE_MODEL_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(16),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn a_follower_log_matches_its_model(ops in prop::collection::vec(op(), 1..30)) {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let dir = tmp.path().join("f-0");
+            let mut m = Model::default();
+            let mut next = 0;
+            loop {
+                let done = next >= ops.len();
+                let (d, o) = (dir.clone(), ops.clone());
+                let (m2, n2) = run(move || session(d, m, o, next));
+                m = m2;
+                next = n2;
+                if done {
+                    break;
+                }
+            }
         }
     }
 }
