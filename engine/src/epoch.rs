@@ -29,6 +29,7 @@ pub struct LeaderEpochCache {
 }
 
 impl LeaderEpochCache {
+    /// The entries, oldest first.
     pub fn entries(&self) -> &[EpochEntry] {
         &self.entries
     }
@@ -67,6 +68,7 @@ impl LeaderEpochCache {
         changed
     }
 
+    /// Forgets every entry (the log restarted empty).
     pub fn clear(&mut self) {
         self.entries.clear();
     }

@@ -8,6 +8,12 @@
 //! `fdatasync` -> waiters of [`Durability::Written`] (acks=1) and [`Durability::Synced`]
 //! (acks=all) released.
 //!
+//! Replication: [`PartitionLog::append_replica`] stores a leader's batch unchanged at its
+//! offsets, [`PartitionLog::truncate_to`] cuts a diverged tail, the leader epoch cache
+//! ([`epoch`]) answers OffsetsForLeaderEpoch, and in replicated mode the broker sets the high
+//! watermark ([`PartitionLog::set_high_watermark`]); followers read past it with
+//! [`PartitionLog::read_replica`].
+//!
 //! Data path of a read: offset -> hot tail in memory (recent batches) or segment -> sparse
 //! index -> header walk -> a batch-aligned file range that the broker sends with sendfile(2).
 //!

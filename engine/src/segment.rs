@@ -175,7 +175,10 @@ impl Segment {
 
 /// Writes the aborted-transaction index `.txnindex` of the segment at `base` and syncs it.
 pub fn write_txn_index(dir: &Path, base: Offset, aborted: &[AbortedTxn]) -> Result<()> {
-    let bytes = serde_json::to_vec(aborted).unwrap_or_default();
+    let bytes = serde_json::to_vec(aborted).map_err(|e| LogError::BadMetadata {
+        path: dir.join(index::file_name(base, "txnindex")),
+        reason: e.to_string(),
+    })?;
     write_files(dir, base, [("txnindex", bytes)])
 }
 

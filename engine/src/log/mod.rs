@@ -9,11 +9,19 @@
 //! for `Synced` or the flush policy says so: concurrent waiters share that fdatasync (group
 //! commit). A failed write or fdatasync poisons the log.
 //!
+//! Replication: a follower stores the leader's batches unchanged at the leader's offsets
+//! (`append_replica`), keeps the leader epoch cache (`leader-epoch-checkpoint`, see
+//! [`crate::epoch`]) that OffsetsForLeaderEpoch answers from, cuts a diverged tail with
+//! `truncate_to` (or restarts with `truncate_fully_and_start_at`), and reads past the high
+//! watermark with `read_replica`. In replicated mode (`set_replicated`) the broker sets the
+//! high watermark; in local mode (the default) it is `written`.
+//!
 //! Where each part lives: `types` (the public types), `append` (validation, the FIFO gate,
 //! the copy into the pending buffer, rolls, durability waits), `read` (reads and timestamp
 //! lookups), `recovery` (open: segment scan and state rebuild), `snapshot` (producer-state
-//! snapshots and their replay), `flusher` (writes, group fdatasync, seal, clean close). This
-//! file holds the state they share and the small accessors, retention and DeleteRecords.
+//! snapshots and their replay), `flusher` (writes, group fdatasync, seal, clean close),
+//! `truncate` (follower truncation). This file holds the state they share and the small
+//! accessors, the high watermark, retention and DeleteRecords.
 
 mod append;
 mod flusher;
@@ -438,6 +446,7 @@ impl PartitionLog {
         self.signals.progress.notify(usize::MAX);
     }
 
+    /// Whether the broker sets the high watermark (see [`set_replicated`](Self::set_replicated)).
     pub fn is_replicated(&self) -> bool {
         self.inner.borrow().replicated
     }

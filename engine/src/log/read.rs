@@ -52,6 +52,8 @@ impl PartitionLog {
         .await
     }
 
+    /// The read shared by consumers and followers; `reader` decides which offsets are in
+    /// range and where the data ends (high watermark or written).
     async fn read_range(
         &self,
         offset: Offset,

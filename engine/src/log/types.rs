@@ -61,7 +61,7 @@ pub struct AppendOptions {
     pub leader_epoch: i32,
     pub timestamp_type: TimestampType,
     /// For a transactional batch that starts a transaction in this partition: the token of
-    /// [`PartitionLog::begin_txn_verification`], taken before the transaction coordinator
+    /// [`PartitionLog::begin_txn_verification`](crate::PartitionLog::begin_txn_verification), taken before the transaction coordinator
     /// confirmed the partition is part of the producer's transaction. A marker written since
     /// voids it, so a late batch cannot open a transaction nobody will end (KIP-890).
     pub txn_guard: Option<u64>,
@@ -149,7 +149,7 @@ pub struct ReadResult {
 pub struct LogOffsets {
     pub log_start: Offset,
     /// Everything below is visible to consumers. Local mode: equal to `written`. Replicated
-    /// mode ([`PartitionLog::set_replicated`]): the broker's value, never above `written`.
+    /// mode ([`PartitionLog::set_replicated`](crate::PartitionLog::set_replicated)): the broker's value, never above `written`.
     pub high_watermark: Offset,
     /// Everything below is handed to the kernel (survives a crash of the process).
     pub written: Offset,
