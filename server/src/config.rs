@@ -73,6 +73,11 @@ pub struct ServerConfig {
     pub broker_session_timeout_ms: u64,
     /// default.replication.factor for topics created without one.
     pub default_replication_factor: i16,
+    /// min.insync.replicas (broker default; topics override it): acks=all needs this many
+    /// in-sync replicas.
+    pub min_insync_replicas: usize,
+    /// replica.lag.time.max.ms: a follower that has not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
     /// Keys seen that sluice does not know (warned about at start).
     pub unknown_keys: Vec<String>,
 }
@@ -107,6 +112,8 @@ impl Default for ServerConfig {
             broker_heartbeat_ms: 250,
             broker_session_timeout_ms: 3_000,
             default_replication_factor: 1,
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 10_000,
             unknown_keys: Vec::new(),
         }
     }
@@ -263,6 +270,18 @@ impl ServerConfig {
         match key {
             "node.id" | "broker.id" => self.node_id = parse_num(key, value)?,
             "controller.quorum.voters" => self.quorum_voters = parse_voters(key, value)?,
+            "min.insync.replicas" => {
+                self.min_insync_replicas = parse_num(key, value)?;
+                if self.min_insync_replicas == 0 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+            }
+            "replica.lag.time.max.ms" => {
+                self.replica_lag_time_max_ms = parse_num(key, value)?;
+                if self.replica_lag_time_max_ms < 100 {
+                    return Err(bad(key, value, "must be >= 100"));
+                }
+            }
             "broker.heartbeat.interval.ms" => {
                 self.broker_heartbeat_ms = parse_num(key, value)?;
                 if self.broker_heartbeat_ms == 0 {
@@ -478,7 +497,10 @@ impl ServerConfig {
             ),
             ("max.message.bytes".into(), l.max_message_bytes.to_string()),
             ("message.timestamp.type".into(), "CreateTime".into()),
-            ("min.insync.replicas".into(), "1".into()),
+            (
+                "min.insync.replicas".into(),
+                self.min_insync_replicas.to_string(),
+            ),
             ("retention.bytes".into(), never(l.retention_bytes)),
             ("retention.ms".into(), never(l.retention_ms)),
             ("segment.bytes".into(), l.segment_bytes.to_string()),

@@ -349,6 +349,10 @@ async fn shard_main(
         })
         .detach()
     };
+    // cluster mode: replicas of this shard's partitions follow their leaders
+    let replication = shared
+        .is_clustered()
+        .then(|| cluster::replica::start(shard.clone()));
     let open_conns = Rc::new(Cell::new(0usize));
     loop {
         let stop = shared.stop.listen();
@@ -385,6 +389,9 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     retention.cancel();
+    if let Some(r) = replication {
+        r.cancel();
+    }
     ticker.cancel();
     txn_ticker.cancel();
     coordinator.close().await;

@@ -102,6 +102,8 @@ pub struct Shard {
     txn: RefCell<Option<Rc<crate::txn::TxnCoordinator>>>,
     /// Bound on the hot tails of all partitions of this shard together.
     hot_budget: Rc<HotBudget>,
+    /// Cluster mode: followers' progress on partitions led here, fetchers of those followed.
+    pub replication: crate::cluster::replica::Replication,
 }
 
 impl Shard {
@@ -115,6 +117,7 @@ impl Shard {
             coordinator: RefCell::new(None),
             txn: RefCell::new(None),
             hot_budget: HotBudget::new(shared.config.hot_cache_shard_bytes),
+            replication: Default::default(),
             shared,
         })
     }

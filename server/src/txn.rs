@@ -25,7 +25,6 @@ use serde::{Deserialize, Serialize};
 use sluice_engine::producer::build_marker;
 use sluice_engine::{AppendOptions, Durability, LogError, PartitionLog};
 
-use crate::catalog::CatalogError;
 use crate::shard::{Shard, TopicPartition};
 
 /// Fixed number of transaction state partitions; an id's partition is `crc32c(id) % this`.
@@ -668,15 +667,7 @@ impl TxnCoordinator {
 }
 
 fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, i16> {
-    shard
-        .shared
-        .catalog
-        .update(|st| {
-            let id = st.next_producer_id;
-            st.next_producer_id += 1;
-            Ok::<_, CatalogError>(id)
-        })
-        .map_err(|e| {
+    shard.shared.allocate_producer_id().map_err(|e| {
             tracing::error!(error = %e, "allocating a producer id failed");
             err::KAFKA_STORAGE_ERROR
         })

@@ -56,6 +56,8 @@ struct PartRead {
     data: Data,
     /// (producer id, first offset) of aborted transactions in the data (read_committed).
     aborted: Vec<(i64, i64)>,
+    /// A follower's log diverges from this leader's: (epoch, end offset) to truncate to.
+    diverging: Option<(i32, i64)>,
 }
 
 impl PartRead {
@@ -67,6 +69,7 @@ impl PartRead {
             log_start: -1,
             data: Data::None,
             aborted: Vec::new(),
+            diverging: None,
         }
     }
 }
@@ -79,6 +82,12 @@ struct Want {
     max_bytes: usize,
     /// isolation_level=read_committed: read up to the last stable offset only.
     committed: bool,
+    /// A follower's fetch (its broker id): reads past the high watermark, reports progress.
+    replica: Option<i32>,
+    /// The leader epoch the client believes current (-1: not given).
+    current_leader_epoch: i32,
+    /// A follower's epoch of its last fetched batch (-1: none), for divergence (KIP-320).
+    last_fetched_epoch: i32,
 }
 
 pub async fn handle(
@@ -104,6 +113,12 @@ pub async fn handle(
     let mut reads: Vec<Vec<Option<PartRead>>> = Vec::new();
     let mut by_shard: BTreeMap<usize, Vec<Want>> = BTreeMap::new();
     let committed = version >= 4 && req.isolation_level == 1;
+    let replica_id = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let replica = (replica_id >= 0).then_some(replica_id);
     for (ti, t) in req.topics.iter().enumerate() {
         let (name, owners) = {
             let st = shard.shared.catalog.read();
@@ -153,7 +168,10 @@ pub async fn handle(
                         },
                         offset: p.fetch_offset,
                         max_bytes: p.partition_max_bytes.max(0) as usize,
-                        committed,
+                        committed: committed && replica.is_none(),
+                        replica,
+                        current_leader_epoch: p.current_leader_epoch,
+                        last_fetched_epoch: p.last_fetched_epoch,
                     });
                 }
             }
@@ -199,6 +217,13 @@ pub async fn handle(
                 .with_high_watermark(r.high_watermark)
                 .with_last_stable_offset(r.last_stable)
                 .with_log_start_offset(r.log_start);
+            if let Some((epoch, end)) = r.diverging {
+                pd = pd.with_diverging_epoch(
+                    kafka_protocol::messages::fetch_response::EpochEndOffset::default()
+                        .with_epoch(epoch)
+                        .with_end_offset(end),
+                );
+            }
             if committed && r.error == codes::NONE {
                 pd = pd.with_aborted_transactions(Some(
                     r.aborted
@@ -359,6 +384,16 @@ async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>) -> Vec<PartRead> {
                 continue;
             }
         };
+        if let Err(code) =
+            crate::cluster::replica::check_epoch(&shard.shared, &w.tp, w.current_leader_epoch)
+        {
+            out.push(PartRead::error(code));
+            continue;
+        }
+        if let Some(broker) = w.replica {
+            out.push(read_for_follower(shard, &w, &log, broker).await);
+            continue;
+        }
         let o = log.offsets();
         let lso = log.last_stable_offset();
         let mut r = PartRead {
@@ -368,6 +403,7 @@ async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>) -> Vec<PartRead> {
             log_start: o.log_start.get() as i64,
             data: Data::None,
             aborted: Vec::new(),
+            diverging: None,
         };
         if w.offset < 0 {
             r.error = codes::OFFSET_OUT_OF_RANGE;
@@ -390,30 +426,10 @@ async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>) -> Vec<PartRead> {
                 }
                 r.high_watermark = res.high_watermark.get() as i64;
                 r.log_start = res.log_start_offset.get() as i64;
-                r.data = match res.data {
-                    ReadData::Empty => Data::None,
-                    ReadData::Memory(v) => Data::Memory(v),
-                    ReadData::File {
-                        file,
-                        position,
-                        len,
-                        ..
-                    } => {
-                        let file: FileRef = match file.try_clone() {
-                            Ok(f) => f,
-                            Err(_) => {
-                                r.error = codes::KAFKA_STORAGE_ERROR;
-                                out.push(r);
-                                continue;
-                            }
-                        };
-                        Data::File {
-                            file,
-                            position: position.get(),
-                            len,
-                        }
-                    }
-                };
+                match movable(res.data) {
+                    Ok(d) => r.data = d,
+                    Err(code) => r.error = code,
+                }
             }
             Err(LogError::OffsetOutOfRange { .. }) => r.error = codes::OFFSET_OUT_OF_RANGE,
             Err(e) => r.error = e.kafka_code(),
@@ -424,15 +440,84 @@ async fn read_local(shard: &Rc<Shard>, wants: Vec<Want>) -> Vec<PartRead> {
     out
 }
 
+/// Record data that can travel to the connection's shard.
+fn movable(data: ReadData) -> Result<Data, i16> {
+    Ok(match data {
+        ReadData::Empty => Data::None,
+        ReadData::Memory(v) => Data::Memory(v),
+        ReadData::File {
+            file,
+            position,
+            len,
+            ..
+        } => {
+            let file: FileRef = file.try_clone().map_err(|_| codes::KAFKA_STORAGE_ERROR)?;
+            Data::File {
+                file,
+                position: position.get(),
+                len,
+            }
+        }
+    })
+}
+
+/// A follower's fetch on the leader: first a divergence check of its last fetched epoch
+/// (KIP-320: it must truncate before it may append), then its progress is recorded (the fetch
+/// offset is what it has appended and fdatasync'd) and the data past it is read, above the high
+/// watermark too.
+async fn read_for_follower(
+    shard: &Rc<Shard>,
+    w: &Want,
+    log: &sluice_engine::PartitionLog,
+    broker: i32,
+) -> PartRead {
+    let o = log.offsets();
+    let mut r = PartRead::error(codes::NONE);
+    r.log_start = o.log_start.get() as i64;
+    r.high_watermark = o.high_watermark.get() as i64;
+    r.last_stable = log.last_stable_offset().get() as i64;
+    if w.offset < 0 {
+        r.error = codes::OFFSET_OUT_OF_RANGE;
+        return r;
+    }
+    if w.last_fetched_epoch >= 0 {
+        let (epoch, end) = log.end_offset_for_epoch(w.last_fetched_epoch);
+        if epoch != w.last_fetched_epoch || end < w.offset {
+            r.diverging = Some((epoch, end));
+            return r;
+        }
+    }
+    let from = Offset(w.offset as u64);
+    crate::cluster::replica::on_follower_fetch(shard, &w.tp, log, broker, from);
+    let o = log.offsets();
+    r.high_watermark = o.high_watermark.get() as i64;
+    match log.read_replica(from, w.max_bytes).await {
+        Ok(res) => match movable(res.data) {
+            Ok(d) => r.data = d,
+            Err(code) => r.error = code,
+        },
+        Err(LogError::OffsetOutOfRange { .. }) => r.error = codes::OFFSET_OUT_OF_RANGE,
+        Err(e) => r.error = e.kafka_code(),
+    }
+    r
+}
+
 /// Waits until any wanted partition's high watermark passes its fetch offset, or `deadline`.
 async fn wait_any(shard: &Rc<Shard>, by_shard: &BTreeMap<usize, Vec<Want>>, deadline: Instant) {
     let done = Rc::new(event_listener::Event::new());
     let first_done = done.listen();
     let mut tasks = Vec::new();
     for (&owner, wants) in by_shard {
-        let parts: Vec<(TopicPartition, i64, bool)> = wants
+        let parts: Vec<(TopicPartition, i64, Visible)> = wants
             .iter()
-            .map(|w| (w.tp.clone(), w.offset, w.committed))
+            .map(|w| {
+                let v = match (w.replica, w.committed) {
+                    (Some(_), _) => Visible::Written,
+                    (None, true) => Visible::Stable,
+                    (None, false) => Visible::HighWatermark,
+                };
+                (w.tp.clone(), w.offset, v)
+            })
             .collect();
         let s = shard.clone();
         let done = done.clone();
@@ -452,18 +537,31 @@ async fn wait_any(shard: &Rc<Shard>, by_shard: &BTreeMap<usize, Vec<Want>>, dead
     }
 }
 
-async fn wait_local(shard: &Rc<Shard>, parts: Vec<(TopicPartition, i64, bool)>, deadline: Instant) {
+/// What a waiting fetch may read up to.
+#[derive(Clone, Copy)]
+enum Visible {
+    HighWatermark,
+    Stable,
+    /// A follower: everything written.
+    Written,
+}
+
+async fn wait_local(
+    shard: &Rc<Shard>,
+    parts: Vec<(TopicPartition, i64, Visible)>,
+    deadline: Instant,
+) {
     loop {
         let mut listeners = Vec::new();
-        for (tp, offset, committed) in &parts {
+        for (tp, offset, v) in &parts {
             let Some(log) = shard.log(tp) else {
                 return;
             };
             let l = log.listen();
-            let visible = if *committed {
-                log.last_stable_offset()
-            } else {
-                log.offsets().high_watermark
+            let visible = match v {
+                Visible::Stable => log.last_stable_offset(),
+                Visible::HighWatermark => log.offsets().high_watermark,
+                Visible::Written => log.offsets().written,
             };
             if visible.get() as i64 > *offset {
                 return;

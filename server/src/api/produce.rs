@@ -25,6 +25,10 @@ struct Part {
     timestamp_type: TimestampType,
     /// The request's transactional id (transactional batches are verified against it).
     txn_id: Option<Arc<str>>,
+    /// Cluster mode: the leader epoch stamped into the batches.
+    leader_epoch: i32,
+    /// Cluster mode with acks=all: also wait for the in-sync replicas, until this deadline.
+    replicated: Option<std::time::Instant>,
 }
 
 /// The owner's answer for one partition.
@@ -116,18 +120,25 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
             let owner = usize::try_from(p.index)
                 .ok()
                 .and_then(|i| owners.get(i).copied());
-            // cluster mode: only the leader appends; followers have no replication yet, so
-            // acks=all cannot be met on a partition with several replicas
-            let placement = match (topic_code, owner) {
-                (None, Some(_)) => shard.shared.leader_check(&name, p.index).err().or_else(|| {
-                    let replicated = shard
-                        .shared
-                        .partition_view(&name, p.index)
-                        .is_some_and(|v| v.replicas.len() > 1);
-                    (req.acks == -1 && replicated).then_some(codes::NOT_ENOUGH_REPLICAS)
-                }),
+            // cluster mode: only the leader appends, and acks=all needs min.insync.replicas
+            // in the ISR before the append
+            let view = shard.shared.partition_view(&name, p.index);
+            let placement = match (topic_code, owner, &view) {
+                (None, Some(_), Some(v)) => {
+                    shard.shared.leader_check(&name, p.index).err().or_else(|| {
+                        let short = v.isr.len()
+                            < crate::cluster::replica::min_insync(&shard.shared, &name);
+                        (shard.shared.is_clustered() && req.acks == -1 && short)
+                            .then_some(codes::NOT_ENOUGH_REPLICAS)
+                    })
+                }
                 _ => None,
             };
+            let leader_epoch = view.as_ref().map_or(0, |v| v.leader_epoch);
+            let replicated = (shard.shared.is_clustered() && req.acks == -1).then(|| {
+                std::time::Instant::now()
+                    + std::time::Duration::from_millis(req.timeout_ms.max(1) as u64)
+            });
             match (topic_code.or(placement), owner) {
                 (Some(code), _) => rs[pi] = PartResult::error(code, None),
                 (None, None) => rs[pi] = PartResult::error(codes::UNKNOWN_TOPIC_OR_PARTITION, None),
@@ -140,6 +151,8 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
                     records: p.records,
                     timestamp_type: ts_type,
                     txn_id: txn_id.clone(),
+                    leader_epoch,
+                    replicated,
                 }),
             }
         }
@@ -284,7 +297,7 @@ async fn produce_local(
             continue;
         };
         let mut opts = AppendOptions {
-            leader_epoch: 0,
+            leader_epoch: p.leader_epoch,
             timestamp_type: p.timestamp_type,
             txn_guard: None,
         };
@@ -324,7 +337,7 @@ async fn produce_local(
             (Some(e), _, _) => {
                 pending.push(Err(PartResult::error(e.kafka_code(), Some(e.to_string()))))
             }
-            (None, Some(f), Some(l)) => pending.push(Ok((log, f, l))),
+            (None, Some(f), Some(l)) => pending.push(Ok((log, f, l, p.tp, p.replicated))),
             _ => pending.push(Err(PartResult::error(codes::CORRUPT_MESSAGE, None))),
         }
     }
@@ -332,11 +345,23 @@ async fn produce_local(
     for p in pending {
         out.push(match p {
             Err(r) => r,
-            Ok((log, first, last)) => {
+            Ok((log, first, last, tp, replicated)) => {
                 let waited = if acks_none {
                     Ok(())
                 } else {
                     log.wait_durable(last.last_offset, level).await
+                };
+                let waited = match (waited, replicated) {
+                    (Ok(()), Some(deadline)) => crate::cluster::replica::wait_replicated(
+                        shard,
+                        &tp,
+                        &log,
+                        last.last_offset,
+                        deadline,
+                    )
+                    .await
+                    .map_err(|code| (code, "waiting for the in-sync replicas".to_string())),
+                    (w, _) => w.map_err(|e| (e.kafka_code(), e.to_string())),
                 };
                 match waited {
                     Ok(()) => PartResult {
@@ -346,7 +371,7 @@ async fn produce_local(
                         log_append_time: first.log_append_time.unwrap_or(-1),
                         log_start_offset: log.offsets().log_start.get() as i64,
                     },
-                    Err(e) => PartResult::error(e.kafka_code(), Some(e.to_string())),
+                    Err((code, msg)) => PartResult::error(code, Some(msg)),
                 }
             }
         });

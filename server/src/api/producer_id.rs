@@ -9,7 +9,6 @@ use std::rc::Rc;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::codes;
-use crate::catalog::CatalogError;
 use crate::shard::Shard;
 
 pub fn handle(shard: &Rc<Shard>, req: InitProducerIdRequest) -> InitProducerIdResponse {
@@ -19,11 +18,7 @@ pub fn handle(shard: &Rc<Shard>, req: InitProducerIdRequest) -> InitProducerIdRe
             .with_producer_id(req.producer_id)
             .with_producer_epoch(req.producer_epoch + 1);
     }
-    let allocated = shard.shared.catalog.update(|st| {
-        let id = st.next_producer_id;
-        st.next_producer_id += 1;
-        Ok::<_, CatalogError>(id)
-    });
+    let allocated = shard.shared.allocate_producer_id();
     match allocated {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))

@@ -32,6 +32,8 @@ pub struct Member {
     /// Set when a heartbeat got through since start (the broker is registered).
     registered: AtomicBool,
     stop: AtomicBool,
+    /// A block of producer ids from the controller: (next, end).
+    producer_ids: Mutex<(i64, i64)>,
     /// Set by a controlled shutdown: no more heartbeats (they would register it again).
     leaving: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -55,6 +57,7 @@ impl Member {
             image: ImageCell::default(),
             registered: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            producer_ids: Mutex::new((0, 0)),
             leaving: AtomicBool::new(false),
             thread: Mutex::new(None),
         })
@@ -158,6 +161,23 @@ impl Member {
             Reply::Error(e) => Err(e),
             other => Err(format!("unexpected reply {other:?}")),
         }
+    }
+
+    /// A producer id unique in the cluster, from a block the controller allocated to this broker
+    /// (KIP-730). Blocks only when the block is used up (one proposal per 1000 producers).
+    pub fn next_producer_id(&self) -> Result<i64, String> {
+        const BLOCK: i64 = 1000;
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.0 >= ids.1 {
+            match self.propose(Command::AllocateProducerIds { count: BLOCK })? {
+                Ok(super::image::Applied::ProducerIds { first }) => *ids = (first, first + BLOCK),
+                Ok(other) => return Err(format!("unexpected reply {other:?}")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
     }
 
     /// The quorum's status, from its leader (DescribeQuorum).

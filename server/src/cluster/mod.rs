@@ -11,6 +11,7 @@ pub mod image;
 pub mod quorum;
 pub mod controller;
 pub mod member;
+pub mod replica;
 pub mod view;
 
 use std::path::Path;

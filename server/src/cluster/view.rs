@@ -94,6 +94,21 @@ impl BrokerShared {
         }
     }
 
+    /// A producer id never handed out before: from the catalog (single node, persisted before it
+    /// is returned) or from this broker's block allocated by the controller (cluster).
+    pub fn allocate_producer_id(&self) -> Result<i64, String> {
+        if let Some(m) = self.cluster.get() {
+            return m.next_producer_id();
+        }
+        self.catalog
+            .update(|st| {
+                let id = st.next_producer_id;
+                st.next_producer_id += 1;
+                Ok::<_, crate::catalog::CatalogError>(id)
+            })
+            .map_err(|e| e.to_string())
+    }
+
     /// Whether this broker leads the partition (always, when not clustered). In a cluster,
     /// requests for partitions led elsewhere get NOT_LEADER_OR_FOLLOWER (clients then refresh
     /// their metadata), and offline ones LEADER_NOT_AVAILABLE.
