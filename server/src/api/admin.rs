@@ -1165,19 +1165,25 @@ pub fn describe_cluster(shard: &Rc<Shard>, req: DescribeClusterRequest) -> Descr
                 .with_error_message(Some(s(format!("Unsupported endpoint type {other}"))));
         }
     }
-    let node = shared.config.node_id;
-    let (host, port) = shared.advertised();
+    // every live broker (fenced ones are left out, as Kafka's Metadata does) and the active
+    // controller; a single node is both
+    let brokers = shared
+        .brokers()
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(s(b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(None)
+        })
+        .collect();
     let cluster_id = shared.catalog.read().cluster_id.clone();
-    let broker = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(node))
-        .with_host(s(host))
-        .with_port(i32::from(port))
-        .with_rack(None);
     let mut resp = DescribeClusterResponse::default()
         .with_endpoint_type(ENDPOINT_BROKERS)
         .with_cluster_id(s(cluster_id))
-        .with_controller_id(BrokerId(node))
-        .with_brokers(vec![broker]);
+        .with_controller_id(BrokerId(shared.controller_id()))
+        .with_brokers(brokers);
     if req.include_cluster_authorized_operations {
         resp = resp.with_cluster_authorized_operations(CLUSTER_OPERATIONS);
     }
