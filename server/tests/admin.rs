@@ -1,6 +1,6 @@
 //! Admin APIs over the real protocol: CreatePartitions, DescribeConfigs, AlterConfigs,
-//! IncrementalAlterConfigs, DeleteRecords, DescribeLogDirs and DescribeCluster, every version
-//! kafka-protocol knows, against an in-process broker on 127.0.0.1:0.
+//! IncrementalAlterConfigs, DeleteRecords, DescribeLogDirs, DescribeCluster and DescribeQuorum,
+//! every version kafka-protocol knows, against an in-process broker on 127.0.0.1:0.
 
 mod common;
 
@@ -24,7 +24,8 @@ use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
     DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
     DescribeConfigsResponse, DescribeLogDirsRequest, DescribeLogDirsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    DescribeQuorumRequest, DescribeQuorumResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
 };
 use sluice_engine::batch::build_uniform;
 
@@ -56,6 +57,7 @@ const ADMIN_APIS: &[ApiKey] = &[
     ApiKey::DeleteRecords,
     ApiKey::DescribeLogDirs,
     ApiKey::DescribeCluster,
+    ApiKey::DescribeQuorum,
 ];
 
 fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
@@ -1312,4 +1314,109 @@ fn retention_config_takes_effect() {
     }
     assert_eq!(c.list_offset("ret", 0, -1), (NONE, 60), "the tail is kept");
     broker.stop();
+}
+
+fn quorum_request(topics: &[(&str, &[i32])]) -> DescribeQuorumRequest {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    DescribeQuorumRequest::default().with_topics(
+        topics
+            .iter()
+            .map(|(t, ps)| {
+                TopicData::default()
+                    .with_topic_name(name(t))
+                    .with_partitions(
+                        ps.iter()
+                            .map(|p| PartitionData::default().with_partition_index(*p))
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn describe_quorum_of_a_single_node_every_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(config(dir.path(), 2));
+    let mut c = Client::connect(broker.addr);
+    for v in versions(ApiKey::DescribeQuorum) {
+        let before = now_ms();
+        let r: DescribeQuorumResponse = c.call(
+            ApiKey::DescribeQuorum,
+            v,
+            &quorum_request(&[("__cluster_metadata", &[0])]),
+        );
+        let after = now_ms();
+        assert_eq!(r.error_code, NONE, "v{v}");
+        assert_eq!(r.topics.len(), 1, "v{v}");
+        assert_eq!(r.topics[0].topic_name.0.as_str(), "__cluster_metadata");
+        let p = &r.topics[0].partitions[..];
+        assert_eq!(p.len(), 1, "v{v}");
+        let p = &p[0];
+        assert_eq!((p.partition_index, p.error_code), (0, NONE), "v{v}");
+        // a quorum of one: this node leads at epoch 0 with nothing committed
+        assert_eq!(
+            (p.leader_id, p.leader_epoch, p.high_watermark),
+            (BrokerId(0), 0, 0),
+            "v{v}"
+        );
+        assert_eq!(p.current_voters.len(), 1, "v{v}");
+        let me = &p.current_voters[0];
+        assert_eq!((me.replica_id, me.log_end_offset), (BrokerId(0), 0), "v{v}");
+        if v >= 1 {
+            for t in [me.last_fetch_timestamp, me.last_caught_up_timestamp] {
+                assert!((before..=after).contains(&t), "v{v}: {t}");
+            }
+        }
+        assert!(p.observers.is_empty(), "v{v}");
+        if v >= 2 {
+            assert_eq!(r.nodes.len(), 1);
+            assert_eq!(r.nodes[0].node_id, BrokerId(0));
+            let l = &r.nodes[0].listeners;
+            assert_eq!(l.len(), 1);
+            assert_eq!(l[0].host.as_str(), "127.0.0.1");
+            assert_eq!(l[0].port, broker.addr.port());
+        }
+    }
+    // anything but exactly __cluster_metadata-0: UNKNOWN_TOPIC_OR_PARTITION on each partition
+    // named, as Kafka's Raft leader answers
+    for (topics, v) in [
+        (&[("__cluster_metadata", &[1][..])][..], 0),
+        (&[("__cluster_metadata", &[0, 1][..])][..], 1),
+        (&[("other", &[0][..])][..], 2),
+        (
+            &[("__cluster_metadata", &[0][..]), ("other", &[0][..])][..],
+            2,
+        ),
+    ] {
+        let r: DescribeQuorumResponse = c.call(ApiKey::DescribeQuorum, v, &quorum_request(topics));
+        assert_eq!(r.error_code, NONE, "{topics:?}");
+        let got: Vec<(String, Vec<(i32, i16)>)> = r
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.topic_name.0.to_string(),
+                    t.partitions
+                        .iter()
+                        .map(|p| (p.partition_index, p.error_code))
+                        .collect(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, Vec<(i32, i16)>)> = topics
+            .iter()
+            .map(|(t, ps)| {
+                (
+                    t.to_string(),
+                    ps.iter()
+                        .map(|p| (*p, UNKNOWN_TOPIC_OR_PARTITION))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "v{v}");
+    }
+    let r: DescribeQuorumResponse = c.call(ApiKey::DescribeQuorum, 2, &quorum_request(&[]));
+    assert_eq!((r.error_code, r.topics.len()), (NONE, 0));
 }

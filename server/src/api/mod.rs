@@ -20,6 +20,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
+mod quorum;
 pub mod topics;
 mod txn;
 
@@ -81,6 +82,7 @@ pub const SUPPORTED: &[ApiKey] = &[
     ApiKey::DeleteRecords,
     ApiKey::DescribeLogDirs,
     ApiKey::DescribeCluster,
+    ApiKey::DescribeQuorum,
     ApiKey::FindCoordinator,
     ApiKey::JoinGroup,
     ApiKey::SyncGroup,
@@ -213,6 +215,7 @@ async fn dispatch(
         RequestKind::DeleteRecords(r) => respond!(admin::delete_records(shard, r).await),
         RequestKind::DescribeLogDirs(r) => respond!(admin::describe_log_dirs(shard, r).await),
         RequestKind::DescribeCluster(r) => respond!(admin::describe_cluster(shard, r)),
+        RequestKind::DescribeQuorum(r) => respond!(quorum::describe_quorum(shard, r, v).await),
         RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(shard, r, v)),
         RequestKind::JoinGroup(r) => {
             let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(h, _)| h));
