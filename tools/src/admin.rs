@@ -193,6 +193,73 @@ pub struct ClusterDescription {
     pub brokers: Vec<BrokerInfo>,
 }
 
+/// The metadata log's topic (KRaft's name), the one partition DescribeQuorum describes.
+pub const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// NOT_LEADER_OR_FOLLOWER: the quorum has no leader right now (an election); retried.
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+
+/// One voter or observer of the metadata quorum, as its leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuorumReplica {
+    pub id: i32,
+    /// -1 when the leader does not know it.
+    pub log_end_offset: i64,
+    /// Milliseconds since the epoch; -1 when unknown (or before DescribeQuorum v1).
+    pub last_fetch_timestamp: i64,
+    pub last_caught_up_timestamp: i64,
+}
+
+/// A voter's endpoints (DescribeQuorum v2), as `NAME://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuorumNode {
+    pub id: i32,
+    pub endpoints: Vec<String>,
+}
+
+/// DescribeQuorum's answer for `__cluster_metadata-0` (Kafka's `QuorumInfo`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuorumDescription {
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    pub high_watermark: i64,
+    pub voters: Vec<QuorumReplica>,
+    pub observers: Vec<QuorumReplica>,
+    pub nodes: Vec<QuorumNode>,
+}
+
+impl QuorumDescription {
+    /// The leader's own entry among the voters.
+    pub fn leader(&self) -> Option<&QuorumReplica> {
+        self.voters.iter().find(|v| v.id == self.leader_id)
+    }
+
+    /// kafka-metadata-quorum's MaxFollowerLag and MaxFollowerLagTimeMs: the voter with the
+    /// smallest log end offset (the first such) against the leader; the time is 0 when that
+    /// voter is the leader itself and -1 when a caught-up time is unknown. `None` without a
+    /// leader among the voters.
+    pub fn max_follower_lag(&self) -> Option<(i64, i64)> {
+        let leader_at = self.voters.iter().position(|v| v.id == self.leader_id)?;
+        let leader = &self.voters[leader_at];
+        let mut min_at = 0;
+        for (i, v) in self.voters.iter().enumerate() {
+            if v.log_end_offset < self.voters[min_at].log_end_offset {
+                min_at = i;
+            }
+        }
+        let slowest = &self.voters[min_at];
+        let lag = leader.log_end_offset - slowest.log_end_offset;
+        let time = if min_at == leader_at {
+            0
+        } else if leader.last_caught_up_timestamp != -1 && slowest.last_caught_up_timestamp != -1 {
+            leader.last_caught_up_timestamp - slowest.last_caught_up_timestamp
+        } else {
+            -1
+        };
+        Some((lag, time))
+    }
+}
+
 impl Client {
     /// The version to use for `api`: the highest both this caller (`min..=max`) and the broker
     /// speak.
@@ -452,6 +519,88 @@ impl Client {
         Ok(dirs)
     }
 
+    /// DescribeQuorum for `__cluster_metadata-0`, retrying NOT_LEADER_OR_FOLLOWER (a quorum
+    /// between leaders) for up to `wait`.
+    pub fn describe_quorum(
+        &mut self,
+        wait: std::time::Duration,
+    ) -> Result<QuorumDescription, ClientError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match self.describe_quorum_once() {
+                Err(ClientError::Kafka { code, .. })
+                    if code == NOT_LEADER_OR_FOLLOWER && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn describe_quorum_once(&mut self) -> Result<QuorumDescription, ClientError> {
+        let v = self.negotiate(ApiKey::DescribeQuorum, 0, 2)?;
+        let req = DescribeQuorumRequest::default().with_topics(vec![
+            describe_quorum_request::TopicData::default()
+                .with_topic_name(topic_name(METADATA_TOPIC))
+                .with_partitions(vec![
+                    describe_quorum_request::PartitionData::default().with_partition_index(0)
+                ]),
+        ]);
+        let resp: DescribeQuorumResponse =
+            self.connection().call(ApiKey::DescribeQuorum, v, &req)?;
+        let what = || "describing the metadata quorum".to_string();
+        let malformed = |what: String| {
+            ClientError::Conn(crate::conn::ConnError::Decode {
+                api: ApiKey::DescribeQuorum,
+                version: v,
+                reason: format!("{what} where __cluster_metadata-0 alone was expected"),
+            })
+        };
+        kafka_check(what, resp.error_code, resp.error_message.as_ref())?;
+        let partition = match resp.topics.as_slice() {
+            [t] if t.topic_name.0.as_str() == METADATA_TOPIC => match t.partitions.as_slice() {
+                [p] if p.partition_index == 0 => p,
+                _ => return Err(malformed(format!("{} partitions", t.partitions.len()))),
+            },
+            _ => return Err(malformed(format!("{} topics", resp.topics.len()))),
+        };
+        kafka_check(what, partition.error_code, partition.error_message.as_ref())?;
+        let replicas = |rs: &[describe_quorum_response::ReplicaState]| {
+            rs.iter()
+                .map(|r| QuorumReplica {
+                    id: r.replica_id.0,
+                    log_end_offset: r.log_end_offset,
+                    last_fetch_timestamp: if v >= 1 { r.last_fetch_timestamp } else { -1 },
+                    last_caught_up_timestamp: if v >= 1 {
+                        r.last_caught_up_timestamp
+                    } else {
+                        -1
+                    },
+                })
+                .collect::<Vec<_>>()
+        };
+        Ok(QuorumDescription {
+            leader_id: partition.leader_id.0,
+            leader_epoch: partition.leader_epoch,
+            high_watermark: partition.high_watermark,
+            voters: replicas(&partition.current_voters),
+            observers: replicas(&partition.observers),
+            nodes: resp
+                .nodes
+                .iter()
+                .map(|n| QuorumNode {
+                    id: n.node_id.0,
+                    endpoints: n
+                        .listeners
+                        .iter()
+                        .map(|l| format!("{}://{}:{}", l.name, l.host, l.port))
+                        .collect(),
+                })
+                .collect(),
+        })
+    }
+
     /// DescribeCluster, or Metadata's view of the brokers when the broker lacks it.
     pub fn describe_cluster(&mut self) -> Result<ClusterDescription, ClientError> {
         let Ok(v) = self.negotiate(ApiKey::DescribeCluster, 0, 1) else {
@@ -492,6 +641,46 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn replica(id: i32, leo: i64, caught_up: i64) -> QuorumReplica {
+        QuorumReplica {
+            id,
+            log_end_offset: leo,
+            last_fetch_timestamp: caught_up,
+            last_caught_up_timestamp: caught_up,
+        }
+    }
+
+    #[test]
+    fn max_follower_lag_like_kafka_metadata_quorum() {
+        let q = |voters| QuorumDescription {
+            leader_id: 2,
+            leader_epoch: 1,
+            high_watermark: 10,
+            voters,
+            observers: Vec::new(),
+            nodes: Vec::new(),
+        };
+        // the slowest voter against the leader
+        let d = q(vec![
+            replica(1, 7, 900),
+            replica(2, 10, 1000),
+            replica(3, 10, 1000),
+        ]);
+        assert_eq!(d.max_follower_lag(), Some((3, 100)));
+        // the leader is the first voter with the smallest log end offset: 0 ms
+        let d = q(vec![replica(2, 10, 1000), replica(1, 10, 990)]);
+        assert_eq!(d.max_follower_lag(), Some((0, 0)));
+        // a follower ties with the leader and comes first: the time between them
+        let d = q(vec![replica(1, 10, 990), replica(2, 10, 1000)]);
+        assert_eq!(d.max_follower_lag(), Some((0, 10)));
+        // an unknown caught-up time
+        let d = q(vec![replica(1, -1, -1), replica(2, 10, 1000)]);
+        assert_eq!(d.max_follower_lag(), Some((11, -1)));
+        // no leader among the voters
+        let d = q(vec![replica(1, 10, 1000)]);
+        assert_eq!(d.max_follower_lag(), None);
+    }
 
     #[test]
     fn topic_ids_print_like_kafka() {

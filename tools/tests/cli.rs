@@ -333,6 +333,8 @@ fn unreachable_broker() {
         &["records", "delete", "t", "--before", "1"],
         &["log-dirs"],
         &["cluster", "info"],
+        &["cluster", "quorum"],
+        &["cluster", "quorum", "--replication"],
     ] {
         run_with(&addr, args, None).fails(1, &format!("cannot connect to broker {addr}"));
     }
@@ -880,10 +882,101 @@ fn records_delete_log_dirs_and_cluster_info() {
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["0*", "127.0.0.1", &port, "-"]),
         "{text}"
     );
+    assert!(text.contains("\nCONTROLLER\n==========\n0\n\n"), "{text}");
     let j = b.run(&["cluster", "info", "--output", "json"]).json();
     assert_eq!(j["brokers"][0]["port"].as_i64(), port.parse().ok());
     assert_eq!(j["controller_id"], 0);
     assert_eq!(j["topics"], 1);
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+#[test]
+fn cluster_quorum_of_a_single_node() {
+    let b = Broker::start();
+    let cluster_id = b.run(&["cluster", "info", "--output", "json"]).json()["cluster_id"]
+        .as_str()
+        .expect("cluster id")
+        .to_string();
+
+    // kafka-metadata-quorum.sh describe --status, line for line: a quorum of one
+    let expected = format!(
+        "ClusterId:              {cluster_id}\n\
+         LeaderId:               0\n\
+         LeaderEpoch:            0\n\
+         HighWatermark:          0\n\
+         MaxFollowerLag:         0\n\
+         MaxFollowerLagTimeMs:   0\n\
+         CurrentVoters:          [0]\n\
+         CurrentObservers:       []\n"
+    );
+    assert_eq!(b.ok(&["cluster", "quorum"]), expected);
+    assert_eq!(b.ok(&["cluster", "quorum", "--status"]), expected);
+    let j = b.run(&["cluster", "quorum", "--output", "json"]).json();
+    assert_eq!(j["cluster_id"], cluster_id.as_str());
+    assert_eq!(j["leader_id"], 0);
+    assert_eq!(j["leader_epoch"], 0);
+    assert_eq!(j["high_watermark"], 0);
+    assert_eq!(j["max_follower_lag"], 0);
+    assert_eq!(j["max_follower_lag_time_ms"], 0);
+    assert_eq!(j["current_voters"], serde_json::json!([0]));
+    assert_eq!(j["current_observers"], serde_json::json!([]));
+    // DescribeQuorum v2 lists the voters' endpoints: a single node's is its client listener
+    assert_eq!(
+        j["nodes"],
+        serde_json::json!([{"id": 0, "endpoints": [format!("PLAINTEXT://{}", b.addr)]}])
+    );
+
+    // --replication: Kafka's tab-separated table, the leader fetched "now"
+    let before = now_ms();
+    let text = b.ok(&["cluster", "quorum", "--replication"]);
+    let after = now_ms();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(
+        lines[0],
+        "NodeId\tLogEndOffset\tLag\tLastFetchTimestamp\tLastCaughtUpTimestamp\tStatus\t"
+    );
+    let cells: Vec<&str> = lines[1].split('\t').map(str::trim_end).collect();
+    assert_eq!(cells.len(), 7, "{text}");
+    assert_eq!(&cells[..3], ["0", "0", "0"], "{text}");
+    assert_eq!((cells[5], cells[6]), ("Leader", ""), "{text}");
+    for t in &cells[3..5] {
+        let t: i64 = t.parse().expect("a timestamp");
+        assert!(
+            (before..=after).contains(&t),
+            "{t} not in {before}..={after}"
+        );
+    }
+    // every cell is padded to its column's width
+    assert_eq!(
+        lines[1].split('\t').map(str::len).collect::<Vec<_>>()[..6],
+        [6, 12, 3, 18, 21, 6]
+    );
+    let j = b
+        .run(&["cluster", "quorum", "--replication", "--output", "json"])
+        .json();
+    let rows = j.as_array().expect("rows");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["node_id"], 0);
+    assert_eq!(rows[0]["lag"], 0);
+    assert_eq!(rows[0]["status"], "Leader");
+    let text = b.ok(&["cluster", "quorum", "--replication", "--human-readable"]);
+    assert!(
+        text.lines().nth(1).expect("row").contains(" ms ago"),
+        "{text}"
+    );
+
+    b.run(&["cluster", "quorum", "--status", "--replication"])
+        .fails(2, "cannot be used with");
+    b.run(&["cluster", "quorum", "--human-readable"])
+        .fails(2, "--replication");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! `sluice records delete`, `sluice log-dirs`, `sluice cluster info`.
+//! `sluice records delete`, `sluice log-dirs`, `sluice cluster info`, `sluice cluster quorum`.
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -35,7 +35,26 @@ pub struct LogDirsArgs {
 pub enum ClusterCmd {
     /// Cluster id, controller and brokers
     Info,
+    /// The metadata quorum: leader, epoch, high watermark, voters (kafka-metadata-quorum.sh
+    /// describe)
+    Quorum(QuorumArgs),
 }
+
+#[derive(Debug, Args)]
+pub struct QuorumArgs {
+    /// A summary of the quorum (the default)
+    #[arg(long, conflicts_with = "replication")]
+    status: bool,
+    /// Each voter's and observer's log end offset, lag and last fetch
+    #[arg(long)]
+    replication: bool,
+    /// With --replication: times as "N ms ago"
+    #[arg(long)]
+    human_readable: bool,
+}
+
+/// How long `cluster quorum` waits for a quorum that is between leaders.
+const QUORUM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// OFFSET_OUT_OF_RANGE
 const OFFSET_OUT_OF_RANGE: i16 = 1;
@@ -218,7 +237,13 @@ pub fn log_dirs(g: &Global, a: LogDirsArgs) -> Result<(), CliError> {
 }
 
 pub fn cluster(g: &Global, cmd: ClusterCmd) -> Result<(), CliError> {
-    let ClusterCmd::Info = cmd;
+    match cmd {
+        ClusterCmd::Info => cluster_info(g),
+        ClusterCmd::Quorum(a) => quorum(g, a),
+    }
+}
+
+fn cluster_info(g: &Global) -> Result<(), CliError> {
     let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
     let c = client.describe_cluster()?;
     let md = client.cluster_metadata(None)?;
@@ -242,6 +267,11 @@ pub fn cluster(g: &Global, cmd: ClusterCmd) -> Result<(), CliError> {
     let mut s = String::new();
     s.push_str("CLUSTER\n=======\n");
     s.push_str(&format!("{}\n\n", c.cluster_id.as_deref().unwrap_or("-")));
+    s.push_str("CONTROLLER\n==========\n");
+    s.push_str(&format!(
+        "{}\n\n",
+        out::dash((c.controller_id >= 0).then_some(c.controller_id))
+    ));
     s.push_str("BROKERS\n=======\n");
     let rows: Vec<Vec<String>> = c
         .brokers
@@ -274,4 +304,162 @@ pub fn cluster(g: &Global, cmd: ClusterCmd) -> Result<(), CliError> {
         .collect();
     s.push_str(&out::table(&["NAME", "PARTITIONS", "REPLICAS"], &rows));
     out::print(&s)
+}
+
+/// A table as Kafka's tools print it (ToolsUtils.prettyPrintTable): every cell padded to its
+/// column's width and followed by a tab, the last one too.
+fn kafka_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::new();
+        for (c, w) in cells.zip(&widths) {
+            s.push_str(c);
+            s.extend(std::iter::repeat_n(
+                ' ',
+                w.saturating_sub(c.chars().count()),
+            ));
+            s.push('\t');
+        }
+        s.push('\n');
+        s
+    };
+    let mut out = line(&mut headers.iter().copied());
+    for r in rows {
+        out.push_str(&line(&mut r.iter().map(String::as_str)));
+    }
+    out
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `sluice cluster quorum [--status | --replication [--human-readable]]`: the output of
+/// kafka-metadata-quorum.sh describe (3.x, voters by id).
+fn quorum(g: &Global, a: QuorumArgs) -> Result<(), CliError> {
+    if a.human_readable && !a.replication {
+        return Err(CliError::usage(
+            "--human-readable is only supported along with --replication",
+        ));
+    }
+    let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
+    let q = client.describe_quorum(QUORUM_WAIT)?;
+    let Some(leader) = q.leader().cloned() else {
+        return Err(CliError::failed(format!(
+            "the metadata quorum's leader {} is not among its voters",
+            q.leader_id
+        )));
+    };
+    if a.replication {
+        #[derive(Serialize)]
+        struct Row {
+            node_id: i32,
+            log_end_offset: i64,
+            lag: i64,
+            last_fetch_timestamp: i64,
+            last_caught_up_timestamp: i64,
+            status: &'static str,
+        }
+        let followers = q.voters.iter().filter(|v| v.id != q.leader_id);
+        let rows: Vec<Row> = std::iter::once((&leader, "Leader"))
+            .chain(followers.map(|v| (v, "Follower")))
+            .chain(q.observers.iter().map(|o| (o, "Observer")))
+            .map(|(r, status)| Row {
+                node_id: r.id,
+                log_end_offset: r.log_end_offset,
+                lag: leader.log_end_offset - r.log_end_offset,
+                last_fetch_timestamp: r.last_fetch_timestamp,
+                last_caught_up_timestamp: r.last_caught_up_timestamp,
+                status,
+            })
+            .collect();
+        if g.json() {
+            return out::print_json(&rows);
+        }
+        let now = now_ms();
+        let time = |t: i64| match t {
+            -1 => "-1".to_string(),
+            t if a.human_readable => format!("{} ms ago", (now - t).max(0)),
+            t => t.to_string(),
+        };
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.node_id.to_string(),
+                    r.log_end_offset.to_string(),
+                    r.lag.to_string(),
+                    time(r.last_fetch_timestamp),
+                    time(r.last_caught_up_timestamp),
+                    r.status.to_string(),
+                ]
+            })
+            .collect();
+        return out::print(&kafka_table(
+            &[
+                "NodeId",
+                "LogEndOffset",
+                "Lag",
+                "LastFetchTimestamp",
+                "LastCaughtUpTimestamp",
+                "Status",
+            ],
+            &cells,
+        ));
+    }
+    let cluster_id = client.describe_cluster()?.cluster_id.unwrap_or_default();
+    let (lag, lag_ms) = q.max_follower_lag().unwrap_or((0, -1));
+    let voters: Vec<i32> = q.voters.iter().map(|v| v.id).collect();
+    let observers: Vec<i32> = q.observers.iter().map(|o| o.id).collect();
+    if g.json() {
+        #[derive(Serialize)]
+        struct Status<'a> {
+            cluster_id: &'a str,
+            leader_id: i32,
+            leader_epoch: i32,
+            high_watermark: i64,
+            max_follower_lag: i64,
+            max_follower_lag_time_ms: i64,
+            current_voters: &'a [i32],
+            current_observers: &'a [i32],
+            nodes: &'a [sluice_tools::admin::QuorumNode],
+        }
+        return out::print_json(&Status {
+            cluster_id: &cluster_id,
+            leader_id: q.leader_id,
+            leader_epoch: q.leader_epoch,
+            high_watermark: q.high_watermark,
+            max_follower_lag: lag,
+            max_follower_lag_time_ms: lag_ms,
+            current_voters: &voters,
+            current_observers: &observers,
+            nodes: &q.nodes,
+        });
+    }
+    let ids = |v: &[i32]| {
+        let v: Vec<String> = v.iter().map(i32::to_string).collect();
+        format!("[{}]", v.join(","))
+    };
+    out::print(&format!(
+        "ClusterId:              {cluster_id}\n\
+         LeaderId:               {}\n\
+         LeaderEpoch:            {}\n\
+         HighWatermark:          {}\n\
+         MaxFollowerLag:         {lag}\n\
+         MaxFollowerLagTimeMs:   {lag_ms}\n\
+         CurrentVoters:          {}\n\
+         CurrentObservers:       {}\n",
+        q.leader_id,
+        q.leader_epoch,
+        q.high_watermark,
+        ids(&voters),
+        ids(&observers),
+    ))
 }

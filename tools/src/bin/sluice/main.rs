@@ -80,7 +80,7 @@ enum Command {
     Records(admin::RecordsCmd),
     /// Bytes stored per topic and partition (kafka-log-dirs.sh)
     LogDirs(admin::LogDirsArgs),
-    /// The cluster: id, controller, brokers
+    /// The cluster: id, controller, brokers, and the metadata quorum
     #[command(subcommand)]
     Cluster(admin::ClusterCmd),
     /// Print the batches of segment files offline (kafka-dump-log.sh)
