@@ -676,6 +676,18 @@ fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, i16> {
 /// Appends the COMMIT/ABORT marker to every partition of the transaction (on their owning
 /// shards, in parallel, each fdatasync'd) and ends the transaction's offsets in its groups.
 async fn write_markers(shard: &Rc<Shard>, m: &TxnMeta, commit: bool) -> Result<(), String> {
+    // cluster mode: a marker may only be written by its partition's leader; markers to other
+    // brokers (WriteTxnMarkers) are not implemented yet, so such a transaction cannot end here
+    // (it is refused rather than written into a follower's log)
+    if let Some((t, p)) = m
+        .partitions
+        .iter()
+        .find(|(t, p)| shard.shared.leader_check(t, *p).is_err_and(|c| c != 3))
+    {
+        return Err(format!(
+            "{t}-{p} is led by another broker; cross-broker transaction markers are not supported yet"
+        ));
+    }
     let mut by_owner: BTreeMap<usize, Vec<TopicPartition>> = BTreeMap::new();
     {
         let st = shard.shared.catalog.read();

@@ -58,8 +58,6 @@ pub fn find_coordinator(
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let node = shard.shared.config.node_id;
-    let (host, port) = shard.shared.advertised();
     let keys: Vec<StrBytes> = if version >= 4 {
         req.coordinator_keys
     } else {
@@ -70,6 +68,7 @@ pub fn find_coordinator(
         .into_iter()
         .map(|k| {
             let e = CoordinatorEntry::default().with_key(k.clone());
+            let coordinator = shard.shared.coordinator_for(&k);
             if !valid_type || k.is_empty() {
                 e.with_error_code(if valid_type {
                     err::INVALID_GROUP_ID
@@ -78,10 +77,14 @@ pub fn find_coordinator(
                 })
                 .with_node_id(BrokerId(-1))
                 .with_port(-1)
+            } else if let Some(c) = coordinator {
+                e.with_node_id(BrokerId(c.id))
+                    .with_host(s(c.host))
+                    .with_port(i32::from(c.port))
             } else {
-                e.with_node_id(BrokerId(node))
-                    .with_host(s(host.clone()))
-                    .with_port(port as i32)
+                e.with_error_code(err::COORDINATOR_NOT_AVAILABLE)
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1)
             }
         })
         .collect();
