@@ -163,6 +163,13 @@ pub struct RunArgs {
     /// shard is pinned to core 0 and loadgen's threads find room on the other.
     #[arg(long, default_value_t = 1)]
     pub cores: usize,
+    /// Brokers of the embedded cluster: more than 1 starts that many brokers in this process,
+    /// each a metadata quorum voter with its own data dir (real fsync), on 127.0.0.1.
+    #[arg(long, default_value_t = 1)]
+    pub brokers: usize,
+    /// Replication factor of the topic when loadgen creates it.
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i16,
     /// A setting of the embedded broker, as in server.properties (repeatable), e.g.
     /// `--broker-config log.segment.bytes=1048576`.
     #[arg(long = "broker-config", value_name = "KEY=VALUE")]
@@ -312,6 +319,24 @@ impl RunArgs {
         }
         if self.batch_size < 128 {
             return Err("--batch-size must be >= 128".into());
+        }
+        if self.brokers == 0 {
+            return Err("--brokers must be at least 1".into());
+        }
+        if self.brokers > 1 && (self.bootstrap_server.is_some() || self.null_sink) {
+            return Err("--brokers starts an embedded cluster: not with --bootstrap-server or --null-sink".into());
+        }
+        if self.replication_factor < 1 {
+            return Err("--replication-factor must be at least 1".into());
+        }
+        if self.bootstrap_server.is_none()
+            && !self.null_sink
+            && self.replication_factor as usize > self.brokers
+        {
+            return Err(format!(
+                "--replication-factor {} needs at least as many --brokers (got {})",
+                self.replication_factor, self.brokers
+            ));
         }
         if !self.broker_config.is_empty() && (self.bootstrap_server.is_some() || self.null_sink) {
             return Err("--broker-config sets the embedded broker: not with --bootstrap-server                         or --null-sink"

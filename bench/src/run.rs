@@ -118,7 +118,8 @@ impl RunResult {
 
 enum Target {
     Embedded {
-        handle: sluice_server::BrokerHandle,
+        /// One broker, or every broker of the embedded cluster.
+        handles: Vec<sluice_server::BrokerHandle>,
         dir: Option<tempfile::TempDir>,
         path: PathBuf,
     },
@@ -132,32 +133,82 @@ fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo), Ru
         .prefix("loadgen-sluice-")
         .tempdir_in(&args.data_dir)?;
     let path = dir.path().to_path_buf();
-    let mut config = sluice_server::config::ServerConfig {
-        listen: "127.0.0.1:0"
-            .parse()
-            .map_err(|e| RunError::Broker(format!("{e}")))?,
-        data_dir: path.clone(),
-        cores: args.cores,
-        ..Default::default()
+    // a cluster: every broker is a voter of the metadata quorum, on ports picked now
+    let voters: Vec<(i32, SocketAddr)> = if args.brokers > 1 {
+        (1..=args.brokers as i32)
+            .map(|id| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+                Ok((id, l.local_addr()?))
+            })
+            .collect::<std::io::Result<_>>()?
+    } else {
+        Vec::new()
     };
-    for kv in &args.broker_config {
-        let (k, v) = kv
-            .split_once('=')
-            .map(|(k, v)| (k.trim(), v.trim()))
-            .ok_or_else(|| RunError::Broker(format!("--broker-config {kv}: expected KEY=VALUE")))?;
-        config
-            .set(k, v)
-            .map_err(|e| RunError::Broker(format!("--broker-config {kv}: {e}")))?;
-        if config.unknown_keys.iter().any(|u| u == k) {
-            return Err(RunError::Broker(format!(
-                "--broker-config {kv}: unknown setting"
-            )));
+    let mut handles = Vec::new();
+    for b in 0..args.brokers {
+        let data_dir = if args.brokers > 1 {
+            path.join(format!("broker-{}", b + 1))
+        } else {
+            path.clone()
+        };
+        let mut config = sluice_server::config::ServerConfig {
+            listen: "127.0.0.1:0"
+                .parse()
+                .map_err(|e| RunError::Broker(format!("{e}")))?,
+            data_dir,
+            cores: args.cores,
+            ..Default::default()
+        };
+        if args.brokers > 1 {
+            config.node_id = b as i32 + 1;
+            config.quorum_voters = voters.clone();
+        }
+        for kv in &args.broker_config {
+            let (k, v) = kv
+                .split_once('=')
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .ok_or_else(|| {
+                    RunError::Broker(format!("--broker-config {kv}: expected KEY=VALUE"))
+                })?;
+            config
+                .set(k, v)
+                .map_err(|e| RunError::Broker(format!("--broker-config {kv}: {e}")))?;
+            if config.unknown_keys.iter().any(|u| u == k) {
+                return Err(RunError::Broker(format!(
+                    "--broker-config {kv}: unknown setting"
+                )));
+            }
+        }
+        match sluice_server::start(config) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                for h in handles {
+                    h.stop();
+                }
+                return Err(RunError::Broker(e.to_string()));
+            }
         }
     }
-    let handle = sluice_server::start(config).map_err(|e| RunError::Broker(e.to_string()))?;
-    let addr = handle.addr;
+    if args.brokers > 1 {
+        // every broker registered with the quorum before topics are placed over them
+        let until = Instant::now() + Duration::from_secs(30);
+        while handles[0].live_brokers().map_or(0, |b| b.len()) < args.brokers {
+            if Instant::now() > until {
+                for h in handles {
+                    h.stop();
+                }
+                return Err(RunError::Broker("the embedded cluster did not form".into()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let addr = handles[0].addr;
     let info = BrokerInfo {
-        kind: "sluice (embedded)".into(),
+        kind: if args.brokers > 1 {
+            format!("sluice (embedded cluster of {} brokers)", args.brokers)
+        } else {
+            "sluice (embedded)".into()
+        },
         address: addr.to_string(),
         cores: Some(args.cores),
         data_dir: Some(path.display().to_string()),
@@ -165,13 +216,66 @@ fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo), Ru
     };
     Ok((
         Target::Embedded {
-            handle,
+            handles,
             dir: Some(dir),
             path,
         },
         addr,
         info,
     ))
+}
+
+/// The embedded cluster's brokers by node id (what Metadata's leader ids name).
+fn broker_addrs(target: &Target) -> Vec<(i32, SocketAddr)> {
+    match target {
+        Target::Embedded { handles, .. } if handles.len() > 1 => handles
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (i as i32 + 1, h.addr))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The one broker leading every partition of `topic` (loadgen's connections each talk to one
+/// broker, so in a cluster the topic's partitions must share their leader: 1 partition does).
+fn cluster_leader(
+    admin: &mut Client,
+    topic: &str,
+    cluster: &[(i32, SocketAddr)],
+) -> Result<SocketAddr, RunError> {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let parts = admin.partitions(topic)?.unwrap_or_default();
+        let mut leaders: Vec<i32> = parts.iter().map(|p| p.leader).collect();
+        leaders.sort_unstable();
+        leaders.dedup();
+        match leaders.as_slice() {
+            [l] if *l >= 0 && !parts.is_empty() => {
+                if let Some((_, a)) = cluster.iter().find(|(id, _)| id == l) {
+                    // the leader learns of the topic from the quorum a moment later
+                    let mut c = Client::connect_addr(*a, "loadgen-admin")?;
+                    let seen = c
+                        .partitions(topic)?
+                        .is_some_and(|p| !p.is_empty() && p.iter().all(|p| p.leader == *l));
+                    if seen {
+                        return Ok(*a);
+                    }
+                }
+            }
+            [_, _, ..] => {
+                return Err(RunError::Config(format!(
+                    "the partitions of {topic} have leaders {leaders:?}: with --brokers, use \
+                     partitions that share one leader (e.g. --partitions 1)"
+                )))
+            }
+            _ => {}
+        }
+        if Instant::now() > until {
+            return Err(RunError::Broker(format!("{topic} has no leader")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Pins the calling thread (and the threads it starts later) to `cpus`.
@@ -243,11 +347,20 @@ pub fn run(args: &RunArgs) -> Result<RunResult, RunError> {
         let cpus: Vec<usize> = (args.cores..ncpu).collect();
         pin_to(&cpus);
     }
-    let result = drive(&args, &label, run_id, clock, addr, broker);
+    let brokers = broker_addrs(&target);
+    let result = drive(&args, &label, run_id, clock, addr, broker, &brokers);
     // stop the broker whatever happened
     match target {
-        Target::Embedded { handle, dir, path } => {
-            handle.stop();
+        Target::Embedded {
+            handles, dir, path, ..
+        } => {
+            // ask them all to stop first: a cluster's brokers hand leadership over as they go
+            for h in &handles {
+                h.request_stop();
+            }
+            for h in handles {
+                h.join();
+            }
             if args.keep_data {
                 if let Some(d) = dir {
                     let kept = d.keep();
@@ -271,6 +384,7 @@ fn drive(
     clock: Clock,
     addr: SocketAddr,
     broker: BrokerInfo,
+    cluster: &[(i32, SocketAddr)],
 ) -> Result<RunResult, RunError> {
     let wall = Instant::now();
     let load_average_at_start = std::fs::read_to_string("/proc/loadavg")
@@ -296,9 +410,25 @@ fn drive(
                     args.topic
                 )));
             }
-            admin.create_topic(&args.topic, args.partitions, 1, &[])?;
+            admin.create_topic(
+                &args.topic,
+                args.partitions,
+                args.replication_factor,
+                &[],
+            )?;
             args.partitions
         }
+    };
+    // an embedded cluster: producers and consumers talk to the partitions' leader
+    let addr = if cluster.is_empty() {
+        addr
+    } else {
+        cluster_leader(&mut admin, &args.topic, cluster)?
+    };
+    let mut admin = if cluster.is_empty() {
+        admin
+    } else {
+        Client::connect_addr(addr, "loadgen-admin")?
     };
     let all: Vec<i32> = (0..partitions).collect();
     let start_at = if args.mode == Mode::Consume { -2 } else { -1 };

@@ -88,6 +88,11 @@ impl BrokerHandle {
         self.shared.request_stop();
     }
 
+    /// Cluster mode: the live brokers this broker's metadata image lists (None: single node).
+    pub fn live_brokers(&self) -> Option<Vec<i32>> {
+        self.shared.image().map(|i| i.live_brokers())
+    }
+
     pub fn stopper(&self) -> Arc<dyn Fn() + Send + Sync> {
         let s = self.shared.clone();
         Arc::new(move || s.request_stop())
