@@ -324,7 +324,10 @@ impl RunArgs {
             return Err("--brokers must be at least 1".into());
         }
         if self.brokers > 1 && (self.bootstrap_server.is_some() || self.null_sink) {
-            return Err("--brokers starts an embedded cluster: not with --bootstrap-server or --null-sink".into());
+            return Err(
+                "--brokers starts an embedded cluster: not with --bootstrap-server or --null-sink"
+                    .into(),
+            );
         }
         if self.replication_factor < 1 {
             return Err("--replication-factor must be at least 1".into());

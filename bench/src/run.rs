@@ -410,12 +410,7 @@ fn drive(
                     args.topic
                 )));
             }
-            admin.create_topic(
-                &args.topic,
-                args.partitions,
-                args.replication_factor,
-                &[],
-            )?;
+            admin.create_topic(&args.topic, args.partitions, args.replication_factor, &[])?;
             args.partitions
         }
     };

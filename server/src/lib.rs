@@ -193,7 +193,10 @@ fn start_cluster(shared: &Arc<BrokerShared>) -> Result<cluster::ClusterNode, Str
             while !shared.is_stopping() {
                 let img = member.image();
                 if img.applied > synced {
-                    match shared.catalog.sync_from_image(&img, shared.config.cores.max(1)) {
+                    match shared
+                        .catalog
+                        .sync_from_image(&img, shared.config.cores.max(1))
+                    {
                         Ok(()) => synced = img.applied,
                         Err(e) => tracing::error!(error = %e, "catalog sync failed"),
                     }

@@ -118,7 +118,8 @@ fn build_config(args: &Args) -> Result<ServerConfig, String> {
         c.advertised = Some((h.to_string(), p));
     }
     if let Some(id) = args.node_id {
-        c.set("node.id", &id.to_string()).map_err(|e| e.to_string())?;
+        c.set("node.id", &id.to_string())
+            .map_err(|e| e.to_string())?;
     }
     if let Some(v) = &args.controller_quorum_voters {
         c.set("controller.quorum.voters", v)

@@ -668,9 +668,9 @@ impl TxnCoordinator {
 
 fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, i16> {
     shard.shared.allocate_producer_id().map_err(|e| {
-            tracing::error!(error = %e, "allocating a producer id failed");
-            err::KAFKA_STORAGE_ERROR
-        })
+        tracing::error!(error = %e, "allocating a producer id failed");
+        err::KAFKA_STORAGE_ERROR
+    })
 }
 
 /// Appends the COMMIT/ABORT marker to every partition of the transaction (on their owning

@@ -72,10 +72,16 @@ fn placement_spreads_leaders_and_never_repeats_a_broker() {
         assert_eq!(s.len(), 3, "{r:?} repeats a broker");
         *leaders.entry(r[0]).or_insert(0) += 1;
     }
-    assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2, 2]);
+    assert_eq!(
+        leaders.values().copied().collect::<Vec<_>>(),
+        vec![2, 2, 2, 2]
+    );
     assert!(assign_replicas(&brokers, 1, 5, 0).is_err());
     assert!(assign_replicas(&brokers, 1, 0, 0).is_err());
-    assert_eq!(assign_replicas(&[7], 2, 1, 0).expect("one"), vec![vec![7], vec![7]]);
+    assert_eq!(
+        assign_replicas(&[7], 2, 1, 0).expect("one"),
+        vec![vec![7], vec![7]]
+    );
 }
 
 #[test]
@@ -83,14 +89,23 @@ fn fencing_the_leader_elects_the_next_in_sync_replica() {
     let (mut img, mut i) = cluster(&[1, 2, 3]);
     create(&mut img, &mut i, "t", vec![vec![1, 2, 3], vec![2, 3, 1]]);
     let p = img.partition("t", 0).expect("p0");
-    assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (1, 0, vec![1, 2, 3]));
+    assert_eq!(
+        (p.leader, p.leader_epoch, p.isr.clone()),
+        (1, 0, vec![1, 2, 3])
+    );
     apply(&mut img, &mut i, Command::FenceBroker { id: 1 }).expect("fence");
     let p = img.partition("t", 0).expect("p0");
-    assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (2, 1, vec![2, 3]));
+    assert_eq!(
+        (p.leader, p.leader_epoch, p.isr.clone()),
+        (2, 1, vec![2, 3])
+    );
     assert_eq!(p.offline(&img), vec![1]);
     // partition 1 keeps its leader; only its ISR shrinks, the leader epoch stays
     let p1 = img.partition("t", 1).expect("p1");
-    assert_eq!((p1.leader, p1.leader_epoch, p1.isr.clone()), (2, 0, vec![2, 3]));
+    assert_eq!(
+        (p1.leader, p1.leader_epoch, p1.isr.clone()),
+        (2, 0, vec![2, 3])
+    );
 }
 
 #[test]
@@ -101,7 +116,11 @@ fn the_last_in_sync_replica_stays_and_leads_again_when_it_returns() {
     apply(&mut img, &mut i, Command::FenceBroker { id: 1 }).expect("fence 1");
     let p = img.partition("t", 0).expect("p0");
     assert_eq!(p.leader, NO_LEADER);
-    assert_eq!(p.isr, vec![1], "unclean election is off: the last ISR member stays");
+    assert_eq!(
+        p.isr,
+        vec![1],
+        "unclean election is off: the last ISR member stays"
+    );
     // broker 2 returns: it is not in the ISR, so the partition stays offline
     register(&mut img, &mut i, 2);
     assert_eq!(img.partition("t", 0).expect("p0").leader, NO_LEADER);
@@ -184,7 +203,10 @@ fn producer_id_blocks_never_overlap_and_replay_is_deterministic() {
         .collect();
     assert!(matches!(results[5], Err(ApplyError::TopicExists(_))));
     assert_eq!(again, img);
-    assert_eq!(img.brokers[&2].epoch, 1, "re-registration bumps the broker epoch");
+    assert_eq!(
+        img.brokers[&2].epoch, 1,
+        "re-registration bumps the broker epoch"
+    );
 }
 
 #[test]

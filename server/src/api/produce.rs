@@ -126,8 +126,8 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
             let placement = match (topic_code, owner, &view) {
                 (None, Some(_), Some(v)) => {
                     shard.shared.leader_check(&name, p.index).err().or_else(|| {
-                        let short = v.isr.len()
-                            < crate::cluster::replica::min_insync(&shard.shared, &name);
+                        let short =
+                            v.isr.len() < crate::cluster::replica::min_insync(&shard.shared, &name);
                         (shard.shared.is_clustered() && req.acks == -1 && short)
                             .then_some(codes::NOT_ENOUGH_REPLICAS)
                     })

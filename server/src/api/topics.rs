@@ -57,8 +57,7 @@ pub async fn create_topic(
         } else {
             replication_factor
         };
-        return create_clustered(shard, member, name, partitions, rf, configs, validate_only)
-            .await;
+        return create_clustered(shard, member, name, partitions, rf, configs, validate_only).await;
     }
     if !(replication_factor == -1 || replication_factor == 1) {
         return Err(TopicError(
@@ -134,8 +133,13 @@ async fn create_clustered(
     }
     // spread the first replicas of successive topics over the brokers
     let start = image.topics.len() + name.len();
-    let assignment = assign_replicas(&live, partitions as usize, replication_factor as usize, start)
-        .map_err(|m| TopicError(codes::INVALID_REPLICATION_FACTOR, m))?;
+    let assignment = assign_replicas(
+        &live,
+        partitions as usize,
+        replication_factor as usize,
+        start,
+    )
+    .map_err(|m| TopicError(codes::INVALID_REPLICATION_FACTOR, m))?;
     let id = Uuid::new_v4();
     let info = TopicInfo {
         name: name.to_string(),
@@ -166,7 +170,12 @@ async fn create_clustered(
     loop {
         if let Some(t) = shard.shared.catalog.read().topics.get(name) {
             if t.id == id {
-                tracing::info!(topic = name, partitions, replication_factor, "created topic");
+                tracing::info!(
+                    topic = name,
+                    partitions,
+                    replication_factor,
+                    "created topic"
+                );
                 return Ok(t.clone());
             }
         }

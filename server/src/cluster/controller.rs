@@ -117,10 +117,17 @@ pub struct VoterView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Reply {
     /// Ask the leader instead (None: no leader right now).
-    NotLeader { leader: Option<BrokerId> },
+    NotLeader {
+        leader: Option<BrokerId>,
+    },
     /// The current image, when the broker's copy is older.
-    Heartbeat { image: Option<Image> },
-    Applied { index: u64, result: CommandResult },
+    Heartbeat {
+        image: Option<Image>,
+    },
+    Applied {
+        index: u64,
+        result: CommandResult,
+    },
     Status(QuorumView),
     Error(String),
 }

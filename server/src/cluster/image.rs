@@ -97,7 +97,9 @@ pub struct Image {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// The first command of a new cluster.
-    InitCluster { cluster_id: String },
+    InitCluster {
+        cluster_id: String,
+    },
     /// A broker (re)starts: recorded live; partitions it can lead again get a leader.
     RegisterBroker {
         id: BrokerId,
@@ -106,7 +108,9 @@ pub enum Command {
         incarnation: u64,
     },
     /// A broker stopped heartbeating (or shut down): it leaves every ISR and leads nothing.
-    FenceBroker { id: BrokerId },
+    FenceBroker {
+        id: BrokerId,
+    },
     CreateTopic {
         name: String,
         id: Uuid,
@@ -114,7 +118,9 @@ pub enum Command {
         assignment: Vec<Vec<BrokerId>>,
         configs: BTreeMap<String, String>,
     },
-    DeleteTopic { name: String },
+    DeleteTopic {
+        name: String,
+    },
     /// Adds partitions at the end with the given replicas.
     CreatePartitions {
         name: String,
@@ -133,7 +139,9 @@ pub enum Command {
         partition_epoch: i32,
         isr: Vec<BrokerId>,
     },
-    AllocateProducerIds { count: i64 },
+    AllocateProducerIds {
+        count: i64,
+    },
 }
 
 /// Why a command changed nothing. Carries the Kafka error code for the requester.
@@ -170,7 +178,9 @@ impl ApplyError {
 pub enum Applied {
     Done,
     /// AllocateProducerIds: the first id of the block.
-    ProducerIds { first: i64 },
+    ProducerIds {
+        first: i64,
+    },
 }
 
 impl Image {
@@ -198,7 +208,10 @@ impl Image {
 
     /// Applies one committed command. Deterministic: depends only on the image and `cmd`.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Result<Applied, ApplyError> {
-        debug_assert!(index > self.applied || index == 0, "commands apply in log order");
+        debug_assert!(
+            index > self.applied || index == 0,
+            "commands apply in log order"
+        );
         self.applied = self.applied.max(index);
         match cmd {
             Command::InitCluster { cluster_id } => {
@@ -353,16 +366,15 @@ impl Image {
             )));
         }
         if !isr.contains(&leader) {
-            return Err(ApplyError::Invalid("the ISR must contain the leader".into()));
+            return Err(ApplyError::Invalid(
+                "the ISR must contain the leader".into(),
+            ));
         }
         if let Some(b) = isr.iter().find(|b| !p.replicas.contains(b)) {
             return Err(ApplyError::Invalid(format!("{b} is not a replica")));
         }
         // a fenced broker cannot join the ISR (it may have lost data it acknowledged)
-        if let Some(b) = isr
-            .iter()
-            .find(|b| !live.contains(b) && !p.isr.contains(b))
-        {
+        if let Some(b) = isr.iter().find(|b| !live.contains(b) && !p.isr.contains(b)) {
             return Err(ApplyError::Invalid(format!("broker {b} is fenced")));
         }
         p.isr = isr.to_vec();

@@ -88,9 +88,11 @@ impl Member {
         let mut last_err = String::from("no voter answered");
         let mut round = 0usize;
         while Instant::now() < deadline && !self.stop.load(Ordering::Acquire) {
-            let target = self
-                .controller()
-                .or_else(|| self.voters.get(round % self.voters.len().max(1)).map(|v| v.0));
+            let target = self.controller().or_else(|| {
+                self.voters
+                    .get(round % self.voters.len().max(1))
+                    .map(|v| v.0)
+            });
             round += 1;
             let Some(addr) = target.and_then(|t| self.addr_of(t)) else {
                 return Err("controller.quorum.voters is empty".into());

@@ -7,10 +7,10 @@
 //!
 //! With no quorum configured the broker is a cluster of one and none of this runs.
 
-pub mod image;
-pub mod quorum;
 pub mod controller;
+pub mod image;
 pub mod member;
+pub mod quorum;
 pub mod replica;
 pub mod view;
 

@@ -269,7 +269,11 @@ async fn reconcile(shard: &Rc<Shard>) {
             }
         }
     }
-    shard.replication.leading.borrow_mut().retain(|tp, _| mine.contains(tp));
+    shard
+        .replication
+        .leading
+        .borrow_mut()
+        .retain(|tp, _| mine.contains(tp));
     let gone: Vec<_> = shard
         .replication
         .following
@@ -321,7 +325,10 @@ fn maintain_isr(
                     let caught_up = p.map_or(l.since, |p| p.caught_up);
                     now.duration_since(caught_up) <= lag
                 } else {
-                    image.is_live(b) && p.is_some_and(|p| p.fetched >= hw && now.duration_since(p.caught_up) <= lag)
+                    image.is_live(b)
+                        && p.is_some_and(|p| {
+                            p.fetched >= hw && now.duration_since(p.caught_up) <= lag
+                        })
                 }
             })
             .collect()
@@ -343,7 +350,10 @@ fn maintain_isr(
         let r = glommio::executor()
             .spawn_blocking(move || member.propose(cmd))
             .await;
-        if let Ok(Err(e)) | Err(e) = r.map_err(|e| e.to_string()).map(|x| x.map_err(|e| e.to_string())) {
+        if let Ok(Err(e)) | Err(e) = r
+            .map_err(|e| e.to_string())
+            .map(|x| x.map_err(|e| e.to_string()))
+        {
             tracing::debug!(error = %e, "AlterPartition not applied");
         }
         s.replication.altering.borrow_mut().remove(&tp);
@@ -487,7 +497,10 @@ async fn send_fetch(
     let mut buf = BytesMut::new();
     buf.put_i32(0);
     header
-        .encode(&mut buf, ApiKey::Fetch.request_header_version(FETCH_VERSION))
+        .encode(
+            &mut buf,
+            ApiKey::Fetch.request_header_version(FETCH_VERSION),
+        )
         .map_err(|e| FollowError::Protocol(e.to_string()))?;
     req.encode(&mut buf, FETCH_VERSION)
         .map_err(|e| FollowError::Protocol(e.to_string()))?;
@@ -520,7 +533,9 @@ async fn read_fetch(
         // tagged fields of the flexible response header (none expected: one zero byte)
         let tags = b.get_u8();
         if tags != 0 {
-            return Err(FollowError::Protocol("tagged fields in response header".into()));
+            return Err(FollowError::Protocol(
+                "tagged fields in response header".into(),
+            ));
         }
     }
     FetchResponse::decode(&mut b, FETCH_VERSION).map_err(|e| FollowError::Protocol(e.to_string()))
