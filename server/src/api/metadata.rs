@@ -14,6 +14,9 @@ use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> MetadataResponse {
     let shared = &shard.shared;
+    // the controller clients see is this broker, as KRaft brokers answer: every broker takes
+    // the admin requests Kafka clients send to "the controller" and forwards them to the quorum
+    // (the quorum leader is reported by DescribeCluster and DescribeQuorum)
     // v0: an empty list means all topics; v1+: null means all, empty means none
     let requested: Option<Vec<(Option<String>, uuid::Uuid)>> = match req.topics {
         None => None,
@@ -87,7 +90,7 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
         .with_cluster_id(Some(StrBytes::from_string(
             shard.shared.catalog.read().cluster_id.clone(),
         )))
-        .with_controller_id(BrokerId(shared.controller_id()))
+        .with_controller_id(BrokerId(shared.config.node_id))
         .with_topics(topics_out)
 }
 
