@@ -329,6 +329,10 @@ async fn add_partitions(
     validate_only: bool,
 ) -> Result<(), TopicError> {
     let node_id = shard.shared.config.node_id;
+    if let Some(member) = shard.shared.cluster.get().cloned() {
+        return add_partitions_clustered(shard, &member, name, count, assignments, validate_only)
+            .await;
+    }
     if validate_only {
         let st = shard.shared.catalog.read();
         check_new_partitions(&st, node_id, name, count, assignments)?;
@@ -346,6 +350,52 @@ async fn add_partitions(
         Ok::<_, TopicError>((t.clone(), old))
     })?;
     open_partitions(shard, &info, old).await?;
+    tracing::info!(topic = name, from = old, to = count, "added partitions");
+    Ok(())
+}
+
+/// Cluster mode: the new partitions' replicas are placed over the live brokers with the topic's
+/// replication factor and proposed to the metadata quorum.
+async fn add_partitions_clustered(
+    shard: &Rc<Shard>,
+    member: &crate::cluster::member::Member,
+    name: &str,
+    count: i32,
+    assignments: Option<&[CreatePartitionsAssignment]>,
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    use crate::cluster::image::{assign_replicas, Command};
+    if assignments.is_some_and(|a| !a.is_empty()) {
+        return Err(TopicError(
+            codes::INVALID_REPLICA_ASSIGNMENT,
+            "explicit replica assignments are not supported yet".into(),
+        ));
+    }
+    let image = member.image();
+    let t = image.topics.get(name).ok_or_else(|| unknown_topic(name))?;
+    let old = t.partitions.len();
+    if count as usize <= old {
+        return Err(TopicError(
+            codes::INVALID_PARTITIONS,
+            format!(
+                "Topic currently has {old} partitions, which is higher than the requested {count}."
+            ),
+        ));
+    }
+    let live = image.live_brokers();
+    let placed = assign_replicas(&live, count as usize, t.replication_factor(), name.len())
+        .map_err(|m| TopicError(codes::INVALID_REPLICATION_FACTOR, m))?;
+    if validate_only {
+        return Ok(());
+    }
+    let cmd = Command::CreatePartitions {
+        name: name.to_string(),
+        assignment: placed[old..].to_vec(),
+    };
+    crate::api::topics::propose_and_wait(shard, cmd, |st| {
+        st.topics.get(name).is_some_and(|t| t.partitions() >= count)
+    })
+    .await?;
     tracing::info!(topic = name, from = old, to = count, "added partitions");
     Ok(())
 }
@@ -722,6 +772,28 @@ async fn alter_topic(
         let st = shard.shared.catalog.read();
         let t = st.topics.get(name).ok_or_else(|| unknown_topic(name))?;
         checked(&t.configs)?;
+        return Ok(());
+    }
+    if shard.shared.is_clustered() {
+        let current = shard
+            .shared
+            .catalog
+            .read()
+            .topics
+            .get(name)
+            .map(|t| t.configs.clone())
+            .ok_or_else(|| unknown_topic(name))?;
+        let next = checked(&current)?;
+        let cmd = crate::cluster::image::Command::SetTopicConfigs {
+            name: name.to_string(),
+            configs: next.clone(),
+        };
+        crate::api::topics::propose_and_wait(shard, cmd, |st| {
+            st.topics.get(name).is_some_and(|t| t.configs == next)
+        })
+        .await?;
+        // every broker's reconcile loop applies them to its replicas' logs
+        tracing::info!(topic = name, "altered topic configs");
         return Ok(());
     }
     let owners: BTreeSet<usize> = shard.shared.catalog.update(|st| {

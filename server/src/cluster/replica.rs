@@ -216,6 +216,11 @@ async fn reconcile(shard: &Rc<Shard>) {
             if !log.is_replicated() {
                 log.set_replicated(true);
             }
+            // topic configs changed through the quorum reach every replica's log here
+            let cfg = crate::catalog::log_config(&shard.shared.config, &t.configs);
+            if log.config() != cfg {
+                log.set_config(cfg);
+            }
             mine.insert(tp.clone());
             if st.leader == me {
                 if let Some(f) = shard.replication.following.borrow_mut().remove(&tp) {
