@@ -493,3 +493,49 @@ def test_a_broker_outside_the_voters_joins(cluster):
     assert sorted(r.value for r in got) == sorted(vals)
     assert {(r.partition, r.offset) for r in got} == {(r.partition, r.offset) for r in d.ok}
 
+
+
+def test_min_insync_replicas_refuses_acks_all_and_keeps_what_was_acknowledged(cluster):
+    """RF 2 with min.insync.replicas=2: acks=all is acknowledged while both replicas are in
+    sync; kill one and, once the controller fenced it, acks=all is refused with
+    NOT_ENOUGH_REPLICAS while acks=1 still works; restarted, the broker catches up, the ISR is
+    full again and every acknowledged message is there exactly once."""
+    a = admin(cluster.bootstrap())
+    a.create_topics([NewTopic("mir", 1, 2, config={"min.insync.replicas": "2"})])["mir"].result(
+        TIMEOUT
+    )
+    ps = wait_until("mir in sync", lambda: replicas_in_sync(a.list_topics(timeout=10), "mir", 1, 2), 10)
+    acked = [f"all-{i}".encode() for i in range(200)]
+    produce_all(producer(cluster.bootstrap(), acks="all"), "mir", acked, partition=0)
+    leader = ps[0].leader
+    follower = next(b for b in ps[0].replicas if b != leader)
+    victim = cluster.brokers[follower]
+    victim.kill()
+    survivors = [i for i in VOTERS if i != follower]
+    wait_until(
+        "the ISR shrank to the leader",
+        lambda: partition_from(cluster.brokers[leader], "mir", 0)["isr"] == [leader] or None,
+        FAILOVER_TIMEOUT,
+    )
+    bootstrap = ",".join(f"127.0.0.1:{cluster.brokers[i].port}" for i in survivors)
+    p = producer(bootstrap, acks="all", enable_idempotence=False, **{"message.timeout.ms": 5000})
+    errors = []
+    p.produce("mir", value=b"refused", partition=0, on_delivery=lambda e, m: errors.append(e))
+    p.flush(TIMEOUT)
+    assert len(errors) == 1 and errors[0] is not None
+    assert errors[0].name() in ("NOT_ENOUGH_REPLICAS", "_MSG_TIMED_OUT"), errors[0]
+    ones = [f"one-{i}".encode() for i in range(20)]
+    produce_all(producer(bootstrap, acks=1), "mir", ones, partition=0)
+    victim.start()
+    cluster.wait_registered(VOTERS)
+    wait_until(
+        "the ISR is full again",
+        lambda: sorted(partition_from(cluster.brokers[leader], "mir", 0)["isr"])
+        == sorted(ps[0].replicas)
+        or None,
+        JOIN_TIMEOUT + 15,
+    )
+    got = [r.value for r in consume(cluster.bootstrap(), "mir", [0])]
+    for v in acked + ones:
+        assert got.count(v) == 1, v
+    assert b"refused" not in got
