@@ -143,6 +143,10 @@ pub async fn handle(
             let owner = usize::try_from(p.partition)
                 .ok()
                 .and_then(|i| owners.get(i).copied());
+            // cluster mode: only the leader serves fetches (followers included)
+            let not_leader = name
+                .as_deref()
+                .and_then(|n| shard.shared.leader_check(n, p.partition).err());
             match (&name, owner) {
                 (None, _) => rs.push(Some(PartRead::error(if version >= 13 {
                     codes::UNKNOWN_TOPIC_ID
@@ -152,12 +156,9 @@ pub async fn handle(
                 (Some(_), None) => {
                     rs.push(Some(PartRead::error(codes::UNKNOWN_TOPIC_OR_PARTITION)))
                 }
-                (Some(n), Some(_)) if shard.shared.leader_check(n, p.partition).is_err() => {
-                    let code = shard.shared.leader_check(n, p.partition).err();
-                    rs.push(Some(PartRead::error(
-                        code.unwrap_or(codes::NOT_LEADER_OR_FOLLOWER),
-                    )))
-                }
+                (Some(_), Some(_)) if not_leader.is_some() => rs.push(Some(PartRead::error(
+                    not_leader.unwrap_or(codes::NOT_LEADER_OR_FOLLOWER),
+                ))),
                 (Some(_), Some(o)) => {
                     rs.push(None);
                     by_shard.entry(o).or_default().push(Want {

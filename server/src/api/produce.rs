@@ -122,20 +122,24 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
                 .and_then(|i| owners.get(i).copied());
             // cluster mode: only the leader appends, and acks=all needs min.insync.replicas
             // in the ISR before the append
-            let view = shard.shared.partition_view(&name, p.index);
+            // (single node: no placement to look up on this path)
+            let clustered = shard.shared.is_clustered();
+            let view = clustered
+                .then(|| shard.shared.partition_view(&name, p.index))
+                .flatten();
             let placement = match (topic_code, owner, &view) {
                 (None, Some(_), Some(v)) => {
                     shard.shared.leader_check(&name, p.index).err().or_else(|| {
-                        let short =
-                            v.isr.len() < crate::cluster::replica::min_insync(&shard.shared, &name);
-                        (shard.shared.is_clustered() && req.acks == -1 && short)
-                            .then_some(codes::NOT_ENOUGH_REPLICAS)
+                        (req.acks == -1
+                            && v.isr.len()
+                                < crate::cluster::replica::min_insync(&shard.shared, &name))
+                        .then_some(codes::NOT_ENOUGH_REPLICAS)
                     })
                 }
                 _ => None,
             };
             let leader_epoch = view.as_ref().map_or(0, |v| v.leader_epoch);
-            let replicated = (shard.shared.is_clustered() && req.acks == -1).then(|| {
+            let replicated = (clustered && req.acks == -1).then(|| {
                 std::time::Instant::now()
                     + std::time::Duration::from_millis(req.timeout_ms.max(1) as u64)
             });

@@ -116,7 +116,7 @@ async fn create_clustered(
     configs: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<TopicInfo, TopicError> {
-    use crate::cluster::image::{assign_replicas, Applied, Command};
+    use crate::cluster::image::{assign_replicas, Command};
     let image = member.image();
     if image.topics.contains_key(name) {
         return Err(TopicError(
@@ -156,37 +156,23 @@ async fn create_clustered(
         assignment,
         configs,
     };
-    let m = member.clone();
-    let outcome = glommio::executor()
-        .spawn_blocking(move || m.propose(cmd))
-        .await;
-    match outcome {
-        Ok(Ok(Applied::Done)) | Ok(Ok(Applied::ProducerIds { .. })) => {}
-        Ok(Err(e)) => return Err(TopicError(e.kafka_code(), e.to_string())),
-        Err(e) => return Err(TopicError(codes::NOT_CONTROLLER, e)),
-    }
-    // the catalog follows the image within a few milliseconds
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        if let Some(t) = shard.shared.catalog.read().topics.get(name) {
-            if t.id == id {
-                tracing::info!(
-                    topic = name,
-                    partitions,
-                    replication_factor,
-                    "created topic"
-                );
-                return Ok(t.clone());
-            }
-        }
-        if std::time::Instant::now() > until {
-            return Err(TopicError(
-                codes::UNKNOWN_SERVER_ERROR,
-                "the topic was created but this broker has not seen it yet".into(),
-            ));
-        }
-        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    propose_and_wait(shard, cmd, |st| {
+        st.topics.get(name).is_some_and(|t| t.id == id)
+    })
+    .await?;
+    tracing::info!(
+        topic = name,
+        partitions,
+        replication_factor,
+        "created topic"
+    );
+    let created = shard.shared.catalog.read().topics.get(name).cloned();
+    created.ok_or_else(|| {
+        TopicError(
+            codes::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("{name} vanished"),
+        )
+    })
 }
 
 /// Cluster mode: proposes `cmd` to the metadata quorum (from a blocking thread) and waits until
