@@ -214,7 +214,9 @@ impl Catalog {
                     .unwrap_or_default();
                 placed.truncate(t.partitions.len());
                 while placed.len() < t.partitions.len() {
-                    let s = st.least_loaded_shard(shards, &placed);
+                    let s =
+                        crate::cluster::coordinators::internal_shard(&t.name, placed.len(), shards)
+                            .unwrap_or_else(|| st.least_loaded_shard(shards, &placed));
                     placed.push(s);
                 }
                 st.topics.insert(

@@ -1,21 +1,152 @@
-//! Key/value state logs of the coordinators (committed offsets, transaction state): engine
-//! partition logs under `<data>/__sluice/`, one JSON key and value per record, appended and
-//! fdatasync'd before a change is acknowledged, replayed in order at start (the last value of
-//! a key wins; a null value deletes it).
+//! Key/value state logs of the coordinators (committed offsets, transaction state): one JSON
+//! key and value per record, appended and fdatasync'd before a change is acknowledged,
+//! replayed in order when the coordinator takes the log over (the last value of a key wins; a
+//! null value deletes it).
+//!
+//! Data path: coordinator change -> [`StateLog::append`] -> a record batch appended to the
+//! engine log -> fdatasync -> (cluster) the high watermark passes it, i.e. every in-sync
+//! replica of the internal partition has it durably -> the coordinator applies it in memory
+//! and answers.
+//!
+//! Where the log lives: single node, a local engine log under `<data>/__sluice/`; in a cluster,
+//! a partition of an internal topic (`__consumer_offsets`, `__transaction_state`) replicated like
+//! any partition, written only while this broker leads it (stamped with the leader epoch).
 //!
 //! Compaction: when a log holds much more than its live state, the owner appends the live
 //! state again and moves the log start to it ([`compact`]); replay starts at the log start and
 //! whole segments below it are deleted. The owner must keep other changes out meanwhile, so
-//! that the live state it writes is the state of the log up to that point.
+//! that the live state it writes is the state of the log up to that point. (Followers of a
+//! replicated state log keep their older records: replaying them gives the same state.)
 
 use std::path::Path;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
 
 use sluice_engine::{
     batch, AppendOptions, Durability, FirstBatch, LogConfig, LogEnv, LogError, Offset, PartitionLog,
 };
 
+use crate::shard::{Shard, TopicPartition};
+
 /// One record: key and value (None deletes the key).
 pub type KvRecord = (Vec<u8>, Option<Vec<u8>>);
+
+/// How long a replicated state change waits for the in-sync replicas (Kafka's
+/// offsets.commit.timeout.ms).
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a state change was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state log: {0}")]
+    Log(#[from] LogError),
+    /// Replicated log: the in-sync replicas did not confirm it (Kafka error code), e.g. this
+    /// broker no longer leads the partition.
+    #[error("state log replication failed with error {0}")]
+    Replication(i16),
+}
+
+/// The partition a replicated state log belongs to, led by this broker at `epoch`.
+struct Leader {
+    shard: Weak<Shard>,
+    tp: TopicPartition,
+    epoch: i32,
+}
+
+/// A coordinator's state log: local, or an internal partition this broker leads.
+pub struct StateLog {
+    log: Rc<PartitionLog>,
+    leader: Option<Leader>,
+}
+
+impl StateLog {
+    /// A single-node state log (fdatasync is the commit point).
+    pub fn local(log: Rc<PartitionLog>) -> StateLog {
+        StateLog { log, leader: None }
+    }
+
+    /// An internal partition led by this broker at `epoch` (the high watermark over the ISR
+    /// is the commit point).
+    pub fn replicated(
+        shard: &Rc<Shard>,
+        tp: TopicPartition,
+        log: Rc<PartitionLog>,
+        epoch: i32,
+    ) -> StateLog {
+        StateLog {
+            log,
+            leader: Some(Leader {
+                shard: Rc::downgrade(shard),
+                tp,
+                epoch,
+            }),
+        }
+    }
+
+    pub fn log(&self) -> &Rc<PartitionLog> {
+        &self.log
+    }
+
+    /// The leader epoch this log is written at (`None`: a local log).
+    pub fn epoch(&self) -> Option<i32> {
+        self.leader.as_ref().map(|l| l.epoch)
+    }
+
+    /// Appends `records` and waits until they reach `level`; a replicated log at `Synced`
+    /// also waits for the in-sync replicas.
+    pub async fn append(&self, records: &[KvRecord], level: Durability) -> Result<(), StateError> {
+        let opts = AppendOptions {
+            leader_epoch: self.epoch().unwrap_or(0),
+            ..AppendOptions::default()
+        };
+        let Some(last) = append(&self.log, records, level, opts).await? else {
+            return Ok(());
+        };
+        let Some(l) = self.leader.as_ref().filter(|_| level == Durability::Synced) else {
+            return Ok(());
+        };
+        let shard = l.shard.upgrade().ok_or(StateError::Replication(
+            crate::api::codes::NOT_LEADER_OR_FOLLOWER,
+        ))?;
+        crate::cluster::replica::wait_replicated(
+            &shard,
+            &l.tp,
+            &self.log,
+            last,
+            Instant::now() + REPLICATION_TIMEOUT,
+        )
+        .await
+        .map_err(StateError::Replication)
+    }
+
+    /// Calls `f(key, value)` for every record, oldest first: to the log end (a new leader
+    /// takes over everything its log holds; the followers will confirm it).
+    pub async fn replay(&self, f: impl FnMut(&[u8], Option<&[u8]>)) -> Result<(), String> {
+        replay(&self.log, f).await
+    }
+
+    /// See [`compact`].
+    pub async fn compact(&self, live: &[KvRecord], min_bytes: u64) -> Result<bool, StateError> {
+        let live_bytes: u64 = live
+            .iter()
+            .map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len) + 16) as u64)
+            .sum();
+        let stored = self.log.size_bytes();
+        if stored < min_bytes || stored < 4 * live_bytes {
+            return Ok(false);
+        }
+        let start = self.log.offsets().log_end;
+        self.append(live, Durability::Synced).await?;
+        self.log.delete_records(start).await?;
+        Ok(true)
+    }
+
+    pub async fn close(&self) {
+        if self.leader.is_none() {
+            let _ = self.log.close().await;
+        }
+    }
+}
 
 /// Segment size of a state log compacted at `compact_min_bytes`: compaction frees whole
 /// segments, so they are a quarter of that (64 KiB to 8 MiB).
@@ -38,18 +169,23 @@ pub async fn open(dir: &Path, segment_bytes: u64) -> Result<PartitionLog, String
         .map_err(|e| format!("opening {}: {e}", dir.display()))
 }
 
-/// Calls `f(key, value)` for every record of the log, oldest first.
-pub async fn replay(
-    log: &PartitionLog,
-    mut f: impl FnMut(&[u8], Option<&[u8]>),
-) -> Result<(), String> {
+/// Calls `f(key, value)` for every record of the log, oldest first (a replicated log: up to
+/// its end, not only its high watermark).
+async fn replay(log: &PartitionLog, mut f: impl FnMut(&[u8], Option<&[u8]>)) -> Result<(), String> {
     let mut next = log.offsets().log_start;
-    let end = log.offsets().high_watermark;
+    let replicated = log.is_replicated();
+    let end = if replicated {
+        log.offsets().log_end
+    } else {
+        log.offsets().high_watermark
+    };
     while next < end {
-        let r = log
-            .read(next, 1 << 20, FirstBatch::Always)
-            .await
-            .map_err(|e| e.to_string())?;
+        let r = if replicated {
+            log.read_replica(next, 1 << 20).await
+        } else {
+            log.read(next, 1 << 20, FirstBatch::Always).await
+        }
+        .map_err(|e| e.to_string())?;
         let bytes = r.data.to_vec().map_err(|e| e.to_string())?;
         if bytes.is_empty() {
             break;
@@ -59,6 +195,9 @@ pub async fn replay(
                 break;
             };
             next = Offset(h.last().get() + 1);
+            if h.is_control() {
+                continue;
+            }
             for rec in batch::records(b).unwrap_or_default() {
                 if let Some(k) = rec.key {
                     f(k, rec.value);
@@ -69,16 +208,19 @@ pub async fn replay(
     Ok(())
 }
 
-/// Appends `records` and waits until they reach `level` (`Synced`: their fdatasync).
-pub async fn append(
+/// Appends `records` and waits until they reach `level` (`Synced`: their fdatasync). Returns
+/// the last offset written, if any.
+async fn append(
     log: &PartitionLog,
     records: &[KvRecord],
     level: Durability,
-) -> Result<(), LogError> {
+    opts: AppendOptions,
+) -> Result<Option<Offset>, LogError> {
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
+    let mut last = None;
     for chunk in records.chunks(1000) {
         let recs: Vec<batch::NewRecord<'_>> = chunk
             .iter()
@@ -89,30 +231,8 @@ pub async fn append(
             })
             .collect();
         let b = batch::build(&recs);
-        log.append_durable(&b, AppendOptions::default(), level)
-            .await?;
+        let info = log.append_durable(&b, opts, level).await?;
+        last = Some(info.last_offset);
     }
-    Ok(())
-}
-
-/// Compacts `log` if it holds at least `min_bytes` and four times the size of `live` (the
-/// current value of every live key): appends `live`, fdatasyncs, and moves the log start to
-/// it. Returns whether it compacted.
-pub async fn compact(
-    log: &PartitionLog,
-    live: &[KvRecord],
-    min_bytes: u64,
-) -> Result<bool, LogError> {
-    let live_bytes: u64 = live
-        .iter()
-        .map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len) + 16) as u64)
-        .sum();
-    let stored = log.size_bytes();
-    if stored < min_bytes || stored < 4 * live_bytes {
-        return Ok(false);
-    }
-    let start = log.offsets().log_end;
-    append(log, live, Durability::Synced).await?;
-    log.delete_records(start).await?;
-    Ok(true)
+    Ok(last)
 }

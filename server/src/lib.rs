@@ -282,6 +282,7 @@ async fn shard_main(
         id,
         shard.nr,
         shared.config.coordinator_config(),
+        shared.is_clustered(),
     )
     .await
     {
@@ -299,6 +300,7 @@ async fn shard_main(
         id,
         shard.nr,
         shared.config.txn_config(),
+        shared.is_clustered(),
     )
     .await
     {

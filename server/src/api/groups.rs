@@ -41,11 +41,13 @@ where
     Fut: std::future::Future<Output = R> + 'static,
 {
     let target = coordinator_shard(group, shard.nr);
+    let g = group.to_string();
     shard
         .call(target, move |s| async move {
             match s.coordinator() {
-                Some(c) => Some(f(c).await),
-                None => None,
+                // in a cluster only the leader of the group's offsets partition serves it
+                Some(c) if c.serves(&g) => Some(f(c).await),
+                _ => None,
             }
         })
         .await
@@ -68,23 +70,25 @@ pub fn find_coordinator(
         .into_iter()
         .map(|k| {
             let e = CoordinatorEntry::default().with_key(k.clone());
-            let coordinator = shard.shared.coordinator_for(&k);
             if !valid_type || k.is_empty() {
-                e.with_error_code(if valid_type {
-                    err::INVALID_GROUP_ID
-                } else {
-                    42
-                })
-                .with_node_id(BrokerId(-1))
-                .with_port(-1)
-            } else if let Some(c) = coordinator {
-                e.with_node_id(BrokerId(c.id))
-                    .with_host(s(c.host))
-                    .with_port(i32::from(c.port))
-            } else {
-                e.with_error_code(err::COORDINATOR_NOT_AVAILABLE)
+                return e
+                    .with_error_code(if valid_type {
+                        err::INVALID_GROUP_ID
+                    } else {
+                        42
+                    })
                     .with_node_id(BrokerId(-1))
-                    .with_port(-1)
+                    .with_port(-1);
+            }
+            match crate::cluster::coordinators::coordinator_for(&shard.shared, req.key_type, &k) {
+                Ok(c) => e
+                    .with_node_id(BrokerId(c.id))
+                    .with_host(s(c.host))
+                    .with_port(i32::from(c.port)),
+                Err(code) => e
+                    .with_error_code(code)
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1),
             }
         })
         .collect();

@@ -102,6 +102,7 @@ pub const SUPPORTED: &[ApiKey] = &[
     ApiKey::ListTransactions,
     ApiKey::DescribeTransactions,
     ApiKey::DescribeProducers,
+    ApiKey::WriteTxnMarkers,
 ];
 
 /// The versions of `api_key` sluice answers: kafka-protocol's range, capped where a newer
@@ -243,6 +244,7 @@ async fn dispatch(
             respond!(txn::describe_transactions(shard, r).await)
         }
         RequestKind::DescribeProducers(r) => respond!(txn::describe_producers(shard, r).await),
+        RequestKind::WriteTxnMarkers(r) => respond!(txn::write_txn_markers(shard, r).await),
         _ => Err(ConnError::UnknownApi(k as i16)),
     }
 }

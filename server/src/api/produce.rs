@@ -90,6 +90,9 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
             } else {
                 codes::INVALID_TOPIC_EXCEPTION
             })
+        } else if crate::cluster::coordinators::is_internal(&name) && shard.shared.is_clustered() {
+            // the coordinators' state: written by the broker only, as in Kafka
+            Some(codes::INVALID_TOPIC_EXCEPTION)
         } else {
             topics::ensure_topic(shard, &name, true).await.err()
         };
@@ -251,15 +254,24 @@ async fn admit_producer(
     let token = log.begin_txn_verification(pid);
     let target = crate::txn::txn_shard(&id, shard.nr);
     let want = (tp.topic.to_string(), tp.partition);
-    let code = shard
+    let (key, wanted) = (id.clone(), want.clone());
+    let local = shard
         .call(target, move |s| async move {
             match s.txn() {
-                Some(t) => t.verify(&id, pid, epoch, &want),
-                None => crate::txn::err::COORDINATOR_NOT_AVAILABLE,
+                Some(t) if t.serves(&key) => Some(t.verify(&key, pid, epoch, &wanted)),
+                _ => None,
             }
         })
         .await
-        .unwrap_or(crate::txn::err::COORDINATOR_NOT_AVAILABLE);
+        .unwrap_or(Some(crate::txn::err::COORDINATOR_NOT_AVAILABLE));
+    let code = match local {
+        Some(code) => code,
+        // cluster: the id's coordinator is on another broker
+        None if shard.shared.is_clustered() => {
+            crate::txn::markers::verify_remote(shard, &id, pid, epoch, &want).await
+        }
+        None => crate::txn::err::COORDINATOR_NOT_AVAILABLE,
+    };
     if code != codes::NONE {
         return Err(PartResult::error(
             code,

@@ -24,6 +24,10 @@ use kafka_protocol::protocol::StrBytes;
 use crate::group::{coordinator_shard, Committed};
 use crate::shard::{Shard, TopicPartition};
 use crate::txn::{err, txn_shard, TxnCoordinator};
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
+use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -37,9 +41,11 @@ where
     Fut: std::future::Future<Output = R> + 'static,
 {
     let target = txn_shard(id, shard.nr);
+    let key = id.to_string();
     shard
         .call(target, move |s| async move {
-            let c = s.txn()?;
+            // in a cluster only the leader of the id's state partition serves it
+            let c = s.txn().filter(|c| c.serves(&key))?;
             Some(f(s, c).await)
         })
         .await
@@ -441,4 +447,40 @@ pub async fn describe_producers(
         );
     }
     DescribeProducersResponse::default().with_topics(topics)
+}
+
+/// WriteTxnMarkers (inter-broker): a transaction coordinator on another broker ends a
+/// transaction on partitions led here (see `crate::txn::markers`).
+pub async fn write_txn_markers(
+    shard: &Rc<Shard>,
+    req: WriteTxnMarkersRequest,
+) -> WriteTxnMarkersResponse {
+    let mut markers = Vec::with_capacity(req.markers.len());
+    for m in req.markers {
+        let (pid, epoch, commit) = (m.producer_id.0, m.producer_epoch, m.transaction_result);
+        let mut topics = Vec::with_capacity(m.topics.len());
+        for t in m.topics {
+            let mut partitions = Vec::with_capacity(t.partition_indexes.len());
+            for p in t.partition_indexes {
+                let tp = TopicPartition::new(t.name.as_str(), p);
+                let code = crate::txn::markers::handle_marker(shard, tp, pid, epoch, commit).await;
+                partitions.push(
+                    WritableTxnMarkerPartitionResult::default()
+                        .with_partition_index(p)
+                        .with_error_code(code),
+                );
+            }
+            topics.push(
+                WritableTxnMarkerTopicResult::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions),
+            );
+        }
+        markers.push(
+            WritableTxnMarkerResult::default()
+                .with_producer_id(m.producer_id)
+                .with_topics(topics),
+        );
+    }
+    WriteTxnMarkersResponse::default().with_markers(markers)
 }

@@ -284,6 +284,10 @@ impl ControllerRpc {
             tracing::warn!(broker = id, "broker lease expired; fencing it");
             let _ = self.propose(&Command::FenceBroker { id });
         }
+        for cmd in super::coordinators::missing_internal_topics(&image, status.voters.len()) {
+            tracing::info!(?cmd, "creating internal topic");
+            let _ = self.propose(&cmd);
+        }
     }
 }
 

@@ -8,8 +8,10 @@
 //! With no quorum configured the broker is a cluster of one and none of this runs.
 
 pub mod controller;
+pub mod coordinators;
 pub mod image;
 pub mod member;
+pub mod peer;
 pub mod quorum;
 pub mod replica;
 pub mod view;

@@ -18,24 +18,22 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::task::JoinHandle;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId as WireBrokerId, FetchRequest, FetchResponse, RequestHeader, TopicName,
+    ApiKey, BrokerId as WireBrokerId, FetchRequest, FetchResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use sluice_engine::{batch, Durability, Offset, PartitionLog};
 
+use super::coordinators;
 use super::image::{BrokerId, Command};
 use crate::api::codes;
 use crate::shard::{BrokerShared, Shard, TopicPartition};
 
 /// Fetch version followers use (topic names, replica_id in the body, diverging epochs).
 const FETCH_VERSION: i16 = 12;
-/// Largest response a follower accepts (bounded like a client request).
-const MAX_RESPONSE_BYTES: usize = 64 << 20;
+use super::peer::{self, MAX_RESPONSE_BYTES};
 const FETCH_MAX_WAIT_MS: i32 = 500;
 const RECONCILE_EVERY: Duration = Duration::from_millis(100);
 
@@ -243,8 +241,14 @@ async fn reconcile(shard: &Rc<Shard>) {
                 }
                 update_high_watermark(shard, &tp, &log);
                 maintain_isr(shard, &tp, &log, st.partition_epoch, &st.isr, &st.replicas);
+                if coordinators::is_internal(&t.name) {
+                    coordinators::reconcile(shard, &tp, &log, Some(st.leader_epoch)).await;
+                }
             } else {
                 shard.replication.leading.borrow_mut().remove(&tp);
+                if coordinators::is_internal(&t.name) {
+                    coordinators::reconcile(shard, &tp, &log, None).await;
+                }
                 let current = shard
                     .replication
                     .following
@@ -369,10 +373,8 @@ fn maintain_isr(
 /// Why a follower's fetch round ended early.
 #[derive(Debug, thiserror::Error)]
 enum FollowError {
-    #[error("connection to the leader: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("bad response: {0}")]
-    Protocol(String),
+    #[error("leader: {0}")]
+    Peer(#[from] peer::PeerError),
     #[error("log: {0}")]
     Log(#[from] sluice_engine::LogError),
     #[error("leader answered error {0}")]
@@ -401,20 +403,7 @@ async fn follow_connection(
     leader: BrokerId,
     epoch: i32,
 ) -> Result<(), FollowError> {
-    let image = shard
-        .shared
-        .image()
-        .ok_or_else(|| FollowError::Protocol("no image".into()))?;
-    let b = image
-        .brokers
-        .get(&leader)
-        .ok_or_else(|| FollowError::Protocol(format!("leader {leader} unknown")))?;
-    let addr = format!("{}:{}", b.host, b.port);
-    let io = |e: glommio::GlommioError<()>| FollowError::Io(e.into());
-    let mut stream = glommio::net::TcpStream::connect(addr.as_str())
-        .await
-        .map_err(io)?;
-    stream.set_nodelay(true).map_err(io)?;
+    let mut stream = peer::connect(&shard.shared, leader).await?;
     let me = shard.shared.config.node_id;
     let mut correlation = 0i32;
     loop {
@@ -436,14 +425,24 @@ async fn follow_connection(
                     .with_last_fetched_epoch(log.latest_epoch().unwrap_or(-1))
                     .with_partition_max_bytes(MAX_RESPONSE_BYTES as i32 / 4)])]);
         correlation = correlation.wrapping_add(1);
-        send_fetch(&mut stream, &req, correlation, me).await?;
-        let resp = read_fetch(&mut stream, correlation).await?;
+        let client = format!("sluice-replica-{me}");
+        peer::send(
+            &mut stream,
+            ApiKey::Fetch,
+            FETCH_VERSION,
+            correlation,
+            &client,
+            &req,
+        )
+        .await?;
+        let resp: FetchResponse =
+            peer::receive(&mut stream, ApiKey::Fetch, FETCH_VERSION, correlation).await?;
         let part = resp
             .responses
             .into_iter()
             .flat_map(|t| t.partitions)
             .find(|p| p.partition_index == tp.partition)
-            .ok_or_else(|| FollowError::Protocol("partition missing".into()))?;
+            .ok_or_else(|| peer::PeerError::Protocol("partition missing".into()))?;
         match part.error_code {
             codes::NONE => {}
             codes::OFFSET_OUT_OF_RANGE if (leo.get() as i64) < part.log_start_offset => {
@@ -486,62 +485,4 @@ async fn follow_connection(
         let end = log.offsets().log_end;
         log.set_high_watermark(Offset((part.high_watermark.max(0) as u64).min(end.get())));
     }
-}
-
-async fn send_fetch(
-    stream: &mut glommio::net::TcpStream,
-    req: &FetchRequest,
-    correlation: i32,
-    me: BrokerId,
-) -> Result<(), FollowError> {
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Fetch as i16)
-        .with_request_api_version(FETCH_VERSION)
-        .with_correlation_id(correlation)
-        .with_client_id(Some(StrBytes::from_string(format!("sluice-replica-{me}"))));
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    header
-        .encode(
-            &mut buf,
-            ApiKey::Fetch.request_header_version(FETCH_VERSION),
-        )
-        .map_err(|e| FollowError::Protocol(e.to_string()))?;
-    req.encode(&mut buf, FETCH_VERSION)
-        .map_err(|e| FollowError::Protocol(e.to_string()))?;
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    stream.write_all(&buf).await?;
-    Ok(())
-}
-
-async fn read_fetch(
-    stream: &mut glommio::net::TcpStream,
-    correlation: i32,
-) -> Result<FetchResponse, FollowError> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).await?;
-    let len = i32::from_be_bytes(len);
-    if len < 4 || len as usize > MAX_RESPONSE_BYTES {
-        return Err(FollowError::Protocol(format!("{len}-byte response")));
-    }
-    let mut frame = vec![0u8; len as usize];
-    stream.read_exact(&mut frame).await?;
-    let mut b = Bytes::from(frame);
-    let got = b.get_i32();
-    if got != correlation {
-        return Err(FollowError::Protocol(format!(
-            "correlation id {got}, expected {correlation}"
-        )));
-    }
-    if ApiKey::Fetch.response_header_version(FETCH_VERSION) >= 1 {
-        // tagged fields of the flexible response header (none expected: one zero byte)
-        let tags = b.get_u8();
-        if tags != 0 {
-            return Err(FollowError::Protocol(
-                "tagged fields in response header".into(),
-            ));
-        }
-    }
-    FetchResponse::decode(&mut b, FETCH_VERSION).map_err(|e| FollowError::Protocol(e.to_string()))
 }

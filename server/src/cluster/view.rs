@@ -94,28 +94,6 @@ impl BrokerShared {
         }
     }
 
-    /// The broker coordinating a group or transactional id. A cluster spreads keys over the
-    /// registered brokers by hash (stable while brokers come and go) and skips fenced ones.
-    /// The coordinators' state is kept on that broker's disk, not replicated yet.
-    pub fn coordinator_for(&self, key: &str) -> Option<BrokerView> {
-        let Some(img) = self.image() else {
-            return self.brokers().into_iter().next();
-        };
-        let all: Vec<_> = img.brokers.values().collect();
-        if all.is_empty() {
-            return None;
-        }
-        let start = crc32c::crc32c(key.as_bytes()) as usize % all.len();
-        (0..all.len())
-            .map(|i| all[(start + i) % all.len()])
-            .find(|b| !b.fenced)
-            .map(|b| BrokerView {
-                id: b.id,
-                host: b.host.clone(),
-                port: b.port,
-            })
-    }
-
     /// A producer id never handed out before: from the catalog (single node, persisted before it
     /// is returned) or from this broker's block allocated by the controller (cluster).
     pub fn allocate_producer_id(&self) -> Result<i64, String> {

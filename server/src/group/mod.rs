@@ -16,10 +16,10 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::kvlog::{StateError, StateLog};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
-use sluice_engine::PartitionLog;
 
 use state::{
     err, Group, GroupConfig, GroupState, JoinRequest, JoinResponse, Reply, SyncResponse, WaiterId,
@@ -116,11 +116,15 @@ pub struct Coordinator {
     /// Offsets committed inside open transactions (TxnOffsetCommit), by group and producer
     /// id: invisible until the transaction commits.
     pending: RefCell<HashMap<String, HashMap<i64, GroupOffsets>>>,
-    logs: HashMap<u32, Rc<PartitionLog>>,
+    /// The offsets partitions this coordinator serves: all of its shard's on a single node;
+    /// in a cluster, those of `__consumer_offsets` this broker leads (loaded when it takes a
+    /// partition over, dropped when leadership moves).
+    logs: RefCell<HashMap<u32, Rc<StateLog>>>,
     /// Held (shared) by every change from its append until the maps show it, and (exclusive)
     /// by compaction, so that the state it rewrites matches the log's order.
     state_lock: glommio::sync::RwLock<()>,
-    waiters: RefCell<HashMap<WaiterId, Waiter>>,
+    /// Pending JoinGroup/SyncGroup answers, with their group.
+    waiters: RefCell<HashMap<WaiterId, (String, Waiter)>>,
     next_waiter: Cell<WaiterId>,
 }
 
@@ -142,20 +146,26 @@ pub struct GroupDescription {
 }
 
 impl Coordinator {
-    /// Opens this shard's offsets partitions and replays them.
+    /// Single node: opens this shard's offsets partitions and replays them. In a cluster
+    /// (`clustered`) it starts empty and [`load`](Self::load)s the partitions of
+    /// `__consumer_offsets` this broker comes to lead.
     pub async fn open(
         data_dir: &Path,
         shard: usize,
         shards: usize,
         cfg: CoordinatorConfig,
+        clustered: bool,
     ) -> Result<Rc<Coordinator>, String> {
         let mut logs = HashMap::new();
         let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
         let mut pending: HashMap<String, HashMap<i64, GroupOffsets>> = HashMap::new();
-        for p in (0..OFFSETS_PARTITIONS).filter(|p| *p as usize % shards.max(1) == shard) {
+        let local =
+            (0..OFFSETS_PARTITIONS).filter(|p| !clustered && *p as usize % shards.max(1) == shard);
+        for p in local {
             let dir = data_dir.join("__sluice").join(format!("group-offsets-{p}"));
             let log = crate::kvlog::open(&dir, crate::kvlog::segment_bytes(cfg.compact_min_bytes))
                 .await?;
+            let log = StateLog::local(Rc::new(log));
             replay(&log, &mut offsets, &mut pending).await?;
             logs.insert(p, Rc::new(log));
         }
@@ -165,7 +175,7 @@ impl Coordinator {
             groups: RefCell::new(groups),
             offsets: RefCell::new(offsets),
             pending: RefCell::new(pending),
-            logs,
+            logs: RefCell::new(logs),
             state_lock: glommio::sync::RwLock::new(()),
             waiters: RefCell::new(HashMap::new()),
             next_waiter: Cell::new(1),
@@ -202,15 +212,98 @@ impl Coordinator {
     }
 
     pub async fn close(&self) {
-        for log in self.logs.values() {
-            let _ = log.close().await;
+        let logs: Vec<_> = self.logs.borrow_mut().drain().map(|(_, l)| l).collect();
+        for log in logs {
+            log.close().await;
         }
     }
 
-    fn waiter(&self, w: Waiter) -> WaiterId {
+    /// Whether this coordinator serves `group` (its offsets partition is loaded here).
+    pub fn serves(&self, group: &str) -> bool {
+        self.logs.borrow().contains_key(&offsets_partition(group))
+    }
+
+    /// The leader epoch partition `p` is loaded at (cluster), `None` if it is not loaded.
+    pub fn loaded_epoch(&self, p: u32) -> Option<Option<i32>> {
+        self.logs.borrow().get(&p).map(|l| l.epoch())
+    }
+
+    /// Cluster: takes over offsets partition `p` (this broker now leads it): replays its log
+    /// into the groups' committed and pending offsets, then serves its groups.
+    pub async fn load(&self, p: u32, log: StateLog) -> Result<(), String> {
+        self.unload(p);
+        let Ok(_all) = self.state_lock.write().await else {
+            return Err("coordinator closed".into());
+        };
+        let mut offsets = HashMap::new();
+        let mut pending = HashMap::new();
+        replay(&log, &mut offsets, &mut pending).await?;
+        tracing::info!(
+            partition = p,
+            groups = offsets.len(),
+            epoch = ?log.epoch(),
+            "offsets partition loaded; coordinating its groups"
+        );
+        {
+            let mut groups = self.groups.borrow_mut();
+            for g in offsets.keys() {
+                groups.entry(g.clone()).or_insert_with(|| Group::new(g));
+            }
+        }
+        self.offsets.borrow_mut().extend(offsets);
+        self.pending.borrow_mut().extend(pending);
+        self.logs.borrow_mut().insert(p, Rc::new(log));
+        Ok(())
+    }
+
+    /// Cluster: gives up offsets partition `p` (leadership moved): forgets its groups, and
+    /// answers their pending joins and syncs with NOT_COORDINATOR so clients find the new one.
+    pub fn unload(&self, p: u32) {
+        if self.logs.borrow_mut().remove(&p).is_none() {
+            return;
+        }
+        let mine = |g: &String| offsets_partition(g) == p;
+        self.groups.borrow_mut().retain(|g, _| !mine(g));
+        self.offsets.borrow_mut().retain(|g, _| !mine(g));
+        self.pending.borrow_mut().retain(|g, _| !mine(g));
+        let dropped: Vec<Waiter> = {
+            let mut waiters = self.waiters.borrow_mut();
+            let ids: Vec<WaiterId> = waiters
+                .iter()
+                .filter(|(_, (g, _))| mine(g))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| waiters.remove(&id).map(|(_, w)| w))
+                .collect()
+        };
+        for w in dropped {
+            match w {
+                Waiter::Join(tx) => {
+                    let _ = tx.send(JoinResponse {
+                        error: err::NOT_COORDINATOR,
+                        generation: -1,
+                        ..JoinResponse::default()
+                    });
+                }
+                Waiter::Sync(tx) => {
+                    let _ = tx.send(SyncResponse {
+                        error: err::NOT_COORDINATOR,
+                        ..SyncResponse::default()
+                    });
+                }
+            }
+        }
+        tracing::info!(
+            partition = p,
+            "offsets partition unloaded; its groups moved"
+        );
+    }
+
+    fn waiter(&self, group: &str, w: Waiter) -> WaiterId {
         let id = self.next_waiter.get();
         self.next_waiter.set(id + 1);
-        self.waiters.borrow_mut().insert(id, w);
+        self.waiters.borrow_mut().insert(id, (group.to_string(), w));
         id
     }
 
@@ -219,12 +312,12 @@ impl Coordinator {
         for r in replies {
             match r {
                 Reply::Join(id, resp) => {
-                    if let Some(Waiter::Join(tx)) = waiters.remove(&id) {
+                    if let Some((_, Waiter::Join(tx))) = waiters.remove(&id) {
                         let _ = tx.send(resp);
                     }
                 }
                 Reply::Sync(id, resp) => {
-                    if let Some(Waiter::Sync(tx)) = waiters.remove(&id) {
+                    if let Some((_, Waiter::Sync(tx))) = waiters.remove(&id) {
                         let _ = tx.send(resp);
                     }
                 }
@@ -234,7 +327,7 @@ impl Coordinator {
 
     pub async fn join(&self, group: &str, req: JoinRequest) -> JoinResponse {
         let (tx, rx) = oneshot::channel();
-        let w = self.waiter(Waiter::Join(tx));
+        let w = self.waiter(group, Waiter::Join(tx));
         let member = req.member_id.clone();
         let replies = {
             let mut groups = self.groups.borrow_mut();
@@ -264,7 +357,7 @@ impl Coordinator {
         assignments: Vec<(String, Bytes)>,
     ) -> SyncResponse {
         let (tx, rx) = oneshot::channel();
-        let w = self.waiter(Waiter::Sync(tx));
+        let w = self.waiter(group, Waiter::Sync(tx));
         let replies = {
             let mut groups = self.groups.borrow_mut();
             match groups.get_mut(group) {
@@ -375,19 +468,29 @@ impl Coordinator {
         group: &str,
         records: &[crate::kvlog::KvRecord],
     ) -> Result<glommio::sync::RwLockReadGuard<'_, ()>, i16> {
-        let Some(log) = self.logs.get(&offsets_partition(group)) else {
-            return Err(err::COORDINATOR_NOT_AVAILABLE);
-        };
         let guard = self
             .state_lock
             .read()
             .await
             .map_err(|_| err::COORDINATOR_NOT_AVAILABLE)?;
-        crate::kvlog::append(log, records, sluice_engine::Durability::Synced)
+        let Some(log) = self.logs.borrow().get(&offsets_partition(group)).cloned() else {
+            return Err(err::NOT_COORDINATOR);
+        };
+        log.append(records, sluice_engine::Durability::Synced)
             .await
             .map_err(|e| {
-                tracing::error!(group, error = %e, "storing offsets failed");
-                e.kafka_code()
+                tracing::warn!(group, error = %e, "storing offsets failed");
+                match e {
+                    StateError::Log(e) => e.kafka_code(),
+                    // Kafka answers a commit the offsets partition's replicas did not take so
+                    StateError::Replication(crate::api::codes::REQUEST_TIMED_OUT) => {
+                        err::REQUEST_TIMED_OUT
+                    }
+                    StateError::Replication(crate::api::codes::NOT_LEADER_OR_FOLLOWER) => {
+                        err::NOT_COORDINATOR
+                    }
+                    StateError::Replication(_) => err::COORDINATOR_NOT_AVAILABLE,
+                }
             })?;
         Ok(guard)
     }
@@ -398,7 +501,13 @@ impl Coordinator {
         let Ok(_all) = self.state_lock.write().await else {
             return;
         };
-        for (p, log) in &self.logs {
+        let logs: Vec<(u32, Rc<StateLog>)> = self
+            .logs
+            .borrow()
+            .iter()
+            .map(|(p, l)| (*p, l.clone()))
+            .collect();
+        for (p, log) in &logs {
             let mut live: Vec<crate::kvlog::KvRecord> = Vec::new();
             {
                 let offsets = self.offsets.borrow();
@@ -417,7 +526,7 @@ impl Coordinator {
                     }
                 }
             }
-            match crate::kvlog::compact(log, &live, self.cfg.compact_min_bytes).await {
+            match log.compact(&live, self.cfg.compact_min_bytes).await {
                 Ok(true) => {
                     tracing::info!(
                         partition = p,
@@ -500,6 +609,29 @@ impl Coordinator {
         if let (Some(done), true) = (taken, commit) {
             let mut offsets = self.offsets.borrow_mut();
             offsets.entry(group.to_string()).or_default().extend(done);
+        }
+        err::NONE
+    }
+
+    /// WriteTxnMarkers for offsets partition `p`: ends producer `producer_id`'s pending
+    /// offsets in every group of the partition that has some (NOT_COORDINATOR unless this
+    /// coordinator serves `p`).
+    pub async fn end_txn_partition(&self, p: u32, producer_id: i64, commit: bool) -> i16 {
+        if !self.logs.borrow().contains_key(&p) {
+            return err::NOT_COORDINATOR;
+        }
+        let groups: Vec<String> = self
+            .pending
+            .borrow()
+            .iter()
+            .filter(|(g, m)| offsets_partition(g) == p && m.contains_key(&producer_id))
+            .map(|(g, _)| g.clone())
+            .collect();
+        for g in groups {
+            let code = self.end_txn(&g, producer_id, commit).await;
+            if code != err::NONE {
+                return code;
+            }
         }
         err::NONE
     }
@@ -727,11 +859,11 @@ fn subscribed_topics(metadata: &[u8]) -> Vec<String> {
 
 /// Replays an offsets partition into the in-memory maps (committed and pending offsets).
 async fn replay(
-    log: &PartitionLog,
+    log: &StateLog,
     offsets: &mut HashMap<String, GroupOffsets>,
     pending: &mut HashMap<String, HashMap<i64, GroupOffsets>>,
 ) -> Result<(), String> {
-    crate::kvlog::replay(log, |k, v| {
+    log.replay(|k, v| {
         let Ok(key) = serde_json::from_slice::<OffsetKey>(k) else {
             return;
         };

@@ -14,7 +14,9 @@ use bytes::Bytes;
 /// Kafka error codes of the group APIs.
 pub mod err {
     pub const NONE: i16 = 0;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const NOT_COORDINATOR: i16 = 16;
     pub const ILLEGAL_GENERATION: i16 = 22;
     pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
     pub const UNKNOWN_MEMBER_ID: i16 = 25;

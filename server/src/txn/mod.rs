@@ -16,19 +16,22 @@
 //! the stalled producer is fenced, and forgets idle transactional ids.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sluice_engine::producer::build_marker;
-use sluice_engine::{AppendOptions, Durability, LogError, PartitionLog};
+use sluice_engine::Durability;
 
-use crate::shard::{Shard, TopicPartition};
+use crate::kvlog::{StateError, StateLog};
+
+use crate::shard::Shard;
 
 /// Fixed number of transaction state partitions; an id's partition is `crc32c(id) % this`.
 pub const TXN_PARTITIONS: u32 = 16;
+
+pub mod markers;
 
 pub fn txn_partition(id: &str) -> u32 {
     crc32c::crc32c(id.as_bytes()) % TXN_PARTITIONS
@@ -44,6 +47,7 @@ pub mod err {
     pub const NONE: i16 = 0;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const NOT_COORDINATOR: i16 = 16;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const INVALID_TXN_STATE: i16 = 48;
     pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
@@ -116,7 +120,9 @@ pub struct TxnCoordinator {
     txns: RefCell<HashMap<String, TxnMeta>>,
     /// One lock per transactional id: its operations run one at a time.
     locks: RefCell<HashMap<String, Rc<glommio::sync::Semaphore>>>,
-    logs: HashMap<u32, Rc<PartitionLog>>,
+    /// The state partitions this coordinator serves: all of its shard's on a single node; in
+    /// a cluster, those of `__transaction_state` this broker leads.
+    logs: RefCell<HashMap<u32, Rc<StateLog>>>,
     /// Shared by each stored change (append and map update), exclusive for compaction.
     state_lock: glommio::sync::RwLock<()>,
 }
@@ -133,40 +139,33 @@ fn check_producer(meta: &TxnMeta, producer_id: i64, epoch: i16) -> Result<(), i1
 }
 
 impl TxnCoordinator {
-    /// Opens this shard's transaction state partitions and replays them.
+    /// Single node: opens this shard's transaction state partitions and replays them. In a
+    /// cluster (`clustered`) it starts empty and [`load`](Self::load)s the partitions of
+    /// `__transaction_state` this broker comes to lead.
     pub async fn open(
         data_dir: &Path,
         shard: usize,
         shards: usize,
         cfg: TxnConfig,
+        clustered: bool,
     ) -> Result<Rc<TxnCoordinator>, String> {
         let mut logs = HashMap::new();
         let mut txns: HashMap<String, TxnMeta> = HashMap::new();
-        for p in (0..TXN_PARTITIONS).filter(|p| *p as usize % shards.max(1) == shard) {
+        let local =
+            (0..TXN_PARTITIONS).filter(|p| !clustered && *p as usize % shards.max(1) == shard);
+        for p in local {
             let dir = data_dir.join("__sluice").join(format!("txn-state-{p}"));
             let log = crate::kvlog::open(&dir, crate::kvlog::segment_bytes(cfg.compact_min_bytes))
                 .await?;
-            crate::kvlog::replay(&log, |k, v| {
-                let Ok(id) = serde_json::from_slice::<String>(k) else {
-                    return;
-                };
-                match v.and_then(|v| serde_json::from_slice::<TxnMeta>(v).ok()) {
-                    Some(m) => {
-                        txns.insert(id, m);
-                    }
-                    None => {
-                        txns.remove(&id);
-                    }
-                }
-            })
-            .await?;
+            let log = StateLog::local(Rc::new(log));
+            replay(&log, &mut txns).await?;
             logs.insert(p, Rc::new(log));
         }
         let c = Rc::new(TxnCoordinator {
             cfg,
             txns: RefCell::new(txns),
             locks: RefCell::new(HashMap::new()),
-            logs,
+            logs: RefCell::new(logs),
             state_lock: glommio::sync::RwLock::new(()),
         });
         c.compact().await;
@@ -174,9 +173,54 @@ impl TxnCoordinator {
     }
 
     pub async fn close(&self) {
-        for log in self.logs.values() {
-            let _ = log.close().await;
+        let logs: Vec<_> = self.logs.borrow_mut().drain().map(|(_, l)| l).collect();
+        for log in logs {
+            log.close().await;
         }
+    }
+
+    /// Whether this coordinator serves transactional id `id` (its partition is loaded here).
+    pub fn serves(&self, id: &str) -> bool {
+        self.logs.borrow().contains_key(&txn_partition(id))
+    }
+
+    /// The leader epoch partition `p` is loaded at (cluster), `None` if it is not loaded.
+    pub fn loaded_epoch(&self, p: u32) -> Option<Option<i32>> {
+        self.logs.borrow().get(&p).map(|l| l.epoch())
+    }
+
+    /// Cluster: takes over state partition `p` (this broker now leads it) and replays it.
+    /// Transactions it left in a Prepare state are completed by the ticker.
+    pub async fn load(&self, p: u32, log: StateLog) -> Result<(), String> {
+        self.unload(p);
+        let Ok(_all) = self.state_lock.write().await else {
+            return Err("coordinator closed".into());
+        };
+        let mut txns = HashMap::new();
+        replay(&log, &mut txns).await?;
+        tracing::info!(
+            partition = p,
+            transactional_ids = txns.len(),
+            epoch = ?log.epoch(),
+            "transaction state partition loaded"
+        );
+        self.txns.borrow_mut().extend(txns);
+        self.logs.borrow_mut().insert(p, Rc::new(log));
+        Ok(())
+    }
+
+    /// Cluster: gives up state partition `p` (leadership moved) and forgets its ids.
+    pub fn unload(&self, p: u32) {
+        if self.logs.borrow_mut().remove(&p).is_none() {
+            return;
+        }
+        self.txns
+            .borrow_mut()
+            .retain(|id, _| txn_partition(id) != p);
+        self.locks
+            .borrow_mut()
+            .retain(|id, _| txn_partition(id) != p);
+        tracing::info!(partition = p, "transaction state partition unloaded");
     }
 
     fn lock(&self, id: &str) -> Rc<glommio::sync::Semaphore> {
@@ -203,9 +247,6 @@ impl TxnCoordinator {
         meta: Option<TxnMeta>,
         level: Durability,
     ) -> Result<(), i16> {
-        let Some(log) = self.logs.get(&txn_partition(id)) else {
-            return Err(err::COORDINATOR_NOT_AVAILABLE);
-        };
         let record = (
             serde_json::to_vec(id).unwrap_or_default(),
             meta.as_ref().and_then(|m| serde_json::to_vec(m).ok()),
@@ -215,9 +256,18 @@ impl TxnCoordinator {
             .read()
             .await
             .map_err(|_| err::COORDINATOR_NOT_AVAILABLE)?;
-        crate::kvlog::append(log, &[record], level).await.map_err(|e| {
-            tracing::error!(transactional_id = id, error = %e, "storing transaction state failed");
-            err::KAFKA_STORAGE_ERROR
+        let Some(log) = self.logs.borrow().get(&txn_partition(id)).cloned() else {
+            return Err(err::NOT_COORDINATOR);
+        };
+        log.append(&[record], level).await.map_err(|e| {
+            tracing::warn!(transactional_id = id, error = %e, "storing transaction state failed");
+            match e {
+                StateError::Log(_) => err::KAFKA_STORAGE_ERROR,
+                StateError::Replication(crate::api::codes::NOT_LEADER_OR_FOLLOWER) => {
+                    err::NOT_COORDINATOR
+                }
+                StateError::Replication(_) => err::COORDINATOR_NOT_AVAILABLE,
+            }
         })?;
         let mut txns = self.txns.borrow_mut();
         match meta {
@@ -516,7 +566,7 @@ impl TxnCoordinator {
             m.updated_ms = now_ms();
             self.store(id, Some(m.clone())).await?;
         }
-        if let Err(e) = write_markers(shard, &m, commit).await {
+        if let Err(e) = markers::write_markers(shard, &m, commit).await {
             tracing::error!(transactional_id = id, error = %e, "writing transaction markers failed; will retry");
             return Err(err::COORDINATOR_NOT_AVAILABLE);
         }
@@ -590,7 +640,13 @@ impl TxnCoordinator {
         let Ok(_all) = self.state_lock.write().await else {
             return;
         };
-        for (p, log) in &self.logs {
+        let logs: Vec<(u32, Rc<StateLog>)> = self
+            .logs
+            .borrow()
+            .iter()
+            .map(|(p, l)| (*p, l.clone()))
+            .collect();
+        for (p, log) in &logs {
             let live: Vec<crate::kvlog::KvRecord> = self
                 .txns
                 .borrow()
@@ -603,7 +659,7 @@ impl TxnCoordinator {
                     )
                 })
                 .collect();
-            match crate::kvlog::compact(log, &live, self.cfg.compact_min_bytes).await {
+            match log.compact(&live, self.cfg.compact_min_bytes).await {
                 Ok(true) => tracing::info!(
                     partition = p,
                     records = live.len(),
@@ -666,104 +722,27 @@ impl TxnCoordinator {
     }
 }
 
+/// Replays a transaction state partition into `txns`.
+async fn replay(log: &StateLog, txns: &mut HashMap<String, TxnMeta>) -> Result<(), String> {
+    log.replay(|k, v| {
+        let Ok(id) = serde_json::from_slice::<String>(k) else {
+            return;
+        };
+        match v.and_then(|v| serde_json::from_slice::<TxnMeta>(v).ok()) {
+            Some(m) => {
+                txns.insert(id, m);
+            }
+            None => {
+                txns.remove(&id);
+            }
+        }
+    })
+    .await
+}
+
 fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, i16> {
     shard.shared.allocate_producer_id().map_err(|e| {
         tracing::error!(error = %e, "allocating a producer id failed");
         err::KAFKA_STORAGE_ERROR
     })
-}
-
-/// Appends the COMMIT/ABORT marker to every partition of the transaction (on their owning
-/// shards, in parallel, each fdatasync'd) and ends the transaction's offsets in its groups.
-async fn write_markers(shard: &Rc<Shard>, m: &TxnMeta, commit: bool) -> Result<(), String> {
-    // cluster mode: a marker may only be written by its partition's leader; markers to other
-    // brokers (WriteTxnMarkers) are not implemented yet, so such a transaction cannot end here
-    // (it is refused rather than written into a follower's log)
-    if let Some((t, p)) = m
-        .partitions
-        .iter()
-        .find(|(t, p)| shard.shared.leader_check(t, *p).is_err_and(|c| c != 3))
-    {
-        return Err(format!(
-            "{t}-{p} is led by another broker; cross-broker transaction markers are not supported yet"
-        ));
-    }
-    let mut by_owner: BTreeMap<usize, Vec<TopicPartition>> = BTreeMap::new();
-    {
-        let st = shard.shared.catalog.read();
-        for (t, p) in &m.partitions {
-            // a deleted topic has nothing left to mark
-            if let Some(owner) = st
-                .topics
-                .get(t)
-                .and_then(|i| i.shards.get(*p as usize).copied())
-            {
-                by_owner
-                    .entry(owner)
-                    .or_default()
-                    .push(TopicPartition::new(t, *p));
-            }
-        }
-    }
-    let (pid, epoch) = (m.producer_id, m.epoch);
-    let mut tasks = Vec::new();
-    for (owner, tps) in by_owner {
-        let s = shard.clone();
-        tasks.push(glommio::spawn_local(async move {
-            s.call(owner, move |o| async move {
-                let marker = build_marker(pid, epoch, commit, 0, now_ms());
-                for tp in tps {
-                    let log = match o.owned_log(&tp).await {
-                        Ok(Some(l)) => l,
-                        Ok(None) => continue,
-                        Err(e) => return Err(format!("{}-{}: {e}", tp.topic, tp.partition)),
-                    };
-                    match log
-                        .append_durable(&marker, AppendOptions::default(), Durability::Synced)
-                        .await
-                    {
-                        Ok(_) => {}
-                        // the partition already moved past this producer epoch: nothing open
-                        Err(LogError::Producer(e)) => {
-                            tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "marker refused")
-                        }
-                        Err(e) => return Err(format!("{}-{}: {e}", tp.topic, tp.partition)),
-                    }
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| e.to_string())?
-        }));
-    }
-    for g in &m.groups {
-        let s = shard.clone();
-        let g = g.clone();
-        tasks.push(glommio::spawn_local(async move {
-            let target = crate::group::coordinator_shard(&g, s.nr);
-            let code = s
-                .call(target, move |o| async move {
-                    match o.coordinator() {
-                        Some(c) => c.end_txn(&g, pid, commit).await,
-                        None => err::COORDINATOR_NOT_AVAILABLE,
-                    }
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            if code != err::NONE {
-                return Err(format!("group offsets: error {code}"));
-            }
-            Ok(())
-        }));
-    }
-    let mut first_err = None;
-    for t in tasks {
-        if let Err(e) = t.await {
-            first_err.get_or_insert(e);
-        }
-    }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
 }
