@@ -207,9 +207,10 @@ impl Catalog {
             st.cluster_id = image.cluster_id.clone();
             st.next_producer_id = image.next_producer_id;
             for t in image.topics.values() {
+                // a topic created again under the same name keeps its shards, so the shard
+                // holding the old replica is the one that replaces it
                 let mut placed: Vec<usize> = old
                     .get(&t.name)
-                    .filter(|o| o.id == t.id)
                     .map(|o| o.shards.clone())
                     .unwrap_or_default();
                 placed.truncate(t.partitions.len());

@@ -364,12 +364,7 @@ pub async fn create(
 /// Deletes a topic: drops it from the catalog, then closes and removes its partitions.
 pub async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<Uuid, TopicError> {
     if shard.shared.is_clustered() {
-        // every replica's files must go before the name can be reused (a new topic of the same
-        // name would otherwise open them): not built yet, so refused rather than half done
-        return Err(TopicError(
-            codes::POLICY_VIOLATION,
-            "deleting topics in a cluster is not supported yet".into(),
-        ));
+        return delete_clustered(shard, name).await;
     }
     let info = shard.shared.catalog.update(|st| {
         st.topics.remove(name).ok_or_else(|| {
@@ -382,6 +377,37 @@ pub async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<Uuid, TopicEr
     on_owners(shard, &info, 0, PartitionOp::Delete).await?;
     tracing::info!(topic = name, "deleted topic");
     Ok(info.id)
+}
+
+/// Cluster mode: the topic leaves the metadata image; every replica's broker removes its files
+/// in its reconcile loop (and a replica that missed the delete finds out from the topic id its
+/// directory records, `cluster::identity`).
+async fn delete_clustered(shard: &Rc<Shard>, name: &str) -> Result<Uuid, TopicError> {
+    if crate::cluster::coordinators::is_internal(name) {
+        return Err(TopicError(
+            codes::POLICY_VIOLATION,
+            format!("{name} holds the coordinators' state and cannot be deleted"),
+        ));
+    }
+    let id = shard
+        .shared
+        .image()
+        .and_then(|img| img.topics.get(name).map(|t| t.id))
+        .ok_or_else(|| {
+            TopicError(
+                codes::UNKNOWN_TOPIC_OR_PARTITION,
+                "This server does not host this topic-partition.".into(),
+            )
+        })?;
+    let cmd = crate::cluster::image::Command::DeleteTopic {
+        name: name.to_string(),
+    };
+    propose_and_wait(shard, cmd, |st| {
+        st.topics.get(name).is_none_or(|t| t.id != id)
+    })
+    .await?;
+    tracing::info!(topic = name, "deleted topic (cluster)");
+    Ok(id)
 }
 
 pub async fn delete(

@@ -9,6 +9,7 @@
 
 pub mod controller;
 pub mod coordinators;
+pub mod identity;
 pub mod image;
 pub mod member;
 pub mod peer;

@@ -27,8 +27,10 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_engine::{batch, Durability, Offset, PartitionLog};
 
 use super::coordinators;
+use super::identity;
 use super::image::{BrokerId, Command};
 use crate::api::codes;
+use crate::catalog::partition_dir;
 use crate::shard::{BrokerShared, Shard, TopicPartition};
 
 /// Fetch version followers use (topic names, replica_id in the body, diverging epochs).
@@ -65,6 +67,10 @@ pub struct Replication {
     following: RefCell<HashMap<TopicPartition, Following>>,
     /// Partitions with an AlterPartition proposal in flight (one at a time each).
     altering: RefCell<HashSet<TopicPartition>>,
+    /// The topic id of each replica opened this run (its directory records it too, see
+    /// `identity`): a replica whose topic left the image, or came back under a new id, is
+    /// deleted.
+    ids: RefCell<HashMap<TopicPartition, uuid::Uuid>>,
 }
 
 /// FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH for a request naming a leader epoch that is not
@@ -197,12 +203,18 @@ async fn reconcile(shard: &Rc<Shard>) {
     };
     let me = shard.shared.config.node_id;
     let mut mine = HashSet::new();
+    // replicas the image gives this broker, opened or not
+    let mut wanted = HashSet::new();
     for t in image.topics.values() {
         for (p, st) in t.partitions.iter().enumerate() {
             if !st.replicas.contains(&me) {
                 continue;
             }
             let tp = TopicPartition::new(&t.name, p as i32);
+            wanted.insert(tp.clone());
+            if !owns(shard, &tp) || !identity_ok(shard, &tp, t.id, image.applied).await {
+                continue;
+            }
             let log = match shard.owned_log(&tp).await {
                 Ok(Some(l)) => l,
                 Ok(None) => continue, // another shard's, or the catalog has not caught up
@@ -211,6 +223,14 @@ async fn reconcile(shard: &Rc<Shard>) {
                     continue;
                 }
             };
+            if !shard.replication.ids.borrow().contains_key(&tp) {
+                let dir = partition_dir(&shard.shared.config.data_dir, &t.name, p as i32);
+                if let Err(e) = identity::record(&dir, t.id, image.applied) {
+                    tracing::warn!(topic = %t.name, partition = p, error = %e, "cannot record the replica's topic id");
+                    continue;
+                }
+                shard.replication.ids.borrow_mut().insert(tp.clone(), t.id);
+            }
             if !log.is_replicated() {
                 log.set_replicated(true);
             }
@@ -294,6 +314,83 @@ async fn reconcile(shard: &Rc<Shard>) {
     for tp in gone {
         if let Some(f) = shard.replication.following.borrow_mut().remove(&tp) {
             f.task.cancel();
+        }
+    }
+    // replicas whose topic was deleted (or moved off this broker) since they were opened
+    let deleted: Vec<TopicPartition> = shard
+        .replication
+        .ids
+        .borrow()
+        .keys()
+        .filter(|tp| !wanted.contains(*tp))
+        .cloned()
+        .collect();
+    // and replicas opened at start for topics deleted while this broker was down
+    let strays: Vec<TopicPartition> = shard
+        .logs()
+        .into_iter()
+        .map(|(tp, _)| tp)
+        .filter(|tp| !wanted.contains(tp) && !shard.replication.ids.borrow().contains_key(tp))
+        .filter(|tp| {
+            let dir = partition_dir(&shard.shared.config.data_dir, &tp.topic, tp.partition);
+            identity::recorded_by(&dir, image.applied)
+        })
+        .collect();
+    for tp in deleted.into_iter().chain(strays) {
+        tracing::info!(topic = %tp.topic, partition = tp.partition, "replica's topic deleted; removing its files");
+        remove_replica(shard, &tp).await;
+    }
+}
+
+/// Whether the catalog places `tp` on this shard.
+fn owns(shard: &Shard, tp: &TopicPartition) -> bool {
+    shard
+        .shared
+        .catalog
+        .read()
+        .topics
+        .get(&*tp.topic)
+        .and_then(|t| t.shards.get(tp.partition as usize).copied())
+        == Some(shard.id)
+}
+
+/// Whether this shard may open `tp` as a replica of topic `id`: a replica opened earlier this
+/// run under another id, or a directory holding an older topic of the same name, is deleted
+/// first (a directory newer than the image waits for it).
+async fn identity_ok(shard: &Rc<Shard>, tp: &TopicPartition, id: uuid::Uuid, applied: u64) -> bool {
+    let known = shard.replication.ids.borrow().get(tp).copied();
+    match known {
+        Some(k) if k == id => true,
+        Some(_) => {
+            tracing::info!(topic = %tp.topic, partition = tp.partition, "topic created again under a new id; removing the old replica");
+            remove_replica(shard, tp).await
+        }
+        None => {
+            let dir = partition_dir(&shard.shared.config.data_dir, &tp.topic, tp.partition);
+            match identity::check(&dir, id, applied) {
+                identity::Verdict::Open => true,
+                identity::Verdict::Wait => false,
+                identity::Verdict::Stale => {
+                    tracing::info!(topic = %tp.topic, partition = tp.partition, "replica holds a deleted topic of the same name; removing it");
+                    remove_replica(shard, tp).await
+                }
+            }
+        }
+    }
+}
+
+/// Stops replicating `tp` on this shard and deletes its files. Returns whether it is gone.
+async fn remove_replica(shard: &Rc<Shard>, tp: &TopicPartition) -> bool {
+    if let Some(f) = shard.replication.following.borrow_mut().remove(tp) {
+        f.task.cancel();
+    }
+    shard.replication.leading.borrow_mut().remove(tp);
+    shard.replication.ids.borrow_mut().remove(tp);
+    match shard.delete_partition(&tp.topic, tp.partition).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "removing a replica failed");
+            false
         }
     }
 }
