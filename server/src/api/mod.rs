@@ -18,6 +18,7 @@ mod fetch;
 mod groups;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod produce;
 mod producer_id;
 mod quorum;
@@ -72,6 +73,7 @@ pub const SUPPORTED: &[ApiKey] = &[
     ApiKey::Fetch,
     ApiKey::ListOffsets,
     ApiKey::Metadata,
+    ApiKey::OffsetForLeaderEpoch,
     ApiKey::ApiVersions,
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
@@ -205,6 +207,9 @@ async fn dispatch(
         }
         RequestKind::Fetch(r) => fetch::handle(shard, r, v, c, &client_id).await.map(Some),
         RequestKind::ListOffsets(r) => respond!(list_offsets::handle(shard, r, v).await),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            respond!(offset_for_leader_epoch::handle(shard, r).await)
+        }
         RequestKind::CreateTopics(r) => respond!(topics::create(shard, r, v).await),
         RequestKind::DeleteTopics(r) => respond!(topics::delete(shard, r, v).await),
         RequestKind::CreatePartitions(r) => respond!(admin::create_partitions(shard, r).await),

@@ -1,0 +1,284 @@
+"""Cluster APIs that librdkafka and kafka-python do not call directly, and the cluster-aware
+CLI, against three sluice-server processes that are each a broker and a voter (the `cluster`
+fixture of test_cluster.py).
+
+- OffsetForLeaderEpoch (v3, raw protocol): end offsets per leader epoch from the leader,
+  NOT_LEADER_OR_FOLLOWER from a follower, FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH for a
+  stale / future current epoch; after a SIGKILL failover the new leader answers the old epoch's
+  end and its own epoch (at the log end, before and after writing in it). Single node too.
+"""
+
+import socket
+import struct
+import uuid
+
+
+from helpers import admin, create_topic, produce_all, producer
+from test_cluster import (  # noqa: F401 - `cluster` is a fixture
+    CLI,
+    FAILOVER_TIMEOUT,
+    VOTERS,
+    cluster,
+    create_topics,
+    partition_from,
+    replicas_in_sync,
+    wait_until,
+)
+
+OFFSET_FOR_LEADER_EPOCH = 23
+DESCRIBE_TOPIC_PARTITIONS = 75
+
+NONE = 0
+UNKNOWN_TOPIC_OR_PARTITION = 3
+NOT_LEADER_OR_FOLLOWER = 6
+FENCED_LEADER_EPOCH = 74
+UNKNOWN_LEADER_EPOCH = 76
+
+
+# --- a minimal raw Kafka protocol client --------------------------------------------------
+
+def _string(s):
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def _uvarint(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _compact_string(s):
+    b = s.encode()
+    return _uvarint(len(b) + 1) + b
+
+
+class Reader:
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+
+    def take(self, fmt):
+        v = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return v[0] if len(v) == 1 else v
+
+    def uvarint(self):
+        shift = n = 0
+        while True:
+            b = self.data[self.pos]
+            self.pos += 1
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+            shift += 7
+
+    def string(self):
+        n = self.take(">h")
+        s = self.data[self.pos:self.pos + n].decode()
+        self.pos += n
+        return s
+
+    def compact_string(self):
+        n = self.uvarint() - 1
+        if n < 0:
+            return None
+        s = self.data[self.pos:self.pos + n].decode()
+        self.pos += n
+        return s
+
+    def compact_array(self, item):
+        n = self.uvarint() - 1
+        return None if n < 0 else [item() for _ in range(n)]
+
+    def tags(self):
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            self.pos += self.uvarint()
+
+
+def call(bootstrap, api_key, version, body, flexible):
+    """One request to `bootstrap` (host:port); returns a Reader over the response body."""
+    host, port = bootstrap.rsplit(":", 1)
+    header = struct.pack(">hhi", api_key, version, 7) + _string("raw-test")
+    if flexible:
+        header += b"\x00"  # no tagged fields
+    frame = header + body
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", _recv(s, 4))[0]
+        r = Reader(_recv(s, size))
+    assert r.take(">i") == 7, "correlation id"
+    if flexible:
+        r.tags()
+    return r
+
+
+def _recv(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        assert chunk, "connection closed"
+        buf += chunk
+    return buf
+
+
+def offset_for_leader_epoch(bootstrap, topic, partitions):
+    """OffsetForLeaderEpoch v3 for `partitions` = [(partition, current epoch, epoch)]; returns
+    {partition: (error, leader epoch, end offset)}."""
+    body = struct.pack(">i", -1) + struct.pack(">i", 1) + _string(topic)
+    body += struct.pack(">i", len(partitions))
+    for p, current, epoch in partitions:
+        body += struct.pack(">iii", p, current, epoch)
+    r = call(bootstrap, OFFSET_FOR_LEADER_EPOCH, 3, body, flexible=False)
+    r.take(">i")  # throttle
+    out = {}
+    for _ in range(r.take(">i")):
+        assert r.string() == topic
+        for _ in range(r.take(">i")):
+            err, p, epoch, end = r.take(">hiiq")
+            out[p] = (err, epoch, end)
+    return out
+
+
+def describe_topic_partitions(bootstrap, topics, limit=2000, cursor=None):
+    """DescribeTopicPartitions v0; returns (topics, next cursor). Each topic is a dict."""
+    body = _uvarint(len(topics) + 1)
+    for t in topics:
+        body += _compact_string(t) + b"\x00"
+    body += struct.pack(">i", limit)
+    if cursor is None:
+        body += struct.pack(">b", -1)
+    else:
+        body += struct.pack(">b", 1) + _compact_string(cursor[0]) + struct.pack(">i", cursor[1])
+        body += b"\x00"
+    body += b"\x00"
+    r = call(bootstrap, DESCRIBE_TOPIC_PARTITIONS, 0, body, flexible=True)
+    r.take(">i")  # throttle
+
+    def ints():
+        return r.compact_array(lambda: r.take(">i"))
+
+    def partition():
+        p = {}
+        p["error"], p["partition"], p["leader"], p["leader_epoch"] = r.take(">hiii")
+        p["replicas"], p["isr"], p["elr"], p["last_known_elr"], p["offline"] = (
+            ints(), ints(), ints(), ints(), ints()
+        )
+        r.tags()
+        return p
+
+    def topic():
+        t = {"error": r.take(">h"), "name": r.compact_string()}
+        t["id"] = uuid.UUID(bytes=r.data[r.pos:r.pos + 16])
+        r.pos += 16
+        t["internal"] = r.take(">b") != 0
+        t["partitions"] = r.compact_array(partition)
+        t["authorized_operations"] = r.take(">i")
+        r.tags()
+        return t
+
+    out = r.compact_array(topic)
+    nxt = None
+    if r.take(">b") != -1:
+        nxt = (r.compact_string(), r.take(">i"))
+        r.tags()
+    r.tags()
+    return out, nxt
+
+
+# --- OffsetForLeaderEpoch ---------------------------------------------------------------
+
+def test_offset_for_leader_epoch_on_a_single_node(broker):
+    """One broker leads everything at epoch 0: the end of epoch 0 is the log end; a newer
+    epoch is unknown; a current epoch above 0 is UNKNOWN_LEADER_EPOCH."""
+    create_topic(broker.bootstrap, "one")
+    produce_all(producer(broker.bootstrap), "one", [b"x"] * 7, partition=0)
+    got = offset_for_leader_epoch(broker.bootstrap, "one", [(0, 0, 0)])
+    assert got[0] == (NONE, 0, 7)
+    assert offset_for_leader_epoch(broker.bootstrap, "one", [(0, -1, 1)])[0] == (NONE, -1, -1)
+    assert offset_for_leader_epoch(broker.bootstrap, "one", [(1, -1, 0)])[1][0] == (
+        UNKNOWN_TOPIC_OR_PARTITION
+    )
+    assert offset_for_leader_epoch(broker.bootstrap, "one", [(0, 1, 0)])[0][0] == (
+        UNKNOWN_LEADER_EPOCH
+    )
+    assert offset_for_leader_epoch(broker.bootstrap, "nope", [(0, -1, 0)])[0][0] == (
+        UNKNOWN_TOPIC_OR_PARTITION
+    )
+
+
+def partition_state(cluster, topic, partition, via=None):
+    """(leader, leader epoch, isr) of one partition in `sluice topic describe` from `via`."""
+    b = cluster.brokers[via] if via is not None else cluster.running()[0]
+    p = partition_from(b, topic, partition)
+    return p["leader"], p["leader_epoch"], p["isr"]
+
+
+def test_offset_for_leader_epoch_follows_a_failover(cluster):
+    """RF 3, 10 records at epoch 0: the leader answers (0, 10), followers refuse; after a
+    SIGKILL of the leader the new one answers epoch 0's end (10) and its own epoch at the log
+    end, before and after it wrote 5 records in it; a client on the old epoch is fenced."""
+    create_topics(cluster.bootstrap(), [("ep", 1, 3)])
+    a = admin(cluster.bootstrap())
+    wait_until("ep in sync", lambda: replicas_in_sync(a.list_topics(timeout=10), "ep", 1, 3), 10)
+    p = producer(cluster.bootstrap(), acks="all", enable_idempotence=False)
+    produce_all(p, "ep", [f"e0-{i}".encode() for i in range(10)], partition=0)
+    leader, epoch, isr = wait_until(
+        "ep described", lambda: partition_state(cluster, "ep", 0, via=1), 5
+    )
+    assert epoch == 0 and sorted(isr) == [1, 2, 3]
+    lb = cluster.brokers[leader].bootstrap
+    assert offset_for_leader_epoch(lb, "ep", [(0, 0, 0)])[0] == (NONE, 0, 10)
+    assert offset_for_leader_epoch(lb, "ep", [(0, -1, 0)])[0] == (NONE, 0, 10)
+    assert offset_for_leader_epoch(lb, "ep", [(0, 1, 0)])[0][0] == UNKNOWN_LEADER_EPOCH
+    for f in (i for i in VOTERS if i != leader):
+        got = offset_for_leader_epoch(cluster.brokers[f].bootstrap, "ep", [(0, 0, 0)])
+        assert got[0][0] == NOT_LEADER_OR_FOLLOWER, (f, got)
+
+    cluster.brokers[leader].kill()
+    other = next(i for i in VOTERS if i != leader)
+
+    def moved():
+        new, e, _ = partition_state(cluster, "ep", 0, via=other)
+        return (new, e) if new not in (leader, -1) else None
+
+    new, new_epoch = wait_until("a new leader for ep-0", moved, FAILOVER_TIMEOUT)
+    assert new_epoch >= 1
+    nb = cluster.brokers[new].bootstrap
+    # the new leader's image may lag the one asked by a heartbeat
+    wait_until(
+        "the new leader answers",
+        lambda: offset_for_leader_epoch(nb, "ep", [(0, new_epoch, 0)])[0][0] == NONE,
+        5,
+    )
+    # a lower end means the new leader lost records acknowledged with acks=all
+    got = offset_for_leader_epoch(nb, "ep", [(0, new_epoch, 0)])[0]
+    assert got == (NONE, 0, 10), f"epoch 0 on the new leader {new}: {got}"
+    assert offset_for_leader_epoch(nb, "ep", [(0, new_epoch, new_epoch)])[0] == (
+        NONE, new_epoch, 10
+    )
+    assert offset_for_leader_epoch(nb, "ep", [(0, 0, 0)])[0][0] == FENCED_LEADER_EPOCH
+    assert offset_for_leader_epoch(nb, "ep", [(0, new_epoch + 1, 0)])[0][0] == (
+        UNKNOWN_LEADER_EPOCH
+    )
+
+    survivors = ",".join(cluster.brokers[i].bootstrap for i in VOTERS if i != leader)
+    p = producer(survivors, acks="all", enable_idempotence=False)
+    produce_all(p, "ep", [f"e1-{i}".encode() for i in range(5)], partition=0)
+    got = offset_for_leader_epoch(
+        nb, "ep", [(0, new_epoch, 0)]
+    )[0], offset_for_leader_epoch(nb, "ep", [(0, new_epoch, new_epoch)])[0]
+    assert got == ((NONE, 0, 10), (NONE, new_epoch, 15))
+    # an epoch between the two (none when the epoch moved by one) ends where the new one starts
+    if new_epoch > 1:
+        assert offset_for_leader_epoch(nb, "ep", [(0, new_epoch, 1)])[0] == (NONE, 0, 10)
+    assert offset_for_leader_epoch(nb, "ep", [(0, new_epoch, new_epoch + 1)])[0] == (
+        NONE, -1, -1
+    )
