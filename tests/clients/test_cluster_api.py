@@ -6,14 +6,17 @@ fixture of test_cluster.py).
   NOT_LEADER_OR_FOLLOWER from a follower, FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH for a
   stale / future current epoch; after a SIGKILL failover the new leader answers the old epoch's
   end and its own epoch (at the log end, before and after writing in it). Single node too.
+- DescribeTopicPartitions (v0, raw protocol): the same placement as Metadata, topics sorted by
+  name, unknown topics flagged, response_partition_limit and the cursor.
 """
 
 import socket
 import struct
 import uuid
 
+from confluent_kafka import TopicCollection
 
-from helpers import admin, create_topic, produce_all, producer
+from helpers import TIMEOUT, admin, create_topic, produce_all, producer
 from test_cluster import (  # noqa: F401 - `cluster` is a fixture
     CLI,
     FAILOVER_TIMEOUT,
@@ -282,3 +285,79 @@ def test_offset_for_leader_epoch_follows_a_failover(cluster):
     assert offset_for_leader_epoch(nb, "ep", [(0, new_epoch, new_epoch + 1)])[0] == (
         NONE, -1, -1
     )
+
+
+# --- DescribeTopicPartitions ------------------------------------------------------------
+
+def topic_ids(a, names):
+    """{name: uuid.UUID} from confluent-kafka's describe_topics."""
+    futures = a.describe_topics(TopicCollection(names))
+    out = {}
+    for name, f in futures.items():
+        u = f.result(TIMEOUT).topic_id
+        msb = u.get_most_significant_bits() & (2**64 - 1)
+        lsb = u.get_least_significant_bits() & (2**64 - 1)
+        out[name] = uuid.UUID(int=(msb << 64) | lsb)
+    return out
+
+
+def test_describe_topic_partitions_matches_metadata_and_pages(cluster):
+    """Two topics asked out of order plus an unknown one: sorted by name, ids and placement as
+    in Metadata, eligible leader replicas empty; a limit of 3 partitions pages with the cursor;
+    an empty topic list describes every topic."""
+    create_topics(cluster.bootstrap(), [("dtp-b", 3, 2), ("dtp-a", 2, 3)])
+    a = admin(cluster.bootstrap())
+    wait_until("dtp-a", lambda: replicas_in_sync(a.list_topics(timeout=10), "dtp-a", 2, 3), 10)
+    wait_until("dtp-b", lambda: replicas_in_sync(a.list_topics(timeout=10), "dtp-b", 3, 2), 10)
+    md = a.list_topics(timeout=10)
+    ids = topic_ids(a, ["dtp-a", "dtp-b"])
+    b = cluster.brokers[2].bootstrap
+    wait_until(
+        "both topics known to broker 2",
+        lambda: all(
+            t["error"] == NONE
+            for t in describe_topic_partitions(b, ["dtp-a", "dtp-b"])[0]
+        ),
+        5,
+    )
+    topics, nxt = describe_topic_partitions(b, ["dtp-b", "zzz-missing", "dtp-a"])
+    assert nxt is None
+    assert [t["name"] for t in topics] == ["dtp-a", "dtp-b", "zzz-missing"]
+    assert topics[2]["error"] == UNKNOWN_TOPIC_OR_PARTITION
+    assert topics[2]["partitions"] == []
+    for t in topics[:2]:
+        assert t["error"] == NONE
+        assert not t["internal"]
+        assert t["id"] == ids[t["name"]]
+        want = md.topics[t["name"]].partitions
+        assert [p["partition"] for p in t["partitions"]] == sorted(want)
+        for p in t["partitions"]:
+            m = want[p["partition"]]
+            assert p["error"] == NONE
+            assert p["leader"] == m.leader
+            assert p["replicas"] == m.replicas
+            assert sorted(p["isr"]) == sorted(m.isrs)
+            assert p["offline"] == []
+            assert p["elr"] == [] and p["last_known_elr"] == []
+            assert p["leader_epoch"] >= 0
+
+    # pages of 3 partitions: dtp-a 0-1 and dtp-b 0, then dtp-b 1-2
+    page1, nxt = describe_topic_partitions(b, ["dtp-a", "dtp-b"], limit=3)
+    assert [(t["name"], [p["partition"] for p in t["partitions"]]) for t in page1] == [
+        ("dtp-a", [0, 1]), ("dtp-b", [0])
+    ]
+    assert nxt == ("dtp-b", 1)
+    page2, nxt = describe_topic_partitions(b, ["dtp-a", "dtp-b"], limit=3, cursor=nxt)
+    assert [(t["name"], [p["partition"] for p in t["partitions"]]) for t in page2] == [
+        ("dtp-b", [1, 2])
+    ]
+    assert nxt is None
+    # a page that ends exactly at a topic's end points at the next topic
+    page, nxt = describe_topic_partitions(b, ["dtp-a", "dtp-b"], limit=2)
+    assert [t["name"] for t in page] == ["dtp-a"] and nxt == ("dtp-b", 0)
+
+    # every topic, sorted
+    every, nxt = describe_topic_partitions(b, [])
+    names = [t["name"] for t in every]
+    assert names == sorted(names) and {"dtp-a", "dtp-b"} <= set(names)
+    assert nxt is None

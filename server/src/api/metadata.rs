@@ -10,7 +10,8 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 
 use super::{codes, topics};
-use crate::shard::Shard;
+use crate::cluster::view::PartitionView;
+use crate::shard::{BrokerShared, Shard};
 
 pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> MetadataResponse {
     let shared = &shard.shared;
@@ -95,7 +96,7 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
 }
 
 fn topic_entry(
-    shared: &crate::shard::BrokerShared,
+    shared: &BrokerShared,
     name: Option<String>,
     info: Option<&crate::catalog::TopicInfo>,
     code: i16,
@@ -110,29 +111,62 @@ fn topic_entry(
                 code
             });
     };
-    let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect::<Vec<_>>();
-    let partitions = (0..info.partitions())
-        .filter_map(|p| {
-            let v = shared.partition_view(&info.name, p)?;
-            let code = if v.leader < 0 {
-                codes::LEADER_NOT_AVAILABLE
-            } else {
-                codes::NONE
-            };
-            Some(
-                MetadataResponsePartition::default()
-                    .with_error_code(code)
-                    .with_partition_index(p)
-                    .with_leader_id(BrokerId(v.leader))
-                    .with_leader_epoch(v.leader_epoch)
-                    .with_replica_nodes(ids(v.replicas))
-                    .with_isr_nodes(ids(v.isr))
-                    .with_offline_replicas(ids(v.offline)),
-            )
+    let partitions = partition_rows(shared, &info.name, 0..info.partitions())
+        .into_iter()
+        .map(|r| {
+            MetadataResponsePartition::default()
+                .with_error_code(r.error_code)
+                .with_partition_index(r.index)
+                .with_leader_id(BrokerId(r.view.leader))
+                .with_leader_epoch(r.view.leader_epoch)
+                .with_replica_nodes(broker_ids(r.view.replicas))
+                .with_isr_nodes(broker_ids(r.view.isr))
+                .with_offline_replicas(broker_ids(r.view.offline))
         })
         .collect();
     MetadataResponseTopic::default()
         .with_name(name)
         .with_topic_id(info.id)
+        .with_is_internal(is_internal(&info.name))
         .with_partitions(partitions)
+}
+
+/// One partition as Metadata and DescribeTopicPartitions describe it.
+pub(super) struct PartitionRow {
+    pub index: i32,
+    /// LEADER_NOT_AVAILABLE while the partition has no leader (offline), else NONE.
+    pub error_code: i16,
+    pub view: PartitionView,
+}
+
+/// The partitions `range` of `topic` that exist, in order.
+pub(super) fn partition_rows(
+    shared: &BrokerShared,
+    topic: &str,
+    range: std::ops::Range<i32>,
+) -> Vec<PartitionRow> {
+    range
+        .filter_map(|p| {
+            let view = shared.partition_view(topic, p)?;
+            let error_code = if view.leader < 0 {
+                codes::LEADER_NOT_AVAILABLE
+            } else {
+                codes::NONE
+            };
+            Some(PartitionRow {
+                index: p,
+                error_code,
+                view,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn broker_ids(v: Vec<i32>) -> Vec<BrokerId> {
+    v.into_iter().map(BrokerId).collect()
+}
+
+/// Kafka's internal topics (the group and transaction coordinators' state).
+pub(super) fn is_internal(topic: &str) -> bool {
+    topic == "__consumer_offsets" || topic == "__transaction_state"
 }

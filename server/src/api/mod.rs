@@ -14,6 +14,7 @@ use crate::wire::{self, Response};
 
 mod admin;
 mod api_versions;
+mod describe_topic_partitions;
 mod fetch;
 mod groups;
 mod list_offsets;
@@ -85,6 +86,7 @@ pub const SUPPORTED: &[ApiKey] = &[
     ApiKey::DescribeLogDirs,
     ApiKey::DescribeCluster,
     ApiKey::DescribeQuorum,
+    ApiKey::DescribeTopicPartitions,
     ApiKey::FindCoordinator,
     ApiKey::JoinGroup,
     ApiKey::SyncGroup,
@@ -222,6 +224,9 @@ async fn dispatch(
         RequestKind::DescribeLogDirs(r) => respond!(admin::describe_log_dirs(shard, r).await),
         RequestKind::DescribeCluster(r) => respond!(admin::describe_cluster(shard, r)),
         RequestKind::DescribeQuorum(r) => respond!(quorum::describe_quorum(shard, r, v).await),
+        RequestKind::DescribeTopicPartitions(r) => {
+            respond!(describe_topic_partitions::handle(shard, r).await)
+        }
         RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(shard, r, v)),
         RequestKind::JoinGroup(r) => {
             let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(h, _)| h));
