@@ -8,13 +8,16 @@ fixture of test_cluster.py).
   end and its own epoch (at the log end, before and after writing in it). Single node too.
 - DescribeTopicPartitions (v0, raw protocol): the same placement as Metadata, topics sorted by
   name, unknown topics flagged, response_partition_limit and the cursor.
+- CreateTopics with explicit replica assignments (confluent-kafka `replica_assignment`).
 """
 
 import socket
 import struct
 import uuid
 
-from confluent_kafka import TopicCollection
+import pytest
+from confluent_kafka import KafkaException, TopicCollection
+from confluent_kafka.admin import NewTopic
 
 from helpers import TIMEOUT, admin, create_topic, produce_all, producer
 from test_cluster import (  # noqa: F401 - `cluster` is a fixture
@@ -34,6 +37,7 @@ DESCRIBE_TOPIC_PARTITIONS = 75
 NONE = 0
 UNKNOWN_TOPIC_OR_PARTITION = 3
 NOT_LEADER_OR_FOLLOWER = 6
+INVALID_REPLICA_ASSIGNMENT = 39
 FENCED_LEADER_EPOCH = 74
 UNKNOWN_LEADER_EPOCH = 76
 
@@ -361,3 +365,45 @@ def test_describe_topic_partitions_matches_metadata_and_pages(cluster):
     names = [t["name"] for t in every]
     assert names == sorted(names) and {"dtp-a", "dtp-b"} <= set(names)
     assert nxt is None
+
+
+# --- CreateTopics with explicit assignments ---------------------------------------------
+
+def test_create_topics_with_replica_assignment(cluster):
+    """replica_assignment [[1,2],[2,3]] is placed as given (first replica leads); unknown
+    brokers, duplicates and uneven replica counts are INVALID_REPLICA_ASSIGNMENT. (librdkafka
+    wants the partition count given, and sends -1 for it and the replication factor.)"""
+    a = admin(cluster.bootstrap())
+    a.create_topics([NewTopic("man", 2, replica_assignment=[[1, 2], [2, 3]])])["man"].result(
+        TIMEOUT
+    )
+    ps = wait_until(
+        "man in sync", lambda: replicas_in_sync(a.list_topics(timeout=10), "man", 2, 2), 10
+    )
+    assert [p.replicas for p in ps] == [[1, 2], [2, 3]]
+    assert [p.leader for p in ps] == [1, 2]
+
+    for name, assignment in [
+        ("bad-broker", [[1, 9]]),
+        ("bad-dup", [[1, 1]]),
+        ("bad-uneven", [[1, 2], [3]]),
+    ]:
+        f = a.create_topics([NewTopic(name, len(assignment), replica_assignment=assignment)])[name]
+        with pytest.raises(KafkaException) as e:
+            f.result(TIMEOUT)
+        assert e.value.args[0].code() == INVALID_REPLICA_ASSIGNMENT, (name, e.value)
+    assert "bad-broker" not in a.list_topics(timeout=10).topics
+
+
+def test_create_topics_with_replica_assignment_on_a_single_node(broker):
+    """A single node accepts an assignment naming only itself."""
+    a = admin(broker.bootstrap)
+    a.create_topics([NewTopic("solo", 3, replica_assignment=[[0], [0], [0]])])["solo"].result(
+        TIMEOUT
+    )
+    md = a.list_topics(timeout=10)
+    assert sorted(md.topics["solo"].partitions) == [0, 1, 2]
+    f = a.create_topics([NewTopic("solo2", 1, replica_assignment=[[0, 1]])])["solo2"]
+    with pytest.raises(KafkaException) as e:
+        f.result(TIMEOUT)
+    assert e.value.args[0].code() == INVALID_REPLICA_ASSIGNMENT

@@ -28,7 +28,8 @@ impl From<CatalogError> for TopicError {
 }
 
 /// Creates a topic: validates, places partitions on the least loaded shards, persists the
-/// catalog, then opens every partition log on its shard.
+/// catalog, then opens every partition log on its shard. `assignment`: replicas chosen by the
+/// client, already checked by [`validate_assignment`] (`partitions` is its length then).
 pub async fn create_topic(
     shard: &Rc<Shard>,
     name: &str,
@@ -36,6 +37,7 @@ pub async fn create_topic(
     replication_factor: i16,
     configs: BTreeMap<String, String>,
     validate_only: bool,
+    assignment: Option<Vec<Vec<i32>>>,
 ) -> Result<TopicInfo, TopicError> {
     validate_topic_name(name).map_err(|m| TopicError(codes::INVALID_TOPIC_EXCEPTION, m))?;
     if partitions < 1 {
@@ -57,9 +59,19 @@ pub async fn create_topic(
         } else {
             replication_factor
         };
-        return create_clustered(shard, member, name, partitions, rf, configs, validate_only).await;
+        return create_clustered(
+            shard,
+            member,
+            name,
+            partitions,
+            rf,
+            configs,
+            validate_only,
+            assignment,
+        )
+        .await;
     }
-    if !(replication_factor == -1 || replication_factor == 1) {
+    if assignment.is_none() && !(replication_factor == -1 || replication_factor == 1) {
         return Err(TopicError(
             codes::INVALID_REPLICATION_FACTOR,
             format!("Replication factor: {replication_factor} larger than available brokers: 1."),
@@ -105,8 +117,10 @@ pub async fn create_topic(
     Ok(info)
 }
 
-/// Cluster mode: places the replicas over the live brokers (Kafka's round robin), proposes the
-/// topic to the metadata quorum, and returns once this broker's catalog has it.
+/// Cluster mode: places the replicas over the live brokers (Kafka's round robin) unless the
+/// client gave them, proposes the topic to the metadata quorum, and returns once this broker's
+/// catalog has it.
+#[allow(clippy::too_many_arguments)]
 async fn create_clustered(
     shard: &Rc<Shard>,
     member: std::sync::Arc<crate::cluster::member::Member>,
@@ -115,6 +129,7 @@ async fn create_clustered(
     replication_factor: i16,
     configs: BTreeMap<String, String>,
     validate_only: bool,
+    explicit: Option<Vec<Vec<i32>>>,
 ) -> Result<TopicInfo, TopicError> {
     use crate::cluster::image::{assign_replicas, Command};
     let image = member.image();
@@ -125,21 +140,27 @@ async fn create_clustered(
         ));
     }
     let live = image.live_brokers();
-    if replication_factor < 1 {
-        return Err(TopicError(
-            codes::INVALID_REPLICATION_FACTOR,
-            format!("Replication factor must be larger than 0, got {replication_factor}."),
-        ));
-    }
-    // spread the first replicas of successive topics over the brokers
-    let start = image.topics.len() + name.len();
-    let assignment = assign_replicas(
-        &live,
-        partitions as usize,
-        replication_factor as usize,
-        start,
-    )
-    .map_err(|m| TopicError(codes::INVALID_REPLICATION_FACTOR, m))?;
+    let assignment = match explicit {
+        Some(a) => a,
+        None => {
+            if replication_factor < 1 {
+                return Err(TopicError(
+                    codes::INVALID_REPLICATION_FACTOR,
+                    format!("Replication factor must be larger than 0, got {replication_factor}."),
+                ));
+            }
+            // spread the first replicas of successive topics over the brokers
+            let start = image.topics.len() + name.len();
+            assign_replicas(
+                &live,
+                partitions as usize,
+                replication_factor as usize,
+                start,
+            )
+            .map_err(|m| TopicError(codes::INVALID_REPLICATION_FACTOR, m))?
+        }
+    };
+    let replication_factor = assignment.first().map_or(0, |r| r.len());
     let id = Uuid::new_v4();
     let info = TopicInfo {
         name: name.to_string(),
@@ -265,7 +286,7 @@ pub async fn ensure_topic(shard: &Rc<Shard>, name: &str, allow_auto: bool) -> Re
         return Err(codes::INVALID_TOPIC_EXCEPTION);
     }
     let n = shard.shared.config.num_partitions;
-    match create_topic(shard, name, n, -1, BTreeMap::new(), false).await {
+    match create_topic(shard, name, n, -1, BTreeMap::new(), false, None).await {
         Ok(_) => Ok(()),
         Err(TopicError(codes::TOPIC_ALREADY_EXISTS, _)) => Ok(()),
         Err(TopicError(code, msg)) => {
@@ -302,10 +323,38 @@ pub async fn create(
         let outcome = if let Some(msg) = bad_config {
             Err(TopicError(codes::INVALID_CONFIG, msg))
         } else if !t.assignments.is_empty() {
-            Err(TopicError(
-                codes::INVALID_REPLICA_ASSIGNMENT,
-                "manual replica assignment is not supported".into(),
-            ))
+            let given: Vec<(i32, Vec<i32>)> = t
+                .assignments
+                .iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect();
+            let (registered, live) = registered_brokers(shard);
+            match validate_assignment(
+                t.num_partitions,
+                t.replication_factor,
+                &given,
+                &registered,
+                &live,
+            ) {
+                Ok(assignment) => {
+                    create_topic(
+                        shard,
+                        &name,
+                        assignment.len() as i32,
+                        -1,
+                        configs.clone(),
+                        req.validate_only,
+                        Some(assignment),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            }
         } else {
             create_topic(
                 shard,
@@ -314,6 +363,7 @@ pub async fn create(
                 t.replication_factor,
                 configs.clone(),
                 req.validate_only,
+                None,
             )
             .await
         };
@@ -359,6 +409,105 @@ pub async fn create(
         results.push(r);
     }
     CreateTopicsResponse::default().with_topics(results)
+}
+
+/// (registered, live) broker ids: the image's in a cluster, this broker alone otherwise.
+fn registered_brokers(shard: &Rc<Shard>) -> (Vec<i32>, Vec<i32>) {
+    match shard.shared.image() {
+        Some(img) => (img.brokers.keys().copied().collect(), img.live_brokers()),
+        None => {
+            let me = shard.shared.config.node_id;
+            (vec![me], vec![me])
+        }
+    }
+}
+
+/// Kafka's checks of an explicit replica assignment (CreateTopics `assignments`, as the KRaft
+/// controller makes them): `num_partitions` and `replication_factor` must be -1
+/// (INVALID_PARTITIONS / INVALID_REPLICATION_FACTOR), each partition listed once with a
+/// non-empty list of distinct registered brokers, at least one of them live, every partition
+/// with as many replicas as the first, partition ids 0..n (INVALID_REPLICA_ASSIGNMENT).
+/// Returns the replicas by partition id.
+pub fn validate_assignment(
+    num_partitions: i32,
+    replication_factor: i16,
+    given: &[(i32, Vec<i32>)],
+    registered: &[i32],
+    live: &[i32],
+) -> Result<Vec<Vec<i32>>, TopicError> {
+    let invalid = |m: String| TopicError(codes::INVALID_REPLICA_ASSIGNMENT, m);
+    if replication_factor != -1 {
+        return Err(TopicError(
+            codes::INVALID_REPLICATION_FACTOR,
+            "A manual partition assignment was specified, but replication factor was not set \
+             to -1."
+                .into(),
+        ));
+    }
+    if num_partitions != -1 {
+        return Err(TopicError(
+            codes::INVALID_PARTITIONS,
+            "A manual partition assignment was specified, but numPartitions was not set to -1."
+                .into(),
+        ));
+    }
+    if given.len() > 100_000 {
+        return Err(TopicError(
+            codes::INVALID_PARTITIONS,
+            format!("{} partitions is more than the 100000 allowed", given.len()),
+        ));
+    }
+    let mut by_id: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    let mut rf: Option<usize> = None;
+    for (p, brokers) in given {
+        if by_id.contains_key(p) {
+            return Err(invalid(format!(
+                "Found multiple manual partition assignments for partition {p}"
+            )));
+        }
+        if brokers.is_empty() {
+            return Err(invalid(
+                "The manual partition assignment includes an empty replica list.".into(),
+            ));
+        }
+        let mut sorted = brokers.clone();
+        sorted.sort_unstable();
+        for (i, b) in sorted.iter().enumerate() {
+            if !registered.contains(b) {
+                return Err(invalid(format!(
+                    "The manual partition assignment includes broker {b}, but no such broker is \
+                     registered."
+                )));
+            }
+            if i > 0 && sorted[i - 1] == *b {
+                return Err(invalid(format!(
+                    "The manual partition assignment includes the broker {b} more than once."
+                )));
+            }
+        }
+        if let Some(n) = rf.filter(|n| *n != brokers.len()) {
+            return Err(invalid(format!(
+                "The manual partition assignment includes a partition with {} replica(s), but \
+                 this is not consistent with previous partitions, which have {n} replica(s).",
+                brokers.len()
+            )));
+        }
+        rf = Some(brokers.len());
+        if !brokers.iter().any(|b| live.contains(b)) {
+            return Err(invalid(format!(
+                "All brokers specified in the manual partition assignment for partition {p} are \
+                 fenced or in controlled shutdown."
+            )));
+        }
+        by_id.insert(*p, brokers.clone());
+    }
+    let n = by_id.len() as i32;
+    if by_id.keys().copied().ne(0..n) {
+        return Err(invalid(
+            "partitions should be a consecutive 0-based integer sequence".into(),
+        ));
+    }
+    Ok(by_id.into_values().collect())
 }
 
 /// Deletes a topic: drops it from the catalog, then closes and removes its partitions.
@@ -463,4 +612,61 @@ pub async fn delete(
         results.push(r);
     }
     DeleteTopicsResponse::default().with_responses(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{codes, validate_assignment};
+
+    fn check(np: i32, rf: i16, given: &[(i32, &[i32])]) -> Result<Vec<Vec<i32>>, i16> {
+        let given: Vec<(i32, Vec<i32>)> = given.iter().map(|(p, b)| (*p, b.to_vec())).collect();
+        validate_assignment(np, rf, &given, &[1, 2, 3, 4], &[1, 2, 3]).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn a_valid_assignment_is_returned_by_partition_id() {
+        assert_eq!(
+            check(-1, -1, &[(1, &[2, 3]), (0, &[1, 2])]),
+            Ok(vec![vec![1, 2], vec![2, 3]])
+        );
+        // a fenced broker may hold a replica if another one is live
+        assert_eq!(check(-1, -1, &[(0, &[4, 1])]), Ok(vec![vec![4, 1]]));
+    }
+
+    #[test]
+    fn counts_must_be_left_to_the_assignment() {
+        assert_eq!(
+            check(2, -1, &[(0, &[1]), (1, &[2])]),
+            Err(codes::INVALID_PARTITIONS)
+        );
+        assert_eq!(
+            check(-1, 1, &[(0, &[1]), (1, &[2])]),
+            Err(codes::INVALID_REPLICATION_FACTOR)
+        );
+    }
+
+    #[test]
+    fn bad_assignments_are_invalid_replica_assignment() {
+        let bad = codes::INVALID_REPLICA_ASSIGNMENT;
+        assert_eq!(check(-1, -1, &[(0, &[1, 9])]), Err(bad), "unknown broker");
+        assert_eq!(check(-1, -1, &[(0, &[1, 1])]), Err(bad), "duplicate");
+        assert_eq!(check(-1, -1, &[(0, &[])]), Err(bad), "empty");
+        assert_eq!(
+            check(-1, -1, &[(0, &[1, 2]), (1, &[3])]),
+            Err(bad),
+            "uneven"
+        );
+        assert_eq!(
+            check(-1, -1, &[(0, &[1]), (2, &[2])]),
+            Err(bad),
+            "not contiguous"
+        );
+        assert_eq!(check(-1, -1, &[(1, &[1])]), Err(bad), "not from 0");
+        assert_eq!(
+            check(-1, -1, &[(0, &[1]), (0, &[2])]),
+            Err(bad),
+            "listed twice"
+        );
+        assert_eq!(check(-1, -1, &[(0, &[4])]), Err(bad), "only fenced brokers");
+    }
 }
