@@ -51,14 +51,19 @@ class ConfigurableCluster(Cluster):
         return b
 
 
-def managed_cluster(request, tmp_path, node_ids=VOTERS, overrides=(), advertised=None):
+def managed_cluster(
+    request, tmp_path, node_ids=VOTERS, overrides=(), advertised=None, setup=None
+):
     """Generator for a fixture (`yield from managed_cluster(...)`): a ConfigurableCluster of
     brokers `node_ids` (those in VOTERS are the quorum's voters, others members only), all
-    registered. `advertised` maps a node id to its advertised "host:port". At the end every
-    broker still running must exit 0 on SIGTERM, and none is left behind."""
+    registered. `advertised` maps a node id to its advertised "host:port"; `setup(cluster)` is
+    called before the first broker starts. At the end every broker still running must exit 0
+    on SIGTERM, and none is left behind."""
     made = []
     request.node.factory_brokers = made  # conftest's report hook shows their logs on failure
     c = ConfigurableCluster(tmp_path, made, overrides)
+    if setup is not None:
+        setup(c)
     advertised = advertised or {}
     try:
         for i in node_ids:
