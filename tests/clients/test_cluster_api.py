@@ -9,17 +9,21 @@ fixture of test_cluster.py).
 - DescribeTopicPartitions (v0, raw protocol): the same placement as Metadata, topics sorted by
   name, unknown topics flagged, response_partition_limit and the cursor.
 - CreateTopics with explicit replica assignments (confluent-kafka `replica_assignment`).
+- `sluice produce` / `sluice consume` against a topic whose leaders are on other brokers than
+  the bootstrap one, and across a leader failover.
 """
 
 import socket
 import struct
+import subprocess
+import time
 import uuid
 
 import pytest
 from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import NewTopic
 
-from helpers import TIMEOUT, admin, create_topic, produce_all, producer
+from helpers import TIMEOUT, admin, consume, create_topic, produce_all, producer
 from test_cluster import (  # noqa: F401 - `cluster` is a fixture
     CLI,
     FAILOVER_TIMEOUT,
@@ -407,3 +411,80 @@ def test_create_topics_with_replica_assignment_on_a_single_node(broker):
     with pytest.raises(KafkaException) as e:
         f.result(TIMEOUT)
     assert e.value.args[0].code() == INVALID_REPLICA_ASSIGNMENT
+
+
+# --- the CLI follows partition leaders --------------------------------------------------
+
+def cli(bootstrap, *args, stdin=None, timeout=90):
+    return subprocess.run(
+        [str(CLI), "--bootstrap-server", bootstrap, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def cli_consume(bootstrap, topic, n):
+    """(partition, key, value) of the first `n` messages, read by `sluice consume`."""
+    r = cli(
+        bootstrap, "consume", topic, "--from-beginning", "-n", str(n), "--timeout", "15000",
+        "-f", "%p %o %k %v\\n",
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [line.split(" ") for line in r.stdout.splitlines()]
+    return [(int(p), int(o), k, v) for p, o, k, v in rows]
+
+
+def test_cli_produce_and_consume_follow_partition_leaders(cluster):
+    """RF 3, 3 partitions led by brokers 2 and 3, the CLI bootstrapped from broker 1 (which
+    leads none): `sluice produce` sends each partition's batches to its leader and
+    `sluice consume` reads them from there; after a SIGKILL of broker 2 both find the new
+    leaders (metadata refreshed, retried) and nothing is lost; a partition whose only replica
+    is gone makes `sluice produce` give up after its bounded retries with a one-line error."""
+    a = admin(cluster.bootstrap())
+    assignment = [[2, 3, 1], [3, 1, 2], [2, 1, 3]]
+    a.create_topics([NewTopic("cli", 3, replica_assignment=assignment)])["cli"].result(TIMEOUT)
+    a.create_topics([NewTopic("solo3", 1, replica_assignment=[[3]])])["solo3"].result(TIMEOUT)
+    ps = wait_until(
+        "cli in sync", lambda: replicas_in_sync(a.list_topics(timeout=10), "cli", 3, 3), 10
+    )
+    assert [p.leader for p in ps] == [2, 3, 2]
+    b1 = cluster.brokers[1].bootstrap
+    # broker 1's copy of the image has the topic within a heartbeat
+    wait_until("cli known to broker 1", lambda: cli(b1, "topic", "describe", "cli").returncode == 0, 5)
+
+    first = [f"k{i % 17}\tv{i}" for i in range(300)]
+    r = cli(b1, "produce", "cli", "--key-separator", "\t", "--acks", "all", stdin="\n".join(first))
+    assert r.returncode == 0, r.stderr
+    got = consume(cluster.bootstrap(), "cli", range(3))
+    assert sorted(rec.value.decode() for rec in got) == sorted(f"v{i}" for i in range(300))
+    assert len({rec.partition for rec in got}) == 3
+    read = cli_consume(b1, "cli", 300)
+    assert sorted(v for _, _, _, v in read) == sorted(f"v{i}" for i in range(300))
+    assert {(rec.partition, rec.offset) for rec in got} == {(p, o) for p, o, _, _ in read}
+
+    # broker 2 dies: partitions 0 and 2 move to the next in-sync replica in assignment order
+    cluster.brokers[2].kill()
+    more = [f"k{i % 17}\tw{i}" for i in range(100)]
+    t0 = time.monotonic()
+    r = cli(b1, "produce", "cli", "--key-separator", "\t", "--acks", "1", stdin="\n".join(more))
+    assert r.returncode == 0, r.stderr
+    print(f"produced across the failover in {time.monotonic() - t0:.1f}s")
+    read = cli_consume(b1, "cli", 400)
+    values = [v for _, _, _, v in read]
+    assert sorted(values) == sorted([f"v{i}" for i in range(300)] + [f"w{i}" for i in range(100)])
+    # per partition, offsets in order with no gap
+    for p in range(3):
+        offs = [o for q, o, _, _ in read if q == p]
+        assert offs == list(range(len(offs))), (p, offs[:10])
+
+    # the only replica of solo3 is gone: bounded retries, then one line on stderr
+    cluster.brokers[3].kill()
+    t0 = time.monotonic()
+    r = cli(b1, "produce", "solo3", stdin="lost\n")
+    took = time.monotonic() - t0
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "gave up after" in lines[0], r.stderr
+    assert 5 < took < 60, took

@@ -36,6 +36,9 @@ pub enum ClientError {
     },
     #[error("topic {0} not found")]
     NoSuchTopic(String),
+    /// Retries ran out (the message says what failed last).
+    #[error("{0}")]
+    GaveUp(String),
 }
 
 /// Kafka's name for an error code (`OffsetOutOfRange`, ...).
@@ -125,6 +128,21 @@ pub struct PartitionInfo {
     pub error: i16,
 }
 
+/// A broker as Metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+impl BrokerInfo {
+    /// host:port
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
 /// One topic as Metadata describes it.
 #[derive(Debug, Clone)]
 pub struct TopicInfo {
@@ -187,6 +205,14 @@ impl Client {
 
     /// Metadata for `topics` (all topics when `None`).
     pub fn metadata(&mut self, topics: Option<&[&str]>) -> Result<Vec<TopicInfo>, ClientError> {
+        Ok(self.metadata_with_brokers(topics)?.1)
+    }
+
+    /// Metadata for `topics` (all topics when `None`) and the brokers, by id.
+    pub fn metadata_with_brokers(
+        &mut self,
+        topics: Option<&[&str]>,
+    ) -> Result<(Vec<BrokerInfo>, Vec<TopicInfo>), ClientError> {
         let v = self.versions.get(ApiKey::Metadata)?;
         let req = MetadataRequest::default()
             .with_topics(topics.map(|ts| {
@@ -199,7 +225,17 @@ impl Client {
             }))
             .with_allow_auto_topic_creation(false);
         let resp: MetadataResponse = self.conn.call(ApiKey::Metadata, v, &req)?;
-        Ok(resp
+        let mut brokers: Vec<BrokerInfo> = resp
+            .brokers
+            .iter()
+            .map(|b| BrokerInfo {
+                id: b.node_id.0,
+                host: b.host.to_string(),
+                port: b.port,
+            })
+            .collect();
+        brokers.sort_by_key(|b| b.id);
+        let topics = resp
             .topics
             .into_iter()
             .map(|t| {
@@ -219,7 +255,8 @@ impl Client {
                     partitions,
                 }
             })
-            .collect())
+            .collect();
+        Ok((brokers, topics))
     }
 
     /// The partitions of `topic`, or `None` when it does not exist.

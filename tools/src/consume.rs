@@ -10,6 +10,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::client::{error_name, Client, ClientError, FetchOptions};
+use crate::leaders::{retriable, Router};
 use crate::records::{decode_batches, Record, RecordError};
 
 #[derive(Debug, Error)]
@@ -47,6 +48,9 @@ pub struct Polled {
     pub out_of_range: Vec<(i32, i64, i64)>,
     /// The callback asked to stop.
     pub stopped: bool,
+    /// Partitions whose leader moved (or is being elected): (partition, error code). Only
+    /// [`Fetcher::poll_routed`] fills it; [`Fetcher::poll`] fails on them.
+    pub stale: Vec<(i32, i16)>,
 }
 
 /// Positions of one topic's partitions and the fetch loop over them.
@@ -86,14 +90,100 @@ impl Fetcher {
     pub fn poll(
         &mut self,
         client: &mut Client,
+        on_record: impl FnMut(i32, &Record<'_>) -> Flow,
+    ) -> Result<Polled, ConsumeError> {
+        let all: Vec<i32> = self.positions.keys().copied().collect();
+        let polled = self.poll_some(client, &all, on_record, self.opts)?;
+        if let Some(&(partition, code)) = polled.stale.first() {
+            return Err(ConsumeError::Partition {
+                topic: self.topic.clone(),
+                partition,
+                code,
+                name: error_name(code),
+            });
+        }
+        Ok(polled)
+    }
+
+    /// One round of fetches, each partition from its leader (one Fetch per leader, one after
+    /// the other; the wait for data is shared out between them). Partitions whose leader moved
+    /// or whose connection failed are fetched again after a metadata refresh, a bounded number
+    /// of rounds in a row ([`Router::failed`]). With a single broker this is [`Fetcher::poll`].
+    pub fn poll_routed(
+        &mut self,
+        router: &mut Router,
         mut on_record: impl FnMut(i32, &Record<'_>) -> Flow,
     ) -> Result<Polled, ConsumeError> {
+        if router.single() {
+            return self.poll(router.leaders.meta(), on_record);
+        }
+        let groups = router.leaders.by_leader(self.positions.keys().copied());
+        let mut opts = self.opts;
+        opts.max_wait_ms /= groups.len().max(1) as i32;
         let mut polled = Polled::default();
-        if self.positions.is_empty() {
+        let mut failed: Option<String> = None;
+        for (leader, parts) in groups {
+            if leader < 0 {
+                failed = Some(format!("{}-{}: no leader", self.topic, parts[0]));
+                continue;
+            }
+            let client = match router.client(leader) {
+                Ok(c) => c,
+                Err(e) => {
+                    failed = Some(format!("connecting to broker {leader}: {e}"));
+                    continue;
+                }
+            };
+            match self.poll_some(client, &parts, &mut on_record, opts) {
+                Ok(p) => {
+                    polled.records += p.records;
+                    polled.out_of_range.extend(p.out_of_range);
+                    if let Some(&(partition, code)) = p.stale.first() {
+                        failed = Some(format!(
+                            "fetching {}-{partition}: {} (error code {code})",
+                            self.topic,
+                            error_name(code)
+                        ));
+                    }
+                    if p.stopped {
+                        polled.stopped = true;
+                        break;
+                    }
+                }
+                Err(ConsumeError::Client(ClientError::Conn(e))) => {
+                    router.drop_client(leader);
+                    failed = Some(format!("fetching {} from broker {leader}: {e}", self.topic));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match failed {
+            None => router.succeeded(),
+            Some(what) if !polled.stopped => router
+                .failed(what)
+                .map_err(|m| ConsumeError::Client(ClientError::GaveUp(m)))?,
+            Some(_) => {}
+        }
+        Ok(polled)
+    }
+
+    /// One Fetch of `partitions` (those with a position) over `client`.
+    fn poll_some(
+        &mut self,
+        client: &mut Client,
+        partitions: &[i32],
+        mut on_record: impl FnMut(i32, &Record<'_>) -> Flow,
+        opts: FetchOptions,
+    ) -> Result<Polled, ConsumeError> {
+        let mut polled = Polled::default();
+        let positions: Vec<(i32, i64)> = partitions
+            .iter()
+            .filter_map(|p| self.positions.get(p).map(|o| (*p, *o)))
+            .collect();
+        if positions.is_empty() {
             return Ok(polled);
         }
-        let positions: Vec<(i32, i64)> = self.positions.iter().map(|(p, o)| (*p, *o)).collect();
-        let parts = client.fetch(&self.topic, &positions, self.opts)?;
+        let parts = client.fetch(&self.topic, &positions, opts)?;
         for fp in parts {
             let Some(&start) = self.positions.get(&fp.partition) else {
                 continue;
@@ -106,6 +196,10 @@ impl Fetcher {
                         fp.log_start_offset,
                         fp.high_watermark,
                     ));
+                    continue;
+                }
+                code if retriable(code) => {
+                    polled.stale.push((fp.partition, code));
                     continue;
                 }
                 code => {

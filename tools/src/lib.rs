@@ -19,6 +19,7 @@ pub mod conn;
 pub mod consume;
 pub mod dumplog;
 pub mod groups;
+pub mod leaders;
 pub mod member;
 pub mod partitioner;
 pub mod pipeline;

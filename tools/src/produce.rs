@@ -21,6 +21,7 @@ use zerocopy::IntoBytes;
 use crate::admin::topic_name;
 use crate::client::{error_name, Client, ClientError};
 use crate::conn::{self, ConnError};
+use crate::leaders::{backoff, retriable, Leaders, MAX_ATTEMPTS};
 use crate::partitioner::partition_for_key;
 use crate::pipeline::Pipeline;
 use crate::records::Compression;
@@ -86,10 +87,28 @@ pub struct ProduceSummary {
     pub partitions: BTreeMap<i32, u64>,
 }
 
+/// One batch of a request, kept until it is acknowledged (a retry resends it).
+#[derive(Debug, Clone)]
+struct SentBatch {
+    partition: i32,
+    batch: Bytes,
+    records: u64,
+}
+
+/// One Produce request in flight: its place in send order and its batches.
+#[derive(Debug)]
+struct Sent {
+    seq: u64,
+    batches: Vec<SentBatch>,
+}
+
 #[derive(Debug, Default)]
 struct Acked {
     records: u64,
     error: Option<String>,
+    /// Cluster mode: batches to send again to their partition's (new) leader, with their
+    /// request's send order and why they failed.
+    retry: Vec<(u64, SentBatch, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -98,16 +117,35 @@ struct Pending {
     bytes: usize,
 }
 
-/// A producer for one topic.
+/// Where requests go.
+enum Route {
+    /// One broker: every request over the bootstrap connection.
+    Single {
+        pipeline: Option<Pipeline<Sent>>,
+        version: i16,
+    },
+    /// A cluster: each partition's batches to its leader, over one pipeline (and its Produce
+    /// version) per broker.
+    Cluster {
+        leaders: Leaders,
+        pipes: BTreeMap<i32, (Pipeline<Sent>, i16)>,
+    },
+}
+
+/// A producer for one topic. In a cluster each partition's batches go to its leader; batches
+/// refused because the leader moved (NOT_LEADER_OR_FOLLOWER and the like) or lost with a
+/// leader's connection are sent again, in their original order, after a metadata refresh
+/// (bounded: [`MAX_ATTEMPTS`]). A batch lost with a connection may have been written before:
+/// like a non-idempotent Kafka producer with retries, it may then appear twice.
 pub struct Producer {
     cfg: ProducerConfig,
     partitions: u32,
-    version: i16,
-    pipeline: Option<Pipeline<u64>>,
+    route: Route,
     acked: Arc<Mutex<Acked>>,
     pending: BTreeMap<i32, Pending>,
     pending_bytes: usize,
     sticky: u32,
+    seq: u64,
     summary: ProduceSummary,
 }
 
@@ -208,65 +246,124 @@ pub fn encode_batch(
     Ok(out.freeze())
 }
 
+/// The response handler of one pipeline: counts acknowledged records, queues batches for a
+/// retry (`retry`: cluster mode) or records the first error.
+fn handler(
+    acked: Arc<Mutex<Acked>>,
+    topic: String,
+    version: i16,
+    retry: bool,
+) -> impl FnMut(Sent, Result<Bytes, ConnError>) + Send + 'static {
+    move |sent: Sent, resp: Result<Bytes, ConnError>| {
+        let mut st = acked.lock().unwrap_or_else(|e| e.into_inner());
+        let body = match resp {
+            Ok(b) => b,
+            Err(e) if retry => {
+                let why = format!("producing to {topic}: {e}");
+                for b in sent.batches {
+                    st.retry.push((sent.seq, b, why.clone()));
+                }
+                return;
+            }
+            Err(e) => {
+                st.error
+                    .get_or_insert_with(|| format!("producing to {topic}: {e}"));
+                return;
+            }
+        };
+        if body.is_empty() {
+            // acks=0: no response
+            st.records += sent.batches.iter().map(|b| b.records).sum::<u64>();
+            return;
+        }
+        let resp: ProduceResponse = match conn::decode_body(ApiKey::Produce, version, body) {
+            Ok(r) => r,
+            Err(e) => {
+                st.error
+                    .get_or_insert_with(|| format!("producing to {topic}: {e}"));
+                return;
+            }
+        };
+        let mut codes: BTreeMap<i32, (i16, Option<String>)> = BTreeMap::new();
+        for t in &resp.responses {
+            for p in &t.partition_responses {
+                codes.insert(
+                    p.index,
+                    (
+                        p.error_code,
+                        p.error_message.as_ref().map(|m| m.to_string()),
+                    ),
+                );
+            }
+        }
+        for b in sent.batches {
+            let (code, message) = codes.remove(&b.partition).unwrap_or((0, None));
+            if code == 0 {
+                if st.error.is_none() {
+                    st.records += b.records;
+                }
+                continue;
+            }
+            let msg = message.map(|m| format!(": {m}")).unwrap_or_default();
+            let why = format!(
+                "producing to {topic}-{}: {} (error code {code}){msg}",
+                b.partition,
+                error_name(code)
+            );
+            if retry && retriable(code) {
+                st.retry.push((sent.seq, b, why));
+            } else {
+                st.error.get_or_insert(why);
+            }
+        }
+    }
+}
+
+/// A Produce request carrying `batches`.
+fn request(cfg: &ProducerConfig, batches: &[SentBatch]) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(cfg.acks)
+        .with_timeout_ms(cfg.timeout_ms)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(&cfg.topic))
+            .with_partition_data(
+                batches
+                    .iter()
+                    .map(|b| {
+                        PartitionProduceData::default()
+                            .with_index(b.partition)
+                            .with_records(Some(b.batch.clone()))
+                    })
+                    .collect(),
+            )])
+}
+
 impl Producer {
-    /// Takes over `client`'s connection. `partitions`: the topic's partition count.
+    /// Takes over `client`'s connection. `partitions`: the topic's partition count. When the
+    /// cluster has more than one broker, `client` becomes the metadata connection and the
+    /// batches go to the partitions' leaders.
     pub fn new(
-        client: Client,
+        mut client: Client,
         cfg: ProducerConfig,
         partitions: u32,
     ) -> Result<Producer, ProduceError> {
         let version = client.versions().get(ApiKey::Produce)?;
-        let (conn, _) = client.into_parts();
         let acked = Arc::new(Mutex::new(Acked::default()));
-        let topic = cfg.topic.clone();
-        let state = acked.clone();
-        let handler = move |records: u64, resp: Result<Bytes, ConnError>| {
-            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-            let body = match resp {
-                Ok(b) => b,
-                Err(e) => {
-                    st.error
-                        .get_or_insert_with(|| format!("producing to {topic}: {e}"));
-                    return;
-                }
-            };
-            if body.is_empty() {
-                st.records += records; // acks=0: no response
-                return;
+        let (brokers, _) = client.metadata_with_brokers(Some(&[&cfg.topic]))?;
+        let route = if brokers.len() <= 1 {
+            let (conn, _) = client.into_parts();
+            let h = handler(acked.clone(), cfg.topic.clone(), version, false);
+            Route::Single {
+                pipeline: Some(Pipeline::start(conn, cfg.max_in_flight, h)?),
+                version,
             }
-            let resp: ProduceResponse = match conn::decode_body(ApiKey::Produce, version, body) {
-                Ok(r) => r,
-                Err(e) => {
-                    st.error
-                        .get_or_insert_with(|| format!("producing to {topic}: {e}"));
-                    return;
-                }
-            };
-            for t in &resp.responses {
-                for p in &t.partition_responses {
-                    if p.error_code != 0 {
-                        let msg = p
-                            .error_message
-                            .as_ref()
-                            .map(|m| format!(": {m}"))
-                            .unwrap_or_default();
-                        st.error.get_or_insert_with(|| {
-                            format!(
-                                "producing to {}-{}: {} (error code {}){msg}",
-                                t.name.0,
-                                p.index,
-                                error_name(p.error_code),
-                                p.error_code
-                            )
-                        });
-                    }
-                }
-            }
-            if st.error.is_none() {
-                st.records += records;
+        } else {
+            let id = client.connection().client_id().to_string();
+            Route::Cluster {
+                leaders: Leaders::new(client, &cfg.topic, &id)?,
+                pipes: BTreeMap::new(),
             }
         };
-        let pipeline = Pipeline::start(conn, cfg.max_in_flight, handler)?;
         Ok(Producer {
             summary: ProduceSummary {
                 topic: cfg.topic.clone(),
@@ -274,13 +371,13 @@ impl Producer {
             },
             cfg,
             partitions: partitions.max(1),
-            version,
-            pipeline: Some(pipeline),
+            route,
             acked,
             pending: BTreeMap::new(),
             pending_bytes: 0,
             // like Kafka's producers, start at a random partition so that short runs spread
             sticky: random_start(partitions.max(1)),
+            seq: 0,
         })
     }
 
@@ -298,6 +395,15 @@ impl Producer {
             Some(e) => Err(ProduceError::Broker(e)),
             None => Ok(()),
         }
+    }
+
+    fn has_retries(&self) -> bool {
+        !self
+            .acked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retry
+            .is_empty()
     }
 
     /// Queues a record for `partition` (or the partitioner's choice when `None`); sends a
@@ -327,40 +433,32 @@ impl Producer {
         Ok(())
     }
 
-    /// Sends everything queued as one Produce request (one batch per partition).
+    /// Sends everything queued as one Produce request (one batch per partition; in a cluster,
+    /// one request per leader).
     pub fn flush(&mut self) -> Result<(), ProduceError> {
         self.fail_if_error()?;
+        if self.has_retries() {
+            self.recover()?;
+        }
         if self.pending.is_empty() {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        let mut data = Vec::with_capacity(pending.len());
+        let mut batches = Vec::with_capacity(pending.len());
         let mut records = 0u64;
         for (p, b) in pending {
             let n = b.records.len() as u64;
             records += n;
             *self.summary.partitions.entry(p).or_default() += n;
-            data.push(
-                PartitionProduceData::default()
-                    .with_index(p)
-                    .with_records(Some(encode_batch(&b.records, self.cfg.compression)?)),
-            );
+            batches.push(SentBatch {
+                partition: p,
+                batch: encode_batch(&b.records, self.cfg.compression)?,
+                records: n,
+            });
         }
-        let req = ProduceRequest::default()
-            .with_acks(self.cfg.acks)
-            .with_timeout_ms(self.cfg.timeout_ms)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(topic_name(&self.cfg.topic))
-                .with_partition_data(data)]);
-        let pipeline = self.pipeline.as_mut().ok_or(ConnError::Closed)?;
-        pipeline.send(
-            ApiKey::Produce,
-            self.version,
-            &req,
-            records,
-            self.cfg.acks != 0,
-        )?;
+        self.seq += 1;
+        self.dispatch(self.seq, batches)?;
         self.summary.records += records;
         self.summary.requests += 1;
         // the sticky partition moves on with every batch sent
@@ -368,14 +466,154 @@ impl Producer {
         Ok(())
     }
 
+    /// Sends the batches of request `seq`: over the one connection, or to each partition's
+    /// leader (batches without a reachable leader are queued for a retry).
+    fn dispatch(&mut self, seq: u64, batches: Vec<SentBatch>) -> Result<(), ProduceError> {
+        let expects = self.cfg.acks != 0;
+        let (leaders, pipes) = match &mut self.route {
+            Route::Single { pipeline, version } => {
+                let req = request(&self.cfg, &batches);
+                let pipeline = pipeline.as_mut().ok_or(ConnError::Closed)?;
+                pipeline.send(
+                    ApiKey::Produce,
+                    *version,
+                    &req,
+                    Sent { seq, batches },
+                    expects,
+                )?;
+                return Ok(());
+            }
+            Route::Cluster { leaders, pipes } => (leaders, pipes),
+        };
+        let topic = &self.cfg.topic;
+        let mut by_leader: BTreeMap<i32, Vec<SentBatch>> = BTreeMap::new();
+        for b in batches {
+            by_leader
+                .entry(leaders.leader(b.partition).unwrap_or(-1))
+                .or_default()
+                .push(b);
+        }
+        let mut unsent: Vec<(SentBatch, String)> = Vec::new();
+        for (leader, bs) in by_leader {
+            if leader < 0 {
+                for b in bs {
+                    let why = format!("producing to {topic}-{}: no leader", b.partition);
+                    unsent.push((b, why));
+                }
+                continue;
+            }
+            let (pipe, version) = match pipes.entry(leader) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    let opened = leaders.connect(leader).and_then(|c| {
+                        let version = c.versions().get(ApiKey::Produce)?;
+                        Ok((c, version))
+                    });
+                    match opened {
+                        Ok((c, version)) => {
+                            let (conn, _) = c.into_parts();
+                            let h = handler(self.acked.clone(), topic.clone(), version, true);
+                            let pipe = Pipeline::start(conn, self.cfg.max_in_flight, h)?;
+                            slot.insert((pipe, version))
+                        }
+                        Err(e) => {
+                            let why = format!("producing to {topic}: broker {leader}: {e}");
+                            unsent.extend(bs.into_iter().map(|b| (b, why.clone())));
+                            continue;
+                        }
+                    }
+                }
+            };
+            let req = request(&self.cfg, &bs);
+            let sent = Sent {
+                seq,
+                batches: bs.clone(),
+            };
+            if let Err(e) = pipe.send(ApiKey::Produce, *version, &req, sent, expects) {
+                // the batches were not written out: send them again
+                let why = format!("producing to {topic}: broker {leader}: {e}");
+                unsent.extend(bs.into_iter().map(|b| (b, why.clone())));
+                if let Some((p, _)) = pipes.remove(&leader) {
+                    let _ = p.finish();
+                }
+            }
+        }
+        if !unsent.is_empty() {
+            let mut st = self.acked.lock().unwrap_or_else(|e| e.into_inner());
+            st.retry
+                .extend(unsent.into_iter().map(|(b, why)| (seq, b, why)));
+        }
+        Ok(())
+    }
+
+    /// Waits for every request in flight, then sends the batches refused by a moved leader
+    /// (or lost with a connection) again, oldest first, after a metadata refresh; repeats
+    /// until none is left or the attempts run out.
+    fn recover(&mut self) -> Result<(), ProduceError> {
+        let mut attempt = 0;
+        loop {
+            self.drain();
+            self.fail_if_error()?;
+            let mut retry =
+                std::mem::take(&mut self.acked.lock().unwrap_or_else(|e| e.into_inner()).retry);
+            if retry.is_empty() {
+                return Ok(());
+            }
+            attempt += 1;
+            if attempt >= MAX_ATTEMPTS {
+                let why = retry.pop().map(|(_, _, w)| w).unwrap_or_default();
+                return Err(ProduceError::Broker(format!(
+                    "{why} (gave up after {attempt} attempts)"
+                )));
+            }
+            std::thread::sleep(backoff(attempt));
+            if let Route::Cluster { leaders, .. } = &mut self.route {
+                // a failed refresh keeps the old leaders: the next attempt tries again
+                let _ = leaders.refresh();
+            }
+            retry.sort_by_key(|(seq, b, _)| (*seq, b.partition));
+            let mut i = 0;
+            while i < retry.len() {
+                let seq = retry[i].0;
+                let mut batches = Vec::new();
+                while i < retry.len() && retry[i].0 == seq {
+                    batches.push(retry[i].1.clone());
+                    i += 1;
+                }
+                self.dispatch(seq, batches)?;
+            }
+        }
+    }
+
+    /// Cluster mode: waits for the answers of every request in flight (connections are opened
+    /// again when needed).
+    fn drain(&mut self) {
+        if let Route::Cluster { pipes, .. } = &mut self.route {
+            for (_, (p, _)) in std::mem::take(pipes) {
+                // a failed connection already queued its requests for a retry
+                let _ = p.finish();
+            }
+        }
+    }
+
     /// Sends what is queued, waits for every answer and reports what was produced.
     pub fn finish(mut self) -> Result<ProduceSummary, ProduceError> {
         let flushed = self.flush();
-        let finished = match self.pipeline.take() {
-            Some(p) => p.finish(),
-            None => Ok(()),
+        let finished = match &mut self.route {
+            Route::Single { pipeline, .. } => match pipeline.take() {
+                Some(p) => p.finish(),
+                None => Ok(()),
+            },
+            Route::Cluster { .. } => {
+                self.drain();
+                Ok(())
+            }
         };
         flushed?;
+        if self.has_retries() {
+            self.recover()?;
+            self.drain();
+        }
         self.fail_if_error()?;
         finished?;
         Ok(std::mem::take(&mut self.summary))

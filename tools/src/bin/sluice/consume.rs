@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use sluice_tools::consume::{Fetcher, Flow, Format, JsonRecord};
+use sluice_tools::leaders::{Leaders, Router};
 use sluice_tools::member::{GroupMember, MemberConfig};
-use sluice_tools::Client;
 
 use crate::out::{self, CliError};
 use crate::Global;
@@ -164,6 +164,9 @@ pub fn run(g: &Global, a: ConsumeArgs) -> Result<(), CliError> {
     }
     let mut client = out::connect(&g.bootstrap, &a.client_id)?;
     let parts = out::topic_partitions(&mut client, &topic)?;
+    // in a cluster, each partition is read from its leader (found in Metadata, again whenever
+    // it moves); a single broker serves everything over this connection
+    let mut router = Router::new(Leaders::new(client, &topic, &a.client_id)?);
     if let Some(p) = a.partition {
         out::check_partition(&topic, p, parts.len())?;
     }
@@ -186,21 +189,13 @@ pub fn run(g: &Global, a: ConsumeArgs) -> Result<(), CliError> {
         last_record: Instant::now(),
     };
     let result = match &a.group {
-        Some(group) => run_group(
-            &mut client,
-            &topic,
-            group,
-            &a,
-            start,
-            &mut sink,
-            &mut limits,
-        ),
+        Some(group) => run_group(&mut router, group, &a, start, &mut sink, &mut limits),
         None => {
             let chosen: Vec<i32> = match a.partition {
                 Some(p) => vec![p],
                 None => parts.iter().map(|p| p.partition).collect(),
             };
-            run_assigned(&mut client, &topic, &chosen, start, &mut sink, &mut limits)
+            run_assigned(&mut router, &chosen, start, &mut sink, &mut limits)
         }
     };
     sink.flush()?;
@@ -214,8 +209,7 @@ pub fn run(g: &Global, a: ConsumeArgs) -> Result<(), CliError> {
 
 /// Positions for `parts`: committed ones where given, else `start`.
 fn resolve_positions(
-    client: &mut Client,
-    topic: &str,
+    router: &mut Router,
     parts: &[i32],
     start: Start,
     committed: &BTreeMap<i32, i64>,
@@ -233,14 +227,14 @@ fn resolve_positions(
     if !missing.is_empty() {
         match start {
             Start::At(o) => out.extend(missing.iter().map(|p| (*p, o))),
-            s => out.extend(client.list_offsets(topic, &missing, s.timestamp())?),
+            s => out.extend(router.list_offsets(&missing, s.timestamp())?),
         }
     }
     Ok(out)
 }
 
 fn poll_once(
-    client: &mut Client,
+    router: &mut Router,
     fetcher: &mut Fetcher,
     sink: &mut Sink,
     limits: &mut Limits,
@@ -248,7 +242,7 @@ fn poll_once(
     let topic = fetcher.topic.clone();
     let max = limits.max;
     let mut seen = limits.seen;
-    let polled = fetcher.poll(client, |p, r| {
+    let polled = fetcher.poll_routed(router, |p, r| {
         sink.write(&topic, p, r);
         seen += 1;
         if max.is_some_and(|m| seen >= m) || sink.closed {
@@ -266,19 +260,19 @@ fn poll_once(
 }
 
 fn run_assigned(
-    client: &mut Client,
-    topic: &str,
+    router: &mut Router,
     parts: &[i32],
     start: Start,
     sink: &mut Sink,
     limits: &mut Limits,
 ) -> Result<(), CliError> {
-    let mut fetcher = Fetcher::new(topic);
-    for (p, o) in resolve_positions(client, topic, parts, start, &BTreeMap::new())? {
+    let topic = router.leaders.topic().to_string();
+    let mut fetcher = Fetcher::new(&topic);
+    for (p, o) in resolve_positions(router, parts, start, &BTreeMap::new())? {
         fetcher.seek(p, o);
     }
     while !limits.done(sink) {
-        for (p, log_start, log_end) in poll_once(client, &mut fetcher, sink, limits)? {
+        for (p, log_start, log_end) in poll_once(router, &mut fetcher, sink, limits)? {
             if let Start::At(o) = start {
                 return Err(CliError::failed(format!(
                     "offset {o} is out of range for {topic}-{p} (log start {log_start}, log end \
@@ -297,17 +291,17 @@ fn run_assigned(
 }
 
 fn run_group(
-    client: &mut Client,
-    topic: &str,
+    router: &mut Router,
     group: &str,
     a: &ConsumeArgs,
     start: Start,
     sink: &mut Sink,
     limits: &mut Limits,
 ) -> Result<(), CliError> {
-    let cfg = MemberConfig::new(group, &[topic.to_string()], &a.client_id);
-    let mut member = GroupMember::new(client, cfg)?;
-    let result = consume_in_group(client, &mut member, topic, start, sink, limits);
+    let topic = router.leaders.topic().to_string();
+    let cfg = MemberConfig::new(group, std::slice::from_ref(&topic), &a.client_id);
+    let mut member = GroupMember::new(router.leaders.meta(), cfg)?;
+    let result = consume_in_group(router, &mut member, &topic, start, sink, limits);
     // leave even after an error, so that the group rebalances at once
     let left = member.leave();
     result?;
@@ -316,7 +310,7 @@ fn run_group(
 }
 
 fn consume_in_group(
-    client: &mut Client,
+    router: &mut Router,
     member: &mut GroupMember,
     topic: &str,
     start: Start,
@@ -347,7 +341,7 @@ fn consume_in_group(
         if member.needs_rejoin() {
             // commit what was consumed in the old generation (refused if it is already over)
             commit(member, &fetcher, &mut committed)?;
-            let assignment = member.rejoin(client)?;
+            let assignment = member.rejoin(router.leaders.meta())?;
             let parts: Vec<i32> = assignment
                 .iter()
                 .filter(|(t, _)| t == topic)
@@ -361,7 +355,7 @@ fn consume_in_group(
                 .map(|c| (c.partition, c.offset))
                 .collect();
             fetcher.clear();
-            for (p, o) in resolve_positions(client, topic, &parts, start, &committed)? {
+            for (p, o) in resolve_positions(router, &parts, start, &committed)? {
                 fetcher.seek(p, o);
             }
         }
@@ -372,7 +366,7 @@ fn consume_in_group(
             // more members than partitions: nothing to read until the next rebalance
             std::thread::sleep(Duration::from_millis(200));
         } else {
-            for (p, log_start, log_end) in poll_once(client, &mut fetcher, sink, limits)? {
+            for (p, log_start, log_end) in poll_once(router, &mut fetcher, sink, limits)? {
                 let reset = if start == Start::Earliest {
                     log_start
                 } else {
