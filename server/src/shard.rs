@@ -258,6 +258,12 @@ impl Shard {
         let log = PartitionLog::open(&dir, cfg, env)
             .await
             .map_err(|e| e.to_string())?;
+        if self.shared.is_clustered() {
+            // before anyone can append or read: in a cluster the high watermark is the
+            // replicas' (an acks=all produce racing the reconcile loop must not see a local
+            // log, whose high watermark is its own written offset)
+            log.set_replicated(true);
+        }
         self.logs.borrow_mut().insert(tp, Rc::new(log));
         Ok(())
     }
