@@ -50,7 +50,7 @@ import time
 from collections import Counter
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from cluster_helpers import managed_cluster, partition_view, segment_batches
@@ -136,10 +136,14 @@ class Workload:
             t.start()
 
     def finish(self):
+        """Stops both threads (the producer flushes first)."""
         self.stop.set()
         for t in self.threads:
             t.join(240)
+
+    def check(self):
         assert not any(t.is_alive() for t in self.threads), "a client thread hangs"
+        assert not self.fatal, f"fatal producer errors: {self.fatal}"
         assert not self.crashed, f"client thread failed: {self.crashed}"
 
     def _on_error(self, err):
@@ -177,6 +181,11 @@ class Workload:
                             on_delivery=on_delivery,
                         )
                     except BufferError:
+                        break
+                    except KafkaException as e:
+                        if not e.args[0].fatal():
+                            raise
+                        self.fatal.append(e.args[0])  # seen by the next recover()
                         break
                     seq += 1
                 self.sent = seq
@@ -294,6 +303,8 @@ def recover(cluster, work, what):
         lambda: replicas_in_sync(a.list_topics(TOPIC, timeout=10), TOPIC, PARTITIONS, 3),
         RECOVER_TIMEOUT,
     )
+    if work.fatal:
+        return  # the producer is gone: the final checks say what it lost
     with work.lock:
         before = dict(work.acked_per_partition)
     wait_until(
@@ -373,6 +384,9 @@ def check_faults(cluster, rng, plan, log):
             run_fault(cluster, fault, rng, log)
             recover(cluster, work, f"round {n} ({fault})")
             log[-1] += f"; recovered at {time.monotonic() - t0:.1f}s, {len(work.acked)} acked"
+            if work.fatal:
+                log.append(f"fatal producer error, rounds stop: {work.fatal}")
+                break
     finally:
         # heal everything (the fixture does it again) and stop the clients
         for p in cluster.proxies.values():
@@ -386,9 +400,7 @@ def check_faults(cluster, rng, plan, log):
         f"acked {len(work.acked)}, failed {len(work.failed)}, consumer saw {len(work.seen)}, "
         f"consumer errors {dict(work.consumer_errors)}"
     )
-    assert not work.fatal, f"fatal producer errors: {work.fatal}"
-    assert work.unflushed == 0, f"{work.unflushed} messages never got a delivery report"
-    assert not work.failed, f"{len(work.failed)} deliveries failed: {work.failed[:5]}"
+    assert not any(t.is_alive() for t in work.threads), "a client thread hangs"
 
     # settled: full ISRs, and every replica's log ends at the leader's high watermark
     cluster.wait_registered(VOTERS)
@@ -428,7 +440,8 @@ def check_faults(cluster, rng, plan, log):
     assert not dups, f"{len(dups)} values written more than once, e.g. {dups[:5]}"
     lost = [(p, o, v) for p, o, v in work.acked if final.get((p, o)) != v]
     assert not lost, (
-        f"{len(lost)} acknowledged messages missing or moved, e.g. "
+        f"{len(lost)} acknowledged messages missing or moved (HWs {hws}; highest acknowledged "
+        f"offsets { {p: max(o for q, o, _ in work.acked if q == p) for p in hws} }), e.g. "
         + ", ".join(f"{p}@{o}={v!r} (log has {final.get((p, o))!r})" for p, o, v in lost[:5])
     )
     assert len(work.acked) == len({v for _, _, v in work.acked})
@@ -465,6 +478,11 @@ def check_faults(cluster, rng, plan, log):
                     f"{TOPIC}-{p}: broker {i}'s log differs from broker {ref_id}'s at batch "
                     f"{k} (offsets {where}), HW {hw}"
                 )
+    # 4. the producer itself: no fatal error (e.g. a sequence the new leader does not expect),
+    # every message answered, none failed
+    work.check()
+    assert work.unflushed == 0, f"{work.unflushed} messages never got a delivery report"
+    assert not work.failed, f"{len(work.failed)} deliveries failed: {work.failed[:5]}"
     print(
         f"verified {len(work.acked)} acknowledged messages, {len(work.seen)} consumed records "
         f"and identical replica logs (HWs {hws}) in {time.monotonic() - t0:.1f}s"
