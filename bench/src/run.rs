@@ -162,6 +162,11 @@ fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo), Ru
         if args.brokers > 1 {
             config.node_id = b as i32 + 1;
             config.quorum_voters = voters.clone();
+            // brokers of an embedded cluster start on different CPUs (as on different
+            // machines, each would have its own); --broker-config sluice.cpus=... overrides
+            let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let cores = args.cores.max(1);
+            config.cpus = (0..cores).map(|c| (b * cores + c) % ncpu).collect();
         }
         for kv in &args.broker_config {
             let (k, v) = kv
@@ -235,6 +240,31 @@ fn broker_addrs(target: &Target) -> Vec<(i32, SocketAddr)> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// An embedded cluster: one acks=all record per partition, before the timed run, so that it
+/// measures replication in its steady state rather than the followers' first fetch of a new
+/// topic (they learn of it with their next metadata heartbeat). Consumers start after it.
+fn warm_up(addr: SocketAddr, topic: &str, partitions: i32) -> Result<(), RunError> {
+    use sluice_tools::produce::{OutRecord, ProducerConfig};
+    let client = Client::connect_addr(addr, "loadgen-warmup")?;
+    let mut p = sluice_tools::produce::Producer::new(
+        client,
+        ProducerConfig::new(topic),
+        partitions.max(1) as u32,
+    )
+    .map_err(|e| RunError::Broker(format!("warm-up: {e}")))?;
+    for partition in 0..partitions.max(1) {
+        let rec = OutRecord {
+            value: Some(b"loadgen warm-up".to_vec()),
+            ..OutRecord::default()
+        };
+        p.send(rec, Some(partition))
+            .map_err(|e| RunError::Broker(format!("warm-up: {e}")))?;
+    }
+    p.finish()
+        .map_err(|e| RunError::Broker(format!("warm-up: {e}")))?;
+    Ok(())
 }
 
 /// The one broker leading every partition of `topic` (loadgen's connections each talk to one
@@ -420,6 +450,9 @@ fn drive(
     } else {
         cluster_leader(&mut admin, &args.topic, cluster)?
     };
+    if !cluster.is_empty() && args.mode != Mode::Consume {
+        warm_up(addr, &args.topic, partitions)?;
+    }
     let mut admin = if cluster.is_empty() {
         admin
     } else {

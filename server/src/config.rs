@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Shards (glommio executors, one per core).
     pub cores: usize,
+    /// sluice.cpus: the CPUs shard i runs on (`cpus[i % len]`), like Redpanda's --cpuset;
+    /// empty: shard i on CPU i. Several brokers on one machine use it to keep apart.
+    pub cpus: Vec<usize>,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub message_max_bytes: usize,
@@ -91,6 +94,7 @@ impl Default for ServerConfig {
             advertised: None,
             data_dir: PathBuf::from("./data"),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpus: Vec::new(),
             num_partitions: 1,
             auto_create_topics: true,
             message_max_bytes: 1_048_588,
@@ -154,6 +158,20 @@ fn parse_listener(key: &str, value: &str) -> Result<(String, u16), ConfigError> 
         .map_err(|_| bad(key, value, "port is not a number"))?;
     let host = if host.is_empty() { "0.0.0.0" } else { host };
     Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// `sluice.cpus`: CPU numbers and ranges separated by commas (`0,2-3`); empty: no pinning list.
+pub fn parse_cpus(key: &str, value: &str) -> Result<Vec<usize>, ConfigError> {
+    let mut cpus = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (a, b) = item.split_once('-').unwrap_or((item, item));
+        let (a, b): (usize, usize) = (parse_num(key, a.trim())?, parse_num(key, b.trim())?);
+        if a > b {
+            return Err(bad(key, value, "a range must go up (like 0-3)"));
+        }
+        cpus.extend(a..=b);
+    }
+    Ok(cpus)
 }
 
 /// `controller.quorum.voters`: `id@host:port` entries separated by commas (Kafka's syntax).
@@ -397,6 +415,7 @@ impl ServerConfig {
             }
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
             "sluice.hot.cache.shard.bytes" => self.hot_cache_shard_bytes = parse_num(key, value)?,
+            "sluice.cpus" => self.cpus = parse_cpus(key, value)?,
             "sluice.cores" => {
                 let v: usize = parse_num(key, value)?;
                 if v == 0 {
@@ -544,5 +563,16 @@ mod tests {
         c.set("sluice.hot.cache.shard.bytes", "1048576")
             .expect("valid");
         assert_eq!(c.hot_cache_shard_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn parses_cpu_lists() {
+        let mut c = ServerConfig::default();
+        c.set("sluice.cpus", "0, 2-4,7").expect("valid");
+        assert_eq!(c.cpus, vec![0, 2, 3, 4, 7]);
+        c.set("sluice.cpus", "").expect("empty clears");
+        assert!(c.cpus.is_empty());
+        assert!(c.set("sluice.cpus", "3-1").is_err());
+        assert!(c.set("sluice.cpus", "a").is_err());
     }
 }

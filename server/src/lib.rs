@@ -48,6 +48,8 @@ pub enum StartError {
     Catalog(#[from] catalog::CatalogError),
     #[error("shard {shard} failed to start: {reason}")]
     Shard { shard: usize, reason: String },
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A running broker. Dropping it does not stop it; call [`BrokerHandle::stop`].
@@ -124,7 +126,16 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
         let shared = shared.clone();
         let mesh = mesh.clone();
         let ready = ready_tx.clone();
-        let builder = LocalExecutorBuilder::new(Placement::Fixed(i % ncpu))
+        let cpu = match shared.config.cpus.as_slice() {
+            [] => i % ncpu,
+            cpus => cpus[i % cpus.len()],
+        };
+        if cpu >= ncpu {
+            return Err(StartError::Config(format!(
+                "sluice.cpus names CPU {cpu}, but this machine has {ncpu}"
+            )));
+        }
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{i}"))
             .spin_before_park(Duration::from_micros(0));
         let handle = builder
