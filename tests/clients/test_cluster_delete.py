@@ -2,12 +2,13 @@
 replica's broker removes its files; a topic created again under the same name starts empty on
 every broker, including one that was down while the old topic was deleted (its directories
 record the old topic id, so it drops them instead of serving the old records as the new
-topic's); the internal topics cannot be deleted.
+topic's); the internal topics cannot be deleted, grown or reconfigured.
 """
 
 import time
 
 from confluent_kafka import KafkaException
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions
 
 from helpers import TIMEOUT, admin, consume, produce_all, producer
 from test_cluster import (  # noqa: F401 - `cluster` is a fixture
@@ -129,7 +130,7 @@ def test_a_broker_down_during_delete_drops_the_old_topic(cluster):
         time.sleep(0.2)
 
 
-def test_internal_topics_cannot_be_deleted(cluster):
+def test_internal_topics_cannot_be_deleted_grown_or_reconfigured(cluster):
     bootstrap = cluster.bootstrap()
     wait_until(
         "__consumer_offsets exists",
@@ -141,3 +142,18 @@ def test_internal_topics_cannot_be_deleted(cluster):
         raise AssertionError("deleting __consumer_offsets was accepted")
     except KafkaException as e:
         assert e.args[0].code() == 44, e  # POLICY_VIOLATION
+    # the coordinators hash keys onto the partition count and rely on the topic's configs
+    a = admin(bootstrap)
+    grow = a.create_partitions([NewPartitions("__consumer_offsets", 32)])["__consumer_offsets"]
+    retention = ConfigEntry("retention.ms", "1", incremental_operation=AlterConfigOpType.SET)
+    reconf = a.incremental_alter_configs(
+        [ConfigResource("topic", "__transaction_state", incremental_configs=[retention])]
+    )
+    for what, fut in (("growing", grow), ("reconfiguring", list(reconf.values())[0])):
+        try:
+            fut.result(TIMEOUT)
+            raise AssertionError(f"{what} an internal topic was accepted")
+        except KafkaException as e:
+            assert e.args[0].code() == 44, (what, e)  # POLICY_VIOLATION
+    md = a.list_topics(timeout=10)
+    assert len(md.topics["__consumer_offsets"].partitions) == 16

@@ -356,6 +356,18 @@ async fn add_partitions(
 
 /// Cluster mode: the new partitions' replicas are placed over the live brokers with the topic's
 /// replication factor and proposed to the metadata quorum.
+/// Cluster mode: the coordinators hash their keys onto the internal topics' partition counts and
+/// rely on their configs (no retention), so neither may change under them.
+fn refuse_internal(name: &str, what: &str) -> Result<(), TopicError> {
+    if crate::cluster::coordinators::is_internal(name) {
+        return Err(TopicError(
+            codes::POLICY_VIOLATION,
+            format!("{name} holds the coordinators' state and cannot have {what}"),
+        ));
+    }
+    Ok(())
+}
+
 async fn add_partitions_clustered(
     shard: &Rc<Shard>,
     member: &crate::cluster::member::Member,
@@ -365,6 +377,7 @@ async fn add_partitions_clustered(
     validate_only: bool,
 ) -> Result<(), TopicError> {
     use crate::cluster::image::{assign_replicas, Command};
+    refuse_internal(name, "partitions added")?;
     if assignments.is_some_and(|a| !a.is_empty()) {
         return Err(TopicError(
             codes::INVALID_REPLICA_ASSIGNMENT,
@@ -763,6 +776,9 @@ async fn alter_topic(
     change: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, TopicError>,
 ) -> Result<(), TopicError> {
     check_topic_name(name)?;
+    if shard.shared.is_clustered() {
+        refuse_internal(name, "its configs altered")?;
+    }
     let checked = |current: &BTreeMap<String, String>| {
         let next = change(current)?;
         validate_configs(&next).map_err(config_error)?;

@@ -166,7 +166,4 @@ pub(super) fn broker_ids(v: Vec<i32>) -> Vec<BrokerId> {
     v.into_iter().map(BrokerId).collect()
 }
 
-/// Kafka's internal topics (the group and transaction coordinators' state).
-pub(super) fn is_internal(topic: &str) -> bool {
-    topic == "__consumer_offsets" || topic == "__transaction_state"
-}
+pub(super) use crate::cluster::coordinators::is_internal;
