@@ -2,6 +2,11 @@
 //! (pipelining), and write the responses in request order. A malformed frame, an unknown API
 //! key or a frame above socket.request.max.bytes closes the connection with a log line; other
 //! connections are unaffected.
+//!
+//! Data path: accepted socket -> [`Transport`] (plain TCP today; any byte stream, such as a TLS
+//! session, fits) -> `read_frame` -> one task per request (`api::handle`) -> the writer, which
+//! sends responses in order, sendfile'ing fetched segment ranges when the transport is a raw
+//! socket and copying them through the stream otherwise.
 
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, RawFd};
@@ -35,19 +40,50 @@ pub enum ConnError {
 
 type Pending = glommio::task::JoinHandle<Result<Option<Response>, ConnError>>;
 
+/// The byte stream a connection runs over.
+pub struct Transport<S> {
+    pub stream: S,
+    /// The client's address, for logs.
+    pub peer: Rc<str>,
+    /// The socket under `stream` when bytes written to it reach the peer unchanged (plain TCP):
+    /// fetched segment ranges may then be sendfile'd to it. `None` for a stream that transforms
+    /// what it writes (TLS): everything goes through `stream`.
+    pub raw_fd: Option<RawFd>,
+}
+
+impl Transport<TcpStream> {
+    /// A plaintext TCP connection.
+    pub fn tcp(stream: TcpStream) -> Self {
+        let peer: Rc<str> = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into())
+            .into();
+        let _ = stream.set_nodelay(true);
+        let raw_fd = Some(stream.as_raw_fd());
+        Transport {
+            stream,
+            peer,
+            raw_fd,
+        }
+    }
+}
+
 /// Serves one connection until the peer closes it, an error occurs, or the broker stops.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, open_conns: Rc<Cell<usize>>) {
+pub async fn serve<S>(shard: Rc<Shard>, transport: Transport<S>, open_conns: Rc<Cell<usize>>)
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
     open_conns.set(open_conns.get() + 1);
-    let peer: Rc<str> = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into())
-        .into();
-    let _ = stream.set_nodelay(true);
-    let fd = stream.as_raw_fd();
+    let Transport {
+        stream,
+        peer,
+        raw_fd,
+    } = transport;
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<Pending>(MAX_IN_FLIGHT);
-    let zero_copy = shard.shared.config.fetch_zero_copy;
+    // sendfile only where the socket carries the bytes as they are
+    let sendfile_fd = raw_fd.filter(|_| shard.shared.config.fetch_zero_copy);
     // requests queued for the writer; it flushes when this drops to zero
     let queued = Rc::new(Cell::new(0usize));
     let writer_exit = Rc::new(event_listener::Event::new());
@@ -56,7 +92,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, open_conns: Rc<Cell<usiz
         let queued = queued.clone();
         let exit = writer_exit.clone();
         glommio::spawn_local(async move {
-            write_loop(rx, writer, fd, zero_copy, queued).await;
+            write_loop(rx, writer, sendfile_fd, queued).await;
             exit.notify(usize::MAX);
         })
     };
@@ -128,8 +164,7 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
 async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
     rx: glommio::channels::local_channel::LocalReceiver<Pending>,
     writer: W,
-    fd: RawFd,
-    zero_copy: bool,
+    sendfile_fd: Option<RawFd>,
     queued: Rc<Cell<usize>>,
 ) {
     let mut w = futures_lite::io::BufWriter::with_capacity(64 * 1024, writer);
@@ -145,7 +180,7 @@ async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
             }
             None => break,
         };
-        if let Err(e) = write_response(&mut w, fd, &mut nonblocking, zero_copy, resp).await {
+        if let Err(e) = write_response(&mut w, sendfile_fd, &mut nonblocking, resp).await {
             tracing::debug!(error = %e, "write failed");
             break;
         }
@@ -159,9 +194,8 @@ async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
 
 async fn write_response<W: futures_lite::AsyncWrite + Unpin>(
     w: &mut futures_lite::io::BufWriter<W>,
-    fd: RawFd,
+    sendfile_fd: Option<RawFd>,
     nonblocking: &mut bool,
-    zero_copy: bool,
     resp: Response,
 ) -> std::io::Result<()> {
     for piece in resp.pieces {
@@ -172,7 +206,7 @@ async fn write_response<W: futures_lite::AsyncWrite + Unpin>(
                 position,
                 len,
             } => {
-                if zero_copy {
+                if let Some(fd) = sendfile_fd {
                     w.flush().await?;
                     if !*nonblocking {
                         set_nonblocking(fd)?;

@@ -389,7 +389,7 @@ async fn shard_main(
             Some(Ok(stream)) => {
                 let s = shard.clone();
                 let c = open_conns.clone();
-                glommio::spawn_local(conn::serve(s, stream, c)).detach();
+                glommio::spawn_local(conn::serve(s, conn::Transport::tcp(stream), c)).detach();
             }
             Some(Err(e)) => {
                 tracing::warn!(shard = id, error = %e, "accept failed");
