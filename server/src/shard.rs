@@ -224,6 +224,20 @@ impl Shard {
         if !here || tp.partition < 0 {
             return Ok(None);
         }
+        // cluster mode: the catalog follows the metadata image a moment later (its sync
+        // thread), so a topic just deleted may still be in it; the image decides, or a request
+        // racing the deletion would create the replica's files again after they were removed
+        if let Some(img) = self.shared.image() {
+            let me = self.shared.config.node_id;
+            let replica = img
+                .topics
+                .get(&*tp.topic)
+                .and_then(|t| t.partitions.get(tp.partition as usize))
+                .is_some_and(|p| p.replicas.contains(&me));
+            if !replica {
+                return Ok(None);
+            }
+        }
         self.open_partition(&tp.topic, tp.partition).await?;
         Ok(self.log(tp))
     }
