@@ -230,9 +230,7 @@ impl Shard {
         if let Some(img) = self.shared.image() {
             let me = self.shared.config.node_id;
             let replica = img
-                .topics
-                .get(&*tp.topic)
-                .and_then(|t| t.partitions.get(tp.partition as usize))
+                .partition(&tp.topic, tp.partition)
                 .is_some_and(|p| p.replicas.contains(&me));
             if !replica {
                 return Ok(None);

@@ -354,8 +354,6 @@ async fn add_partitions(
     Ok(())
 }
 
-/// Cluster mode: the new partitions' replicas are placed over the live brokers with the topic's
-/// replication factor and proposed to the metadata quorum.
 /// Cluster mode: the coordinators hash their keys onto the internal topics' partition counts and
 /// rely on their configs (no retention), so neither may change under them.
 fn refuse_internal(name: &str, what: &str) -> Result<(), TopicError> {
@@ -368,6 +366,8 @@ fn refuse_internal(name: &str, what: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// Cluster mode: the new partitions' replicas are placed over the live brokers with the topic's
+/// replication factor and proposed to the metadata quorum.
 async fn add_partitions_clustered(
     shard: &Rc<Shard>,
     member: &crate::cluster::member::Member,

@@ -18,7 +18,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::codes;
-use super::metadata::{broker_ids, is_internal, partition_rows};
+use super::metadata::{broker_ids, partition_rows};
+use crate::cluster::coordinators::is_internal;
 use crate::shard::Shard;
 
 /// Kafka's max.request.partition.size.limit default.

@@ -10,6 +10,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 
 use super::{codes, topics};
+use crate::cluster::coordinators::is_internal;
 use crate::cluster::view::PartitionView;
 use crate::shard::{BrokerShared, Shard};
 
@@ -165,5 +166,3 @@ pub(super) fn partition_rows(
 pub(super) fn broker_ids(v: Vec<i32>) -> Vec<BrokerId> {
     v.into_iter().map(BrokerId).collect()
 }
-
-pub(super) use crate::cluster::coordinators::is_internal;
