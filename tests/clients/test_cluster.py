@@ -18,6 +18,7 @@ import atexit
 import gc
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -58,17 +59,26 @@ def _kill_leftovers():
 
 
 def free_ports(n):
-    """`n` distinct ports nobody listens on right now."""
-    socks = []
+    """`n` distinct ports nobody listens on right now, from below the kernel's ephemeral range:
+    a voter's quorum port is only bound when its broker starts, and a port from the ephemeral
+    range could meanwhile be handed to another broker's `--listen 127.0.0.1:0` or to an
+    outgoing connection (seen in CI: broker 1's Kafka listener took voter 2's quorum port)."""
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    low = max(low, 2048)
+    ports = []
+    for p in random.sample(range(1024, low), min(low - 1024, 64 * n)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+        ports.append(p)
+        if len(ports) == n:
+            return ports
+    raise RuntimeError(f"no {n} free ports below {low}")
 
 
 def wait_until(what, predicate, timeout):
