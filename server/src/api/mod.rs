@@ -14,6 +14,7 @@ use crate::wire::{self, Response};
 
 mod admin;
 mod api_versions;
+mod configs;
 mod describe_topic_partitions;
 mod fetch;
 mod groups;
@@ -215,10 +216,10 @@ async fn dispatch(
         RequestKind::CreateTopics(r) => respond!(topics::create(shard, r, v).await),
         RequestKind::DeleteTopics(r) => respond!(topics::delete(shard, r, v).await),
         RequestKind::CreatePartitions(r) => respond!(admin::create_partitions(shard, r).await),
-        RequestKind::DescribeConfigs(r) => respond!(admin::describe_configs(shard, r)),
-        RequestKind::AlterConfigs(r) => respond!(admin::alter_configs(shard, r).await),
+        RequestKind::DescribeConfigs(r) => respond!(configs::describe_configs(shard, r)),
+        RequestKind::AlterConfigs(r) => respond!(configs::alter_configs(shard, r).await),
         RequestKind::IncrementalAlterConfigs(r) => {
-            respond!(admin::incremental_alter_configs(shard, r).await)
+            respond!(configs::incremental_alter_configs(shard, r).await)
         }
         RequestKind::DeleteRecords(r) => respond!(admin::delete_records(shard, r).await),
         RequestKind::DescribeLogDirs(r) => respond!(admin::describe_log_dirs(shard, r).await),
