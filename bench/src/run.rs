@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use sluice_server::config::Listeners;
 use sluice_tools::Client;
 use thiserror::Error;
 
@@ -152,9 +153,7 @@ fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo), Ru
             path.clone()
         };
         let mut config = sluice_server::config::ServerConfig {
-            listen: "127.0.0.1:0"
-                .parse()
-                .map_err(|e| RunError::Broker(format!("{e}")))?,
+            listeners: Listeners::plaintext(SocketAddr::from(([127, 0, 0, 1], 0))),
             data_dir,
             cores: args.cores,
             ..Default::default()

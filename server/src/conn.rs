@@ -69,9 +69,22 @@ impl Transport<TcpStream> {
     }
 }
 
+/// What a request knows about the connection it came on.
+pub struct Session {
+    /// The client's address, for logs and group descriptions.
+    pub peer: Rc<str>,
+    /// Index into the broker's listeners of the one the client connected to: Metadata and
+    /// FindCoordinator answer with that listener's endpoints.
+    pub listener: usize,
+}
+
 /// Serves one connection until the peer closes it, an error occurs, or the broker stops.
-pub async fn serve<S>(shard: Rc<Shard>, transport: Transport<S>, open_conns: Rc<Cell<usize>>)
-where
+pub async fn serve<S>(
+    shard: Rc<Shard>,
+    transport: Transport<S>,
+    listener: usize,
+    open_conns: Rc<Cell<usize>>,
+) where
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
 {
     open_conns.set(open_conns.get() + 1);
@@ -80,6 +93,10 @@ where
         peer,
         raw_fd,
     } = transport;
+    let session = Rc::new(Session {
+        peer: peer.clone(),
+        listener,
+    });
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<Pending>(MAX_IN_FLIGHT);
     // sendfile only where the socket carries the bytes as they are
@@ -116,9 +133,10 @@ where
                     Err(e) => return Err(e),
                 };
                 let s = shard.clone();
-                let peer = peer.clone();
-                let task = glommio::spawn_local(async move { api::handle(&s, frame, &peer).await })
-                    .detach();
+                let session = session.clone();
+                let task =
+                    glommio::spawn_local(async move { api::handle(&s, frame, &session).await })
+                        .detach();
                 queued.set(queued.get() + 1);
                 if tx.send(task).await.is_err() {
                     return Ok(()); // writer stopped

@@ -37,7 +37,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
 use crate::catalog::Catalog;
-use crate::config::ServerConfig;
+use crate::config::{SecurityProtocol, ServerConfig};
 use crate::shard::{BrokerShared, Job, Shard, MESH_CHANNEL_SIZE};
 
 #[derive(Debug, Error)]
@@ -54,7 +54,10 @@ pub enum StartError {
 
 /// A running broker. Dropping it does not stop it; call [`BrokerHandle::stop`].
 pub struct BrokerHandle {
+    /// The first listener's bound address.
     pub addr: SocketAddr,
+    /// Every listener: name, security protocol and bound address, in `listeners` order.
+    pub listeners: Vec<(String, SecurityProtocol, SocketAddr)>,
     shared: Arc<BrokerShared>,
     threads: Vec<ExecutorJoinHandle<()>>,
     /// Cluster mode: the quorum voter and membership of this broker.
@@ -108,10 +111,34 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
         reason: e.to_string(),
     })?;
     let cores = config.cores.max(1);
+    let listeners = config
+        .listeners
+        .resolve()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    if let Some(l) = listeners
+        .iter()
+        .find(|l| l.protocol != SecurityProtocol::Plaintext)
+    {
+        return Err(StartError::Config(format!(
+            "listener {}: {} listeners are not supported yet",
+            l.name,
+            l.protocol.name()
+        )));
+    }
+    let inter_broker = if config.quorum_voters.is_empty() {
+        0
+    } else {
+        config
+            .listeners
+            .inter_broker_index(&listeners)
+            .map_err(|e| StartError::Config(e.to_string()))?
+    };
     let catalog = Catalog::open(&config.data_dir, cores)?;
     let shared = Arc::new(BrokerShared {
         config,
         catalog,
+        listeners,
+        inter_broker,
         bound: OnceLock::new(),
         stopping: AtomicBool::new(false),
         stop: Event::new(),
@@ -119,7 +146,7 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
         cluster: OnceLock::new(),
     });
     let mesh: MeshBuilder<Job, Full> = MeshBuilder::full(cores, MESH_CHANNEL_SIZE);
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<Vec<SocketAddr>, String>>();
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut threads = Vec::new();
     for i in 0..cores {
@@ -166,7 +193,7 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
             }
         }
     }
-    let addr = addr.ok_or_else(|| StartError::Shard {
+    let addrs: Vec<SocketAddr> = addr.ok_or_else(|| StartError::Shard {
         shard: 0,
         reason: "no shard started".into(),
     })?;
@@ -181,8 +208,15 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
     } else {
         None
     };
+    let listeners = shared
+        .listeners
+        .iter()
+        .zip(&addrs)
+        .map(|(l, a)| (l.name.clone(), l.protocol, *a))
+        .collect();
     Ok(BrokerHandle {
-        addr,
+        addr: addrs[0],
+        listeners,
         shared,
         threads,
         cluster,
@@ -192,9 +226,10 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
 /// Joins the cluster: starts this node's quorum voter (if it is one) and its membership, and a
 /// thread that keeps the local catalog the projection of the metadata image.
 fn start_cluster(shared: &Arc<BrokerShared>) -> Result<cluster::ClusterNode, String> {
-    let (host, port) = shared.advertised();
+    let (host, port) = shared.advertised(shared.inter_broker);
     let cluster_id = shared.catalog.read().cluster_id.clone();
-    let node = cluster::ClusterNode::start(&shared.config, &cluster_id, host, port)?;
+    let node =
+        cluster::ClusterNode::start(&shared.config, &cluster_id, host, port, shared.endpoints())?;
     let _ = shared.cluster.set(node.member.clone());
     let (member, shared) = (node.member.clone(), shared.clone());
     std::thread::Builder::new()
@@ -246,7 +281,7 @@ impl Drop for Drained {
 async fn shard_main(
     shared: Arc<BrokerShared>,
     mesh: MeshBuilder<Job, Full>,
-    ready: mpsc::Sender<Result<SocketAddr, String>>,
+    ready: mpsc::Sender<Result<Vec<SocketAddr>, String>>,
 ) {
     let mut drained = Drained {
         shared: shared.clone(),
@@ -323,41 +358,25 @@ async fn shard_main(
     };
     let txn_ticker = txns.start_ticker(shard.clone());
     shard.set_txn(txns.clone());
-    // shard 0 binds first (the port may be 0); the others join it with SO_REUSEPORT
-    let listener = if id == 0 {
-        match TcpListener::bind(shared.config.listen) {
-            Ok(l) => {
-                let addr = l.local_addr().unwrap_or(shared.config.listen);
-                let _ = shared.bound.set(addr);
-                l
-            }
-            Err(e) => {
-                let _ = ready.send(Err(format!("binding {}: {e}", shared.config.listen)));
-                shared.request_stop();
-                return;
-            }
-        }
-    } else {
-        loop {
-            if let Some(a) = shared.bound.get() {
-                match TcpListener::bind(*a) {
-                    Ok(l) => break l,
-                    Err(e) => {
-                        let _ = ready.send(Err(format!("binding {a}: {e}")));
-                        return;
-                    }
-                }
-            }
-            if shared.is_stopping() {
-                return;
-            }
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+    let listeners = match bind_listeners(&shared, id).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return, // stopping
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            shared.request_stop();
+            return;
         }
     };
-    let addr = listener.local_addr().unwrap_or(shared.config.listen);
-    let _ = ready.send(Ok(addr));
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .zip(&shared.listeners)
+        .map(|(l, c)| l.local_addr().unwrap_or(c.bind))
+        .collect();
+    let _ = ready.send(Ok(addrs.clone()));
     drop(ready);
-    tracing::info!(shard = id, %addr, "listening");
+    for (addr, l) in addrs.iter().zip(&shared.listeners) {
+        tracing::info!(shard = id, listener = %l.name, protocol = l.protocol.name(), %addr, "listening");
+    }
     // retention runs on every shard for its own logs
     let retention = {
         let shard = shard.clone();
@@ -375,30 +394,16 @@ async fn shard_main(
         .is_clustered()
         .then(|| cluster::replica::start(shard.clone()));
     let open_conns = Rc::new(Cell::new(0usize));
-    loop {
-        let stop = shared.stop.listen();
-        if shared.is_stopping() {
-            break;
-        }
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            stop.await;
-            None
+    let acceptors: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(index, l)| {
+            glommio::spawn_local(accept_loop(shard.clone(), l, index, open_conns.clone()))
         })
-        .await;
-        match accepted {
-            Some(Ok(stream)) => {
-                let s = shard.clone();
-                let c = open_conns.clone();
-                glommio::spawn_local(conn::serve(s, conn::Transport::tcp(stream), c)).detach();
-            }
-            Some(Err(e)) => {
-                tracing::warn!(shard = id, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
-            None => break,
-        }
+        .collect();
+    for a in acceptors {
+        a.await;
     }
-    drop(listener);
     // let in-flight requests finish (bounded wait), then close every log cleanly
     let until = std::time::Instant::now() + Duration::from_secs(5);
     while open_conns.get() > 0 && std::time::Instant::now() < until {
@@ -419,4 +424,77 @@ async fn shard_main(
     txns.close().await;
     shard.close_all().await;
     tracing::info!(shard = id, "stopped");
+}
+
+/// Binds every listener: shard 0 first (ports may be 0), then the others join the addresses it
+/// bound with SO_REUSEPORT. `Ok(None)`: the broker stopped meanwhile.
+async fn bind_listeners(
+    shared: &Arc<BrokerShared>,
+    id: usize,
+) -> Result<Option<Vec<TcpListener>>, String> {
+    if id == 0 {
+        let mut out = Vec::new();
+        for l in &shared.listeners {
+            let bound = TcpListener::bind(l.bind)
+                .map_err(|e| format!("binding listener {} on {}: {e}", l.name, l.bind))?;
+            out.push(bound);
+        }
+        let addrs = out
+            .iter()
+            .zip(&shared.listeners)
+            .map(|(b, l)| b.local_addr().unwrap_or(l.bind))
+            .collect();
+        let _ = shared.bound.set(addrs);
+        return Ok(Some(out));
+    }
+    loop {
+        if let Some(addrs) = shared.bound.get() {
+            let mut out = Vec::new();
+            for (a, l) in addrs.iter().zip(&shared.listeners) {
+                out.push(
+                    TcpListener::bind(*a)
+                        .map_err(|e| format!("binding listener {} on {a}: {e}", l.name))?,
+                );
+            }
+            return Ok(Some(out));
+        }
+        if shared.is_stopping() {
+            return Ok(None);
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Accepts connections on one listener until the broker stops.
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    index: usize,
+    open_conns: Rc<Cell<usize>>,
+) {
+    let shared = shard.shared.clone();
+    loop {
+        let stop = shared.stop.listen();
+        if shared.is_stopping() {
+            break;
+        }
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stop.await;
+            None
+        })
+        .await;
+        match accepted {
+            Some(Ok(stream)) => {
+                let s = shard.clone();
+                let c = open_conns.clone();
+                glommio::spawn_local(conn::serve(s, conn::Transport::tcp(stream), index, c))
+                    .detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            None => break,
+        }
+    }
 }

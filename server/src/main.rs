@@ -20,10 +20,10 @@ static ALLOC: GuardedAlloc = GuardedAlloc;
     about = "Kafka-compatible broker (thread-per-core, io_uring)"
 )]
 struct Args {
-    /// Address to listen on.
+    /// Address of the first listener (of `listeners`; PLAINTEXT when none is configured).
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<SocketAddr>,
-    /// Address given to clients in Metadata (defaults to the listen address).
+    /// Address clients of the first listener are given (its advertised.listeners entry).
     #[arg(long, value_name = "HOST:PORT")]
     advertised: Option<String>,
     /// Where partition logs and the catalog live.
@@ -81,6 +81,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // one line per listener, then the line scripts wait for (the first listener's address)
+    for (name, protocol, addr) in &broker.listeners {
+        println!(
+            "sluice-server listener {name} {} on {addr}",
+            protocol.name()
+        );
+    }
     println!("sluice-server listening on {}", broker.addr);
     let stop = broker.stopper();
     std::thread::spawn(move || {
@@ -106,7 +113,7 @@ fn build_config(args: &Args) -> Result<ServerConfig, String> {
         c.set(k.trim(), v).map_err(|e| e.to_string())?;
     }
     if let Some(l) = args.listen {
-        c.listen = l;
+        c.listeners.set_first_addr(l);
     }
     if let Some(a) = &args.advertised {
         let (h, p) = a
@@ -115,7 +122,7 @@ fn build_config(args: &Args) -> Result<ServerConfig, String> {
         let p: u16 = p
             .parse()
             .map_err(|_| format!("--advertised {a:?}: bad port"))?;
-        c.advertised = Some((h.to_string(), p));
+        c.listeners.set_first_advertised(h.to_string(), p);
     }
     if let Some(id) = args.node_id {
         c.set("node.id", &id.to_string())

@@ -18,7 +18,7 @@ use sluice_engine::{HotBudget, LogEnv, PartitionLog};
 use thiserror::Error;
 
 use crate::catalog::{log_config, partition_dir, Catalog};
-use crate::config::ServerConfig;
+use crate::config::{Listener, ServerConfig};
 
 /// A unit of work sent to another shard.
 pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
@@ -36,8 +36,12 @@ pub enum ShardError {
 pub struct BrokerShared {
     pub config: ServerConfig,
     pub catalog: Arc<Catalog>,
-    /// The address every shard listens on (known once shard 0 has bound).
-    pub bound: OnceLock<SocketAddr>,
+    /// The listeners, resolved from the config; connections refer to them by index.
+    pub listeners: Vec<Listener>,
+    /// Index into `listeners` of the one brokers reach each other on (cluster mode).
+    pub inter_broker: usize,
+    /// The address of each listener every shard listens on (known once shard 0 has bound).
+    pub bound: OnceLock<Vec<SocketAddr>>,
     pub stopping: AtomicBool,
     pub stop: Event,
     /// Shards done serving connections during a stop. A shard closes its logs and exits only
@@ -57,18 +61,43 @@ impl BrokerShared {
         self.stop.notify(usize::MAX);
     }
 
-    /// host:port clients should use.
-    pub fn advertised(&self) -> (String, u16) {
-        if let Some(a) = &self.config.advertised {
+    /// host:port clients of listener `index` are given (advertised.listeners, else the bound
+    /// address with 127.0.0.1 for a wildcard).
+    pub fn advertised(&self, index: usize) -> (String, u16) {
+        let l = &self.listeners[index];
+        if let Some(a) = &l.advertised {
             return a.clone();
         }
-        let bound = self.bound.get().copied().unwrap_or(self.config.listen);
+        let bound = self
+            .bound
+            .get()
+            .and_then(|b| b.get(index).copied())
+            .unwrap_or(l.bind);
         let host = if bound.ip().is_unspecified() {
             "127.0.0.1".to_string()
         } else {
             bound.ip().to_string()
         };
         (host, bound.port())
+    }
+
+    /// Every listener's advertised endpoint (what a broker registers in a cluster).
+    pub fn endpoints(&self) -> Vec<crate::config::Endpoint> {
+        (0..self.listeners.len())
+            .map(|i| {
+                let (host, port) = self.advertised(i);
+                crate::config::Endpoint {
+                    name: self.listeners[i].name.clone(),
+                    host,
+                    port,
+                }
+            })
+            .collect()
+    }
+
+    /// Name of the listener other brokers use.
+    pub fn inter_broker_listener(&self) -> &str {
+        &self.listeners[self.inter_broker].name
     }
 }
 

@@ -16,6 +16,7 @@ fn register(img: &mut Image, index: &mut u64, id: i32) {
             id,
             host: "127.0.0.1".into(),
             port: 9000 + id as u16,
+            listeners: Vec::new(),
             incarnation: 7,
         },
     )
@@ -178,6 +179,11 @@ fn producer_id_blocks_never_overlap_and_replay_is_deterministic() {
             id: 2,
             host: "h".into(),
             port: 1,
+            listeners: vec![sluice_server::config::Endpoint {
+                name: "SSL".into(),
+                host: "h".into(),
+                port: 2,
+            }],
             incarnation: 8,
         },
         Command::CreateTopic {

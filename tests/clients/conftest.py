@@ -20,6 +20,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO / "target" / "debug" / "sluice-server"
 LISTENING = re.compile(r"sluice-server listening on (\S+):(\d+)")
+# printed before LISTENING, one per listener: name, security protocol, host, port
+LISTENER = re.compile(r"sluice-server listener (\S+) (\S+) on (\S+):(\d+)")
 BACKTRACE_FRAME = re.compile(r"^\s+(\d+: |at )")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0  # the broker waits up to 5 s for open connections before closing its logs
@@ -36,6 +38,7 @@ class Broker:
         self.overrides = list(overrides)  # "key=value" strings, passed as --override key=value
         self.advertised = advertised  # "HOST:PORT" given to clients in Metadata, or None
         self.port = 0  # 0 until the first start picks one; restarts reuse it
+        self.listeners = {}  # listener name -> (host, port) bound at the last start
         self.proc = None
         self.ended = False  # the last run was ended by stop() or kill(), not on its own
         self.starts = 0
@@ -94,9 +97,13 @@ class Broker:
                 env=env,
             )
         while True:
-            match = LISTENING.search(out_path.read_text(errors="replace"))
+            out = out_path.read_text(errors="replace")
+            match = LISTENING.search(out)
             if match:
                 self.port = int(match.group(2))
+                self.listeners = {
+                    m.group(1): (m.group(3), int(m.group(4))) for m in LISTENER.finditer(out)
+                }
                 break
             if self.proc.poll() is not None:
                 log = self.stderr_path.read_text(errors="replace")

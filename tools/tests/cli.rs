@@ -14,7 +14,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicNam
 use kafka_protocol::protocol::StrBytes;
 use serde_json::Value;
 use sluice_engine::batch::BatchHeader;
-use sluice_server::config::ServerConfig;
+use sluice_server::config::{Listeners, ServerConfig};
 use sluice_tools::produce::{encode_batch, OutRecord};
 use sluice_tools::{Client, Compression};
 
@@ -30,7 +30,7 @@ impl Broker {
     fn start() -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
+            listeners: Listeners::plaintext("127.0.0.1:0".parse().expect("addr")),
             data_dir: dir.path().to_path_buf(),
             cores: 2,
             ..ServerConfig::default()

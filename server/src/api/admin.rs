@@ -458,7 +458,12 @@ pub async fn describe_log_dirs(
 // ---------------------------------------------------------------------------------------------
 // DescribeCluster
 
-pub fn describe_cluster(shard: &Rc<Shard>, req: DescribeClusterRequest) -> DescribeClusterResponse {
+/// `listener`: the listener the client came in on; brokers are given at its endpoints.
+pub fn describe_cluster(
+    shard: &Rc<Shard>,
+    req: DescribeClusterRequest,
+    listener: usize,
+) -> DescribeClusterResponse {
     let shared = &shard.shared;
     match req.endpoint_type {
         ENDPOINT_BROKERS => {}
@@ -479,7 +484,7 @@ pub fn describe_cluster(shard: &Rc<Shard>, req: DescribeClusterRequest) -> Descr
     // every live broker (fenced ones are left out, as Kafka's Metadata does) and the active
     // controller; a single node is both
     let brokers = shared
-        .brokers()
+        .brokers(listener)
         .into_iter()
         .map(|b| {
             DescribeClusterBroker::default()

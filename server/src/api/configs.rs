@@ -30,7 +30,7 @@ use super::admin::{check_topic_name, refuse_internal, unknown_topic};
 use super::codes;
 use super::topics::TopicError;
 use crate::catalog::validate_configs;
-use crate::config::{apply_topic_config, ConfigError, ServerConfig, TOPIC_KEYS};
+use crate::config::{apply_topic_config, format_endpoint, ConfigError, ServerConfig, TOPIC_KEYS};
 use crate::shard::{BrokerShared, Shard};
 
 /// ConfigResource types.
@@ -299,14 +299,6 @@ fn topic_entries(config: &ServerConfig, overrides: &BTreeMap<String, String>) ->
         .collect()
 }
 
-fn listener(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("PLAINTEXT://[{host}]:{port}")
-    } else {
-        format!("PLAINTEXT://{host}:{port}")
-    }
-}
-
 pub(super) fn absolute(dir: &Path) -> String {
     std::path::absolute(dir)
         .unwrap_or_else(|_| dir.to_path_buf())
@@ -343,10 +335,10 @@ fn broker_entries(shared: &BrokerShared) -> Vec<ConfigEntry> {
         ),
         (
             "listeners".into(),
-            listener(&c.listen.ip().to_string(), c.listen.port()),
-            listener(&d.listen.ip().to_string(), d.listen.port()),
+            c.listeners.bind_text(),
+            d.listeners.bind_text(),
             TYPE_LIST,
-            "The address the broker listens on.",
+            "The listeners the broker binds (NAME://host:port).",
         ),
         (
             "log.dirs".into(),
@@ -437,9 +429,13 @@ fn broker_entries(shared: &BrokerShared) -> Vec<ConfigEntry> {
             }
         })
         .collect();
-    let (host, port) = shared.advertised();
-    let advertised = listener(&host, port);
-    let source = if c.advertised.is_some() {
+    let advertised = shared
+        .endpoints()
+        .iter()
+        .map(|e| format_endpoint(&e.name, &e.host, e.port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let source = if !c.listeners.advertised.is_empty() {
         SOURCE_STATIC_BROKER
     } else {
         SOURCE_DEFAULT
@@ -450,7 +446,7 @@ fn broker_entries(shared: &BrokerShared) -> Vec<ConfigEntry> {
         source,
         read_only: true,
         config_type: TYPE_LIST,
-        doc: Some("The address given to clients (defaults to the bound listener)."),
+        doc: Some("The addresses given to clients, per listener (default: the bound ones)."),
         synonyms: vec![("advertised.listeners".into(), Some(advertised), source)],
     });
     entries.sort_by(|a, b| a.name.cmp(&b.name));

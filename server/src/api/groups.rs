@@ -59,6 +59,7 @@ pub fn find_coordinator(
     shard: &Rc<Shard>,
     req: FindCoordinatorRequest,
     version: i16,
+    listener: usize,
 ) -> FindCoordinatorResponse {
     let keys: Vec<StrBytes> = if version >= 4 {
         req.coordinator_keys
@@ -80,7 +81,12 @@ pub fn find_coordinator(
                     .with_node_id(BrokerId(-1))
                     .with_port(-1);
             }
-            match crate::cluster::coordinators::coordinator_for(&shard.shared, req.key_type, &k) {
+            match crate::cluster::coordinators::coordinator_for(
+                &shard.shared,
+                listener,
+                req.key_type,
+                &k,
+            ) {
                 Ok(c) => e
                     .with_node_id(BrokerId(c.id))
                     .with_host(s(c.host))

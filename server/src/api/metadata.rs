@@ -14,7 +14,13 @@ use crate::cluster::coordinators::is_internal;
 use crate::cluster::view::PartitionView;
 use crate::shard::{BrokerShared, Shard};
 
-pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> MetadataResponse {
+/// `listener`: the listener the client came in on; brokers are given at its endpoints.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: MetadataRequest,
+    version: i16,
+    listener: usize,
+) -> MetadataResponse {
     let shared = &shard.shared;
     // the controller clients see is this broker, as KRaft brokers answer: every broker takes
     // the admin requests Kafka clients send to "the controller" and forwards them to the quorum
@@ -79,7 +85,7 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
     MetadataResponse::default()
         .with_brokers(
             shared
-                .brokers()
+                .brokers(listener)
                 .into_iter()
                 .map(|b| {
                     MetadataResponseBroker::default()

@@ -8,7 +8,7 @@ use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::Decodable;
 
-use crate::conn::ConnError;
+use crate::conn::{ConnError, Session};
 use crate::shard::Shard;
 use crate::wire::{self, Response};
 
@@ -129,11 +129,11 @@ fn supported(api_key: ApiKey, version: i16) -> bool {
 }
 
 /// Handles one frame (without its length prefix). `Ok(None)`: no response (acks=0).
-/// `peer` is the client's address (shown as CLIENT-HOST in group descriptions).
+/// `session` is the connection it came on.
 pub async fn handle(
     shard: &Rc<Shard>,
     frame: Bytes,
-    peer: &str,
+    session: &Session,
 ) -> Result<Option<Response>, ConnError> {
     if frame.len() < 8 {
         return Err(ConnError::Malformed(format!("{}-byte frame", frame.len())));
@@ -174,14 +174,15 @@ pub async fn handle(
         header,
         body,
     };
-    dispatch(shard, req, peer).await
+    dispatch(shard, req, session).await
 }
 
 async fn dispatch(
     shard: &Rc<Shard>,
     req: Request,
-    peer: &str,
+    session: &Session,
 ) -> Result<Option<Response>, ConnError> {
+    let listener = session.listener;
     let client_id = req
         .header
         .client_id
@@ -198,7 +199,7 @@ async fn dispatch(
     }
     match req.body {
         RequestKind::ApiVersions(_) => respond!(api_versions::response()),
-        RequestKind::Metadata(r) => respond!(metadata::handle(shard, r, v).await),
+        RequestKind::Metadata(r) => respond!(metadata::handle(shard, r, v, listener).await),
         RequestKind::Produce(r) => {
             let acks = r.acks;
             let resp = produce::handle(shard, r, v).await;
@@ -223,13 +224,18 @@ async fn dispatch(
         }
         RequestKind::DeleteRecords(r) => respond!(admin::delete_records(shard, r).await),
         RequestKind::DescribeLogDirs(r) => respond!(admin::describe_log_dirs(shard, r).await),
-        RequestKind::DescribeCluster(r) => respond!(admin::describe_cluster(shard, r)),
-        RequestKind::DescribeQuorum(r) => respond!(quorum::describe_quorum(shard, r, v).await),
+        RequestKind::DescribeCluster(r) => respond!(admin::describe_cluster(shard, r, listener)),
+        RequestKind::DescribeQuorum(r) => {
+            respond!(quorum::describe_quorum(shard, r, v, listener).await)
+        }
         RequestKind::DescribeTopicPartitions(r) => {
             respond!(describe_topic_partitions::handle(shard, r).await)
         }
-        RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(shard, r, v)),
+        RequestKind::FindCoordinator(r) => {
+            respond!(groups::find_coordinator(shard, r, v, listener))
+        }
         RequestKind::JoinGroup(r) => {
+            let peer = &*session.peer;
             let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(h, _)| h));
             respond!(groups::join(shard, r, v, client_id, host).await)
         }

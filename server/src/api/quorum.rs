@@ -33,8 +33,6 @@ use crate::shard::{BrokerShared, Shard};
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
 /// Listener name of the voters' endpoints (the quorum transport), as KRaft names it.
 const CONTROLLER_LISTENER: &str = "CONTROLLER";
-/// Listener name of a single node's endpoint (its client listener: there is no other).
-const BROKER_LISTENER: &str = "PLAINTEXT";
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -50,6 +48,7 @@ pub async fn describe_quorum(
     shard: &Rc<Shard>,
     req: DescribeQuorumRequest,
     version: i16,
+    listener: usize,
 ) -> DescribeQuorumResponse {
     if !names_metadata_partition(&req) {
         return partition_errors(&req, codes::UNKNOWN_TOPIC_OR_PARTITION);
@@ -70,7 +69,7 @@ pub async fn describe_quorum(
     } else {
         single_node_view(shared.config.node_id)
     };
-    response(&view, now_ms(), version, nodes(shared))
+    response(&view, now_ms(), version, nodes(shared, listener))
 }
 
 /// Exactly one topic, `__cluster_metadata`, with exactly partition 0 (Kafka's
@@ -140,8 +139,8 @@ fn single_node_view(node_id: i32) -> QuorumView {
 }
 
 /// The voters' endpoints (v2's node list): the quorum addresses in a cluster, the client
-/// listener of a single node.
-fn nodes(shared: &BrokerShared) -> Vec<Node> {
+/// listener the client came in on of a single node.
+fn nodes(shared: &BrokerShared, listener: usize) -> Vec<Node> {
     let node = |id: i32, name: &str, host: String, port: u16| {
         Node::default()
             .with_node_id(BrokerId(id))
@@ -160,8 +159,9 @@ fn nodes(shared: &BrokerShared) -> Vec<Node> {
             .map(|(id, addr)| node(*id, CONTROLLER_LISTENER, addr.ip().to_string(), addr.port()))
             .collect()
     } else {
-        let (host, port) = shared.advertised();
-        vec![node(shared.config.node_id, BROKER_LISTENER, host, port)]
+        let (host, port) = shared.advertised(listener);
+        let name = &shared.listeners[listener].name;
+        vec![node(shared.config.node_id, name, host, port)]
     }
 }
 

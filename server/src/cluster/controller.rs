@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::image::{Applied, ApplyError, BrokerId, Command, Image};
 use super::quorum::{Quorum, QuorumError, QuorumStatus, RpcHandler, StateMachine};
+use crate::config::Endpoint;
 
 /// How long a proposal may wait for a leader and a commit.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,16 +85,23 @@ impl StateMachine for MetadataMachine {
 /// Requests brokers send to the quorum leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
-    Heartbeat {
-        id: BrokerId,
-        host: String,
-        port: u16,
-        incarnation: u64,
-        /// The image version the broker has (0: none).
-        version: u64,
-    },
+    Heartbeat(Heartbeat),
     Propose(Command),
     Status,
+}
+
+/// A broker's periodic heartbeat; it (re)registers the broker when anything in it changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub id: BrokerId,
+    /// Its inter-broker listener.
+    pub host: String,
+    pub port: u16,
+    /// Every listener's advertised endpoint.
+    pub listeners: Vec<Endpoint>,
+    pub incarnation: u64,
+    /// The image version the broker has (0: none).
+    pub version: u64,
 }
 
 /// The voters' view for DescribeQuorum.
@@ -194,19 +202,24 @@ impl ControllerRpc {
         }
     }
 
-    fn heartbeat(
-        &self,
-        id: BrokerId,
-        host: String,
-        port: u16,
-        incarnation: u64,
-        version: u64,
-    ) -> Reply {
+    fn heartbeat(&self, hb: Heartbeat) -> Reply {
+        let Heartbeat {
+            id,
+            host,
+            port,
+            listeners,
+            incarnation,
+            version,
+        } = hb;
         self.leases().seen.insert(id, Instant::now());
         let image = self.cell.get();
         let known = image.brokers.get(&id);
         let registered = known.is_some_and(|b| {
-            !b.fenced && b.incarnation == incarnation && b.host == host && b.port == port
+            !b.fenced
+                && b.incarnation == incarnation
+                && b.host == host
+                && b.port == port
+                && b.listeners == listeners
         });
         if !registered {
             if known.is_some_and(|b| !b.fenced && b.incarnation != incarnation) {
@@ -220,6 +233,7 @@ impl ControllerRpc {
                 id,
                 host,
                 port,
+                listeners,
                 incarnation,
             };
             match self.propose(&reg) {
@@ -303,13 +317,7 @@ impl RpcHandler for ControllerRpc {
                         leader: s.leader_id.map(|l| l as BrokerId),
                     },
                     Some(s) => match req {
-                        Request::Heartbeat {
-                            id,
-                            host,
-                            port,
-                            incarnation,
-                            version,
-                        } => self.heartbeat(id, host, port, incarnation, version),
+                        Request::Heartbeat(hb) => self.heartbeat(hb),
                         Request::Propose(cmd) => self.propose(&cmd),
                         Request::Status => Reply::Status(Self::view(&s)),
                     },

@@ -90,14 +90,20 @@ pub fn missing_internal_topics(image: &Image, voters: usize) -> Vec<Command> {
         .collect()
 }
 
-/// FindCoordinator: the broker leading the state partition of `key`, or the Kafka error to
-/// answer (COORDINATOR_NOT_AVAILABLE while the topic does not exist or has no leader).
-pub fn coordinator_for(shared: &BrokerShared, key_type: i8, key: &str) -> Result<BrokerView, i16> {
+/// FindCoordinator: the broker leading the state partition of `key`, at its endpoint of
+/// listener `listener` (an index into this broker's listeners), or the Kafka error to answer
+/// (COORDINATOR_NOT_AVAILABLE while the topic does not exist or has no leader).
+pub fn coordinator_for(
+    shared: &BrokerShared,
+    listener: usize,
+    key_type: i8,
+    key: &str,
+) -> Result<BrokerView, i16> {
     const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     let Some(image) = shared.image() else {
         // a single node coordinates everything itself
         return shared
-            .brokers()
+            .brokers(listener)
             .into_iter()
             .next()
             .ok_or(COORDINATOR_NOT_AVAILABLE);
@@ -116,11 +122,7 @@ pub fn coordinator_for(shared: &BrokerShared, key_type: i8, key: &str) -> Result
         .brokers
         .get(&leader)
         .filter(|b| !b.fenced)
-        .map(|b| BrokerView {
-            id: b.id,
-            host: b.host.clone(),
-            port: b.port,
-        })
+        .and_then(|b| BrokerView::of(b, &shared.listeners[listener].name))
         .ok_or(COORDINATOR_NOT_AVAILABLE)
 }
 

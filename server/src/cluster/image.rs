@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
 
+use crate::config::Endpoint;
+
 pub type BrokerId = i32;
 
 /// No leader (every in-sync replica is fenced): the partition is offline.
@@ -22,15 +24,32 @@ pub const NO_LEADER: BrokerId = -1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerInfo {
     pub id: BrokerId,
-    /// The client listener clients are sent to (advertised host and port).
+    /// The inter-broker listener (advertised host and port): where replicas fetch and
+    /// coordinators send markers.
     pub host: String,
     pub port: u16,
+    /// Every listener's advertised endpoint, by name: clients are given the one of the listener
+    /// they came in on.
+    #[serde(default)]
+    pub listeners: Vec<Endpoint>,
     /// A fenced broker leads nothing and is not in any ISR (its lease expired or it stopped).
     pub fenced: bool,
     /// Bumped on every registration.
     pub epoch: i64,
     /// Random per process start: a restarted broker is told apart from its old self.
     pub incarnation: u64,
+}
+
+impl BrokerInfo {
+    /// This broker's endpoint of listener `name`; an image written before brokers registered
+    /// their listeners has only the inter-broker one.
+    pub fn endpoint(&self, name: &str) -> Option<(&str, u16)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        let e = self.listeners.iter().find(|e| e.name == name)?;
+        Some((&e.host, e.port))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +124,8 @@ pub enum Command {
         id: BrokerId,
         host: String,
         port: u16,
+        #[serde(default)]
+        listeners: Vec<Endpoint>,
         incarnation: u64,
     },
     /// A broker stopped heartbeating (or shut down): it leaves every ISR and leads nothing.
@@ -224,6 +245,7 @@ impl Image {
                 id,
                 host,
                 port,
+                listeners,
                 incarnation,
             } => {
                 let epoch = self.brokers.get(id).map_or(0, |b| b.epoch + 1);
@@ -233,6 +255,7 @@ impl Image {
                         id: *id,
                         host: host.clone(),
                         port: *port,
+                        listeners: listeners.clone(),
                         fenced: false,
                         epoch,
                         incarnation: *incarnation,

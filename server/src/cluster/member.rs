@@ -13,9 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::controller::{CommandResult, ImageCell, QuorumView, Reply, Request, PROPOSE_TIMEOUT};
+use super::controller::{
+    CommandResult, Heartbeat, ImageCell, QuorumView, Reply, Request, PROPOSE_TIMEOUT,
+};
 use super::image::{BrokerId, Command, Image};
 use super::quorum::rpc_call;
+use crate::config::Endpoint;
 
 /// One RPC attempt's limit (a dead voter must not hold the heartbeat for long).
 const RPC_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -24,6 +27,7 @@ pub struct Member {
     pub id: BrokerId,
     host: String,
     port: u16,
+    listeners: Vec<Endpoint>,
     incarnation: u64,
     voters: Vec<(BrokerId, SocketAddr)>,
     /// The voter that answered last as leader.
@@ -44,6 +48,7 @@ impl Member {
         id: BrokerId,
         host: String,
         port: u16,
+        listeners: Vec<Endpoint>,
         voters: Vec<(BrokerId, SocketAddr)>,
     ) -> Arc<Member> {
         let incarnation = uuid::Uuid::new_v4().as_u64_pair().0;
@@ -51,6 +56,7 @@ impl Member {
             id,
             host,
             port,
+            listeners,
             incarnation,
             voters,
             leader: Mutex::new(None),
@@ -125,13 +131,14 @@ impl Member {
 
     /// One heartbeat; publishes a newer image. Returns whether the leader answered.
     pub fn heartbeat(&self, deadline: Instant) -> Result<(), String> {
-        let req = Request::Heartbeat {
+        let req = Request::Heartbeat(Heartbeat {
             id: self.id,
             host: self.host.clone(),
             port: self.port,
+            listeners: self.listeners.clone(),
             incarnation: self.incarnation,
             version: self.image.get().applied,
-        };
+        });
         match self.call(&req, deadline)? {
             Reply::Heartbeat { image } => {
                 if let Some(img) = image {

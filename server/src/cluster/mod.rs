@@ -26,7 +26,7 @@ use std::time::Duration;
 use self::controller::{ControllerRpc, ImageCell, MetadataMachine};
 use self::member::Member;
 use self::quorum::{Quorum, QuorumConfig};
-use crate::config::ServerConfig;
+use crate::config::{Endpoint, ServerConfig};
 
 /// This process's part of a cluster: its quorum voter (when it is one) and its membership.
 pub struct ClusterNode {
@@ -38,12 +38,14 @@ pub struct ClusterNode {
 
 impl ClusterNode {
     /// Starts the voter (if `node.id` is among `controller.quorum.voters`) and the member
-    /// thread that registers this broker at `host:port` (its advertised client listener).
+    /// thread that registers this broker at `host:port` (its advertised inter-broker listener)
+    /// with the endpoints of all its `listeners`.
     pub fn start(
         config: &ServerConfig,
         cluster_id: &str,
         host: String,
         port: u16,
+        listeners: Vec<Endpoint>,
     ) -> Result<ClusterNode, String> {
         let id = config.node_id;
         let stop = Arc::new(AtomicBool::new(false));
@@ -84,7 +86,7 @@ impl ClusterNode {
             );
             quorum = Some(q);
         }
-        let member = Member::new(id, host, port, config.quorum_voters.clone());
+        let member = Member::new(id, host, port, listeners, config.quorum_voters.clone());
         member.start(Duration::from_millis(config.broker_heartbeat_ms));
         Ok(ClusterNode {
             member,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::image::{BrokerId, Image, NO_LEADER};
+use super::image::{BrokerId, BrokerInfo, Image, NO_LEADER};
 use crate::shard::BrokerShared;
 
 /// Where one partition lives.
@@ -24,6 +24,17 @@ pub struct BrokerView {
     pub port: u16,
 }
 
+impl BrokerView {
+    /// `b` at its endpoint of listener `name`, if it has one.
+    pub fn of(b: &BrokerInfo, name: &str) -> Option<BrokerView> {
+        b.endpoint(name).map(|(host, port)| BrokerView {
+            id: b.id,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
 impl BrokerShared {
     /// The cluster image, in cluster mode.
     pub fn image(&self) -> Option<Arc<Image>> {
@@ -34,21 +45,21 @@ impl BrokerShared {
         !self.config.quorum_voters.is_empty()
     }
 
-    /// Live brokers (this one alone when not clustered).
-    pub fn brokers(&self) -> Vec<BrokerView> {
+    /// Live brokers (this one alone when not clustered), at their endpoints of listener
+    /// `listener` (an index into this broker's listeners; brokers without a listener of that
+    /// name are left out, as Kafka does).
+    pub fn brokers(&self, listener: usize) -> Vec<BrokerView> {
         match self.image() {
-            Some(img) => img
-                .brokers
-                .values()
-                .filter(|b| !b.fenced)
-                .map(|b| BrokerView {
-                    id: b.id,
-                    host: b.host.clone(),
-                    port: b.port,
-                })
-                .collect(),
+            Some(img) => {
+                let name = &self.listeners[listener].name;
+                img.brokers
+                    .values()
+                    .filter(|b| !b.fenced)
+                    .filter_map(|b| BrokerView::of(b, name))
+                    .collect()
+            }
             None => {
-                let (host, port) = self.advertised();
+                let (host, port) = self.advertised(listener);
                 vec![BrokerView {
                     id: self.config.node_id,
                     host,

@@ -244,9 +244,14 @@ pub async fn write_markers(shard: &Rc<Shard>, m: &TxnMeta, commit: bool) -> Resu
         }
         for g in &m.groups {
             let p = crate::group::offsets_partition(g) as i32;
-            let leader = coordinators::coordinator_for(&shard.shared, coordinators::KEY_GROUP, g)
-                .map_err(|code| format!("group {g}: coordinator error {code}"))?
-                .id;
+            let leader = coordinators::coordinator_for(
+                &shard.shared,
+                shard.shared.inter_broker,
+                coordinators::KEY_GROUP,
+                g,
+            )
+            .map_err(|code| format!("group {g}: coordinator error {code}"))?
+            .id;
             if leader == me {
                 local_groups.push(g.clone());
             } else {
@@ -347,11 +352,15 @@ pub async fn verify_remote(
     epoch: i16,
     tp: &(String, i32),
 ) -> i16 {
-    let coordinator =
-        match coordinators::coordinator_for(&shard.shared, coordinators::KEY_TRANSACTION, id) {
-            Ok(c) => c,
-            Err(code) => return code,
-        };
+    let coordinator = match coordinators::coordinator_for(
+        &shard.shared,
+        shard.shared.inter_broker,
+        coordinators::KEY_TRANSACTION,
+        id,
+    ) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let req = AddPartitionsToTxnRequest::default().with_transactions(vec![
         AddPartitionsToTxnTransaction::default()
             .with_transactional_id(TransactionalId(StrBytes::from_string(id.to_string())))

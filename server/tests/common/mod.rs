@@ -17,13 +17,13 @@ use kafka_protocol::messages::{
     ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use sluice_server::config::ServerConfig;
+use sluice_server::config::{Listeners, ServerConfig};
 use sluice_server::BrokerHandle;
 
 /// A broker config for tests: 127.0.0.1:0, `cores` shards, data in `dir`.
 pub fn config(dir: &std::path::Path, cores: usize) -> ServerConfig {
     ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
+        listeners: Listeners::plaintext("127.0.0.1:0".parse().expect("addr")),
         data_dir: dir.to_path_buf(),
         cores,
         ..ServerConfig::default()

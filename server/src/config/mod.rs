@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use sluice_engine::LogConfig;
+
+mod listeners;
+pub use listeners::{format_endpoint, Endpoint, Listener, Listeners, SecurityProtocol};
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -27,9 +30,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub node_id: i32,
-    pub listen: SocketAddr,
-    /// host:port given to clients in Metadata; defaults to the bound address.
-    pub advertised: Option<(String, u16)>,
+    /// listeners, advertised.listeners, listener.security.protocol.map and
+    /// inter.broker.listener.name, resolved at start.
+    pub listeners: Listeners,
     pub data_dir: PathBuf,
     /// Shards (glommio executors, one per core).
     pub cores: usize,
@@ -90,8 +93,7 @@ impl Default for ServerConfig {
         let listen: SocketAddr = "127.0.0.1:9092".parse().expect("static address");
         ServerConfig {
             node_id: 0,
-            listen,
-            advertised: None,
+            listeners: Listeners::plaintext(listen),
             data_dir: PathBuf::from("./data"),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpus: Vec::new(),
@@ -123,7 +125,7 @@ impl Default for ServerConfig {
     }
 }
 
-fn bad(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn bad(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::BadValue {
         key: key.to_string(),
         value: value.to_string(),
@@ -144,20 +146,6 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
         "false" => Ok(false),
         _ => Err(bad(key, value, "expected true or false")),
     }
-}
-
-/// `PLAINTEXT://host:port` or `host:port` (the first entry of a listener list).
-fn parse_listener(key: &str, value: &str) -> Result<(String, u16), ConfigError> {
-    let first = value.split(',').next().unwrap_or("").trim();
-    let hostport = first.rsplit("://").next().unwrap_or(first);
-    let (host, port) = hostport
-        .rsplit_once(':')
-        .ok_or_else(|| bad(key, value, "expected [PLAINTEXT://]host:port"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| bad(key, value, "port is not a number"))?;
-    let host = if host.is_empty() { "0.0.0.0" } else { host };
-    Ok((host.trim_matches(['[', ']']).to_string(), port))
 }
 
 /// `sluice.cpus`: CPU numbers and ranges separated by commas (`0,2-3`); empty: no pinning list.
@@ -318,21 +306,10 @@ impl ServerConfig {
                     return Err(bad(key, value, "must be >= 1"));
                 }
             }
-            "listeners" => {
-                let (host, port) = parse_listener(key, value)?;
-                self.listen = format!("{host}:{port}")
-                    .parse()
-                    .or_else(|_| {
-                        use std::net::ToSocketAddrs;
-                        (host.as_str(), port)
-                            .to_socket_addrs()
-                            .ok()
-                            .and_then(|mut a| a.next())
-                            .ok_or(())
-                    })
-                    .map_err(|_| bad(key, value, "cannot resolve host"))?;
-            }
-            "advertised.listeners" => self.advertised = Some(parse_listener(key, value)?),
+            "listeners"
+            | "advertised.listeners"
+            | "listener.security.protocol.map"
+            | "inter.broker.listener.name" => self.listeners.set(key, value)?,
             "log.dirs" | "log.dir" => {
                 let first = value.split(',').next().unwrap_or("").trim();
                 if first.is_empty() {
@@ -426,8 +403,6 @@ impl ServerConfig {
             // accepted for compatibility with stock server.properties, no effect here
             "process.roles"
             | "controller.listener.names"
-            | "inter.broker.listener.name"
-            | "listener.security.protocol.map"
             | "num.network.threads"
             | "num.io.threads"
             | "socket.send.buffer.bytes"
@@ -542,7 +517,10 @@ mod tests {
              auto.create.topics.enable=false\nsome.unknown=1\n",
         )
         .expect("valid");
-        assert_eq!(c.listen.port(), 19092);
+        assert_eq!(
+            c.listeners.resolve().expect("resolves")[0].bind.port(),
+            19092
+        );
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.num_partitions, 3);
         assert_eq!(c.log.retention_ms, Some(3_600_000));
