@@ -31,7 +31,7 @@ fi
 # reinstall when tests/requirements.txt changes (the venv keeps a copy of what it was built from)
 REQ_STAMP="$VENV/.sluice-requirements.txt"
 if ! cmp -s tests/requirements.txt "$REQ_STAMP" \
-  || ! "$VENV/bin/python" -c 'import confluent_kafka, kafka, pytest' 2>/dev/null; then
+  || ! "$VENV/bin/python" -c 'import confluent_kafka, kafka, pytest, cryptography' 2>/dev/null; then
   log "pip install -r tests/requirements.txt"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
   cp tests/requirements.txt "$REQ_STAMP"

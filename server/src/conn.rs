@@ -49,22 +49,48 @@ pub struct Transport<S> {
     /// fetched segment ranges may then be sendfile'd to it. `None` for a stream that transforms
     /// what it writes (TLS): everything goes through `stream`.
     pub raw_fd: Option<RawFd>,
+    /// Who the transport authenticated (a client certificate's principal), else
+    /// `User:ANONYMOUS`.
+    pub principal: String,
+}
+
+/// The client's address, for logs.
+pub fn peer_name(stream: &TcpStream) -> Rc<str> {
+    stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into())
+        .into()
 }
 
 impl Transport<TcpStream> {
     /// A plaintext TCP connection.
     pub fn tcp(stream: TcpStream) -> Self {
-        let peer: Rc<str> = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into())
-            .into();
+        let peer = peer_name(&stream);
         let _ = stream.set_nodelay(true);
         let raw_fd = Some(stream.as_raw_fd());
         Transport {
             stream,
             peer,
             raw_fd,
+            principal: crate::security::principal::ANONYMOUS.to_string(),
+        }
+    }
+}
+
+impl Transport<futures_rustls::server::TlsStream<TcpStream>> {
+    /// A TLS session (after its handshake): no sendfile, fetched ranges are copied through it.
+    pub fn tls(
+        stream: futures_rustls::server::TlsStream<TcpStream>,
+        peer: Rc<str>,
+        principal: String,
+    ) -> Self {
+        let _ = stream.get_ref().0.set_nodelay(true);
+        Transport {
+            stream,
+            peer,
+            raw_fd: None,
+            principal,
         }
     }
 }
@@ -76,6 +102,8 @@ pub struct Session {
     /// Index into the broker's listeners of the one the client connected to: Metadata and
     /// FindCoordinator answer with that listener's endpoints.
     pub listener: usize,
+    /// `User:<name>`: from the client certificate, else `User:ANONYMOUS`.
+    pub principal: std::cell::RefCell<Rc<str>>,
 }
 
 /// Serves one connection until the peer closes it, an error occurs, or the broker stops.
@@ -92,10 +120,12 @@ pub async fn serve<S>(
         stream,
         peer,
         raw_fd,
+        principal,
     } = transport;
     let session = Rc::new(Session {
         peer: peer.clone(),
         listener,
+        principal: std::cell::RefCell::new(principal.into()),
     });
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<Pending>(MAX_IN_FLIGHT);

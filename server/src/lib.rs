@@ -17,6 +17,7 @@ pub mod config;
 pub mod conn;
 pub mod group;
 pub mod kvlog;
+pub mod security;
 mod sendfile;
 pub mod shard;
 pub mod txn;
@@ -115,10 +116,7 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
         .listeners
         .resolve()
         .map_err(|e| StartError::Config(e.to_string()))?;
-    if let Some(l) = listeners
-        .iter()
-        .find(|l| l.protocol != SecurityProtocol::Plaintext)
-    {
+    if let Some(l) = listeners.iter().find(|l| l.protocol.sasl()) {
         return Err(StartError::Config(format!(
             "listener {}: {} listeners are not supported yet",
             l.name,
@@ -133,10 +131,12 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
             .inter_broker_index(&listeners)
             .map_err(|e| StartError::Config(e.to_string()))?
     };
+    let security = security::Security::new(&config, &listeners).map_err(StartError::Config)?;
     let catalog = Catalog::open(&config.data_dir, cores)?;
     let shared = Arc::new(BrokerShared {
         config,
         catalog,
+        security,
         listeners,
         inter_broker,
         bound: OnceLock::new(),
@@ -473,6 +473,7 @@ async fn accept_loop(
     open_conns: Rc<Cell<usize>>,
 ) {
     let shared = shard.shared.clone();
+    let tls = shared.listeners[index].protocol.tls();
     loop {
         let stop = shared.stop.listen();
         if shared.is_stopping() {
@@ -484,6 +485,24 @@ async fn accept_loop(
         })
         .await;
         match accepted {
+            Some(Ok(stream)) if tls => {
+                let s = shard.clone();
+                let c = open_conns.clone();
+                glommio::spawn_local(async move {
+                    let Some(ctx) = s.shared.security.tls.as_ref() else {
+                        return;
+                    };
+                    let peer = conn::peer_name(&stream);
+                    match ctx.accept(stream).await {
+                        Ok((tls, principal)) => {
+                            let t = conn::Transport::tls(tls, peer, principal);
+                            conn::serve(s, t, index, c).await;
+                        }
+                        Err(e) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+                    }
+                })
+                .detach();
+            }
             Some(Ok(stream)) => {
                 let s = shard.clone();
                 let c = open_conns.clone();

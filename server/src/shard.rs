@@ -36,6 +36,8 @@ pub enum ShardError {
 pub struct BrokerShared {
     pub config: ServerConfig,
     pub catalog: Arc<Catalog>,
+    /// TLS contexts (and later SASL credentials and ACLs).
+    pub security: crate::security::Security,
     /// The listeners, resolved from the config; connections refer to them by index.
     pub listeners: Vec<Listener>,
     /// Index into `listeners` of the one brokers reach each other on (cluster mode).

@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use sluice_engine::LogConfig;
 
 mod listeners;
+mod tls;
 pub use listeners::{format_endpoint, Endpoint, Listener, Listeners, SecurityProtocol};
 use thiserror::Error;
+pub use tls::{ClientAuth, PemSource, TlsKeys};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -33,6 +35,8 @@ pub struct ServerConfig {
     /// listeners, advertised.listeners, listener.security.protocol.map and
     /// inter.broker.listener.name, resolved at start.
     pub listeners: Listeners,
+    /// ssl.* keys of SSL and SASL_SSL listeners.
+    pub tls: TlsKeys,
     pub data_dir: PathBuf,
     /// Shards (glommio executors, one per core).
     pub cores: usize,
@@ -94,6 +98,7 @@ impl Default for ServerConfig {
         ServerConfig {
             node_id: 0,
             listeners: Listeners::plaintext(listen),
+            tls: TlsKeys::default(),
             data_dir: PathBuf::from("./data"),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpus: Vec::new(),
@@ -273,6 +278,9 @@ impl ServerConfig {
     /// Applies one server.properties key.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         let value = value.trim();
+        if key.starts_with("ssl.") && self.tls.set(key, value)? {
+            return Ok(());
+        }
         match key {
             "node.id" | "broker.id" => self.node_id = parse_num(key, value)?,
             "controller.quorum.voters" => self.quorum_voters = parse_voters(key, value)?,
