@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,11 +21,16 @@ use kafka_protocol::protocol::StrBytes;
 use thiserror::Error;
 
 use crate::conn::{self, ConnError, Connection};
+use crate::sasl::{self, SaslError};
+use crate::security::ClientSecurity;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
     #[error(transparent)]
     Conn(#[from] ConnError),
+    /// SASL authentication failed (wrong credentials, a mechanism the broker does not enable).
+    #[error(transparent)]
+    Sasl(SaslError),
     #[error("the broker does not support {api:?} in a version this client speaks ({min}..={max})")]
     Unsupported { api: ApiKey, min: i16, max: i16 },
     #[error("{what}: {name} (error code {code}){}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
@@ -39,6 +45,21 @@ pub enum ClientError {
     /// Retries ran out (the message says what failed last).
     #[error("{0}")]
     GaveUp(String),
+}
+
+impl From<SaslError> for ClientError {
+    fn from(e: SaslError) -> ClientError {
+        match e {
+            SaslError::Conn(c) => ClientError::Conn(c),
+            other => ClientError::Sasl(other),
+        }
+    }
+}
+
+impl From<crate::security::SecurityError> for ClientError {
+    fn from(e: crate::security::SecurityError) -> ClientError {
+        ClientError::Conn(e.into())
+    }
 }
 
 /// Kafka's name for an error code (`OffsetOutOfRange`, ...).
@@ -162,32 +183,102 @@ pub struct FetchedPartition {
     pub records: Bytes,
 }
 
-/// A connection to one broker with negotiated API versions.
+/// A connection to one broker with negotiated API versions (and, as its security says, TLS
+/// and SASL authentication done).
 pub struct Client {
     conn: Connection,
     versions: Versions,
     pub addr: SocketAddr,
+    /// The host name the broker was reached by (TLS checks the certificate against it), when
+    /// known.
+    host: Option<String>,
+    security: Arc<ClientSecurity>,
 }
 
 impl Client {
-    /// Connects to `bootstrap` (host:port) and runs ApiVersions.
+    /// Connects to `bootstrap` (host:port) in plaintext and runs ApiVersions.
     pub fn connect(bootstrap: &str, client_id: &str) -> Result<Client, ClientError> {
-        let addr = conn::resolve(bootstrap)?;
-        Self::connect_addr(addr, client_id)
+        Self::connect_secure(bootstrap, client_id, &Arc::new(ClientSecurity::plaintext()))
     }
 
+    /// Connects to `bootstrap` (host:port) with `security`.
+    pub fn connect_secure(
+        bootstrap: &str,
+        client_id: &str,
+        security: &Arc<ClientSecurity>,
+    ) -> Result<Client, ClientError> {
+        let addr = conn::resolve(bootstrap)?;
+        Self::connect_to(addr, Some(bootstrap), client_id, security)
+    }
+
+    /// A plaintext connection to `addr`.
     pub fn connect_addr(addr: SocketAddr, client_id: &str) -> Result<Client, ClientError> {
-        let mut conn = Connection::connect(addr, client_id, Duration::from_secs(10))?;
+        Self::connect_to(
+            addr,
+            None,
+            client_id,
+            &Arc::new(ClientSecurity::plaintext()),
+        )
+    }
+
+    /// Connects to `addr` with `security`: TCP, the TLS handshake (server name `host`, a host
+    /// name or host:port, else the IP address), ApiVersions, then SASL.
+    pub fn connect_to(
+        addr: SocketAddr,
+        host: Option<&str>,
+        client_id: &str,
+        security: &Arc<ClientSecurity>,
+    ) -> Result<Client, ClientError> {
+        let mut conn =
+            Connection::connect_secure(addr, host, client_id, Duration::from_secs(10), security)?;
         let req = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("sluice-tools"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
         let resp: ApiVersionsResponse = conn.call(ApiKey::ApiVersions, 3, &req)?;
         check("ApiVersions", resp.error_code, None)?;
+        let versions = Versions::from_response(&resp);
+        if let Some(s) = &security.sasl {
+            let range = |api: ApiKey, min: i16, max: i16| {
+                versions.broker_range(api).and_then(|(bmin, bmax)| {
+                    let v = max.min(bmax);
+                    (v >= min.max(bmin)).then_some(v)
+                })
+            };
+            sasl::authenticate(
+                &mut conn,
+                s,
+                range(ApiKey::SaslHandshake, 1, 1),
+                range(ApiKey::SaslAuthenticate, 0, 2),
+            )?;
+        }
         Ok(Client {
             conn,
-            versions: Versions::from_response(&resp),
+            versions,
             addr,
+            host: host.map(str::to_string),
+            security: security.clone(),
         })
+    }
+
+    /// A new connection to `target` (host:port) with this client's security.
+    pub fn open(&self, target: &str, client_id: &str) -> Result<Client, ClientError> {
+        let addr = conn::resolve(target)?;
+        Self::connect_to(addr, Some(target), client_id, &self.security)
+    }
+
+    /// A new connection to the same broker, with the same security.
+    pub fn reopen(&self, client_id: &str) -> Result<Client, ClientError> {
+        Self::connect_to(self.addr, self.host.as_deref(), client_id, &self.security)
+    }
+
+    /// How this client connects.
+    pub fn security(&self) -> &Arc<ClientSecurity> {
+        &self.security
+    }
+
+    /// The host name (or host:port) the broker was reached by, when known.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
     }
 
     pub fn versions(&self) -> &Versions {

@@ -3,12 +3,16 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use thiserror::Error;
+
+use crate::security::{self, ClientSecurity, SecurityError};
 
 /// Largest response frame accepted (a fetch can be large, but not unbounded).
 pub const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
@@ -44,6 +48,38 @@ pub enum ConnError {
     Closed,
     #[error("connection failed: {0}")]
     Failed(String),
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Handshake { addr: String, reason: String },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(
+        "the broker answered in TLS: an SSL listener needs security.protocol=SSL (or SASL_SSL)"
+    )]
+    TlsAnswer,
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+}
+
+impl ConnError {
+    /// An I/O error, or the TLS error inside one (rustls reports its errors as
+    /// `io::ErrorKind::InvalidData` wrapping a `rustls::Error`).
+    pub fn io(e: std::io::Error) -> ConnError {
+        match tls_error(&e) {
+            Some(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired)) => {
+                ConnError::Tls(
+                    "the broker requires a client certificate (ssl.certificate.location and \
+                     ssl.key.location)"
+                        .into(),
+                )
+            }
+            Some(t) => ConnError::Tls(t.to_string()),
+            None => ConnError::Io(e),
+        }
+    }
+}
+
+fn tls_error(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
 }
 
 /// Encodes one request frame (length prefix included) into `buf`.
@@ -86,14 +122,18 @@ pub fn read_response<R: Read>(
     match r.read_exact(&mut len) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ConnError::Closed),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(ConnError::io(e)),
+    }
+    // a TLS record (alert 0x15 or handshake 0x16, version 3.x) where a frame length should be
+    if matches!(len, [0x15 | 0x16, 0x03, 0x00..=0x04, _]) {
+        return Err(ConnError::TlsAnswer);
     }
     let size = i32::from_be_bytes(len) as i64;
     if size < 4 || size as u64 > MAX_RESPONSE_BYTES as u64 {
         return Err(ConnError::BadFrame(size));
     }
     let mut buf = BytesMut::zeroed(size as usize);
-    r.read_exact(&mut buf)?;
+    r.read_exact(&mut buf).map_err(ConnError::io)?;
     let mut b = buf.freeze();
     let h = ResponseHeader::decode(&mut b, api.response_header_version(version)).map_err(|e| {
         ConnError::Decode {
@@ -122,9 +162,109 @@ pub fn resolve(addr: &str) -> Result<SocketAddr, ConnError> {
         .ok_or_else(|| ConnError::Resolve(addr.to_string()))
 }
 
+/// The byte stream under a [`Connection`]: plain TCP or TLS over TCP.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// The TCP socket (for timeouts and shutdown).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(buf),
+            Stream::Tls(t) => {
+                t.write_all(buf)?;
+                t.flush()
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
+/// Runs the TLS handshake on `sock` (its read timeout bounds the wait).
+fn tls_handshake(
+    sock: TcpStream,
+    config: Arc<ClientConfig>,
+    host: Option<&str>,
+    addr: SocketAddr,
+) -> Result<StreamOwned<ClientConnection, TcpStream>, ConnError> {
+    let failed = |reason: String| ConnError::Handshake {
+        addr: addr.to_string(),
+        reason,
+    };
+    let name = security::server_name(host, addr).map_err(|e| failed(e.clone()))?;
+    let mut conn = ClientConnection::new(config, name).map_err(|e| failed(e.to_string()))?;
+    let mut sock = sock;
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut sock) {
+            let reason = match tls_error(&e) {
+                Some(rustls::Error::InvalidCertificate(c)) => format!(
+                    "the broker's certificate is not trusted: {} (check ssl.ca.location{})",
+                    rustls::Error::InvalidCertificate(c.clone()),
+                    if matches!(
+                        c,
+                        rustls::CertificateError::NotValidForName
+                            | rustls::CertificateError::NotValidForNameContext { .. }
+                    ) {
+                        " and the host name, or ssl.endpoint.identification.algorithm=none"
+                    } else {
+                        ""
+                    }
+                ),
+                Some(t) => t.to_string(),
+                None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    "the broker closed the connection (is it a TLS listener?)".into()
+                }
+                None if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+                {
+                    "the broker did not answer in time (is it a TLS listener?)".into()
+                }
+                None => e.to_string(),
+            };
+            return Err(failed(reason));
+        }
+    }
+    Ok(StreamOwned::new(conn, sock))
+}
+
 /// A blocking connection that runs one request at a time.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     pub addr: SocketAddr,
     client_id: StrBytes,
     next_id: i32,
@@ -132,18 +272,42 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// A plaintext connection.
     pub fn connect(
         addr: SocketAddr,
         client_id: &str,
         timeout: Duration,
     ) -> Result<Self, ConnError> {
-        let stream =
+        Self::connect_secure(addr, None, client_id, timeout, &ClientSecurity::plaintext())
+    }
+
+    /// A connection with `security`'s transport: plain TCP, or TLS (handshake done here) with
+    /// `host` (or else the IP address) as the server name. SASL is not run here: it needs
+    /// ApiVersions first ([`crate::Client::connect_to`] does both).
+    pub fn connect_secure(
+        addr: SocketAddr,
+        host: Option<&str>,
+        client_id: &str,
+        timeout: Duration,
+        security: &ClientSecurity,
+    ) -> Result<Self, ConnError> {
+        let tls = security.tls_config()?;
+        let sock =
             TcpStream::connect_timeout(&addr, timeout).map_err(|source| ConnError::Connect {
                 addr: addr.to_string(),
                 source,
             })?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(timeout.max(Duration::from_secs(30))))?;
+        sock.set_nodelay(true)?;
+        let stream = match tls {
+            None => Stream::Plain(sock),
+            Some(config) => {
+                sock.set_read_timeout(Some(timeout))?;
+                Stream::Tls(Box::new(tls_handshake(sock, config, host, addr)?))
+            }
+        };
+        stream
+            .tcp()
+            .set_read_timeout(Some(timeout.max(Duration::from_secs(30))))?;
         Ok(Connection {
             stream,
             addr,
@@ -159,7 +323,7 @@ impl Connection {
 
     /// Sets the read timeout (a long-polling fetch needs more than its max wait).
     pub fn set_read_timeout(&self, t: Duration) -> Result<(), ConnError> {
-        self.stream.set_read_timeout(Some(t))?;
+        self.stream.tcp().set_read_timeout(Some(t))?;
         Ok(())
     }
 
@@ -174,7 +338,7 @@ impl Connection {
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.buf.clear();
         encode_request(&mut self.buf, api, version, id, &self.client_id, body)?;
-        self.stream.write_all(&self.buf)?;
+        self.stream.write_all(&self.buf).map_err(ConnError::io)?;
         let (got, b) = read_response(&mut self.stream, api, version)?;
         if got != id {
             return Err(ConnError::Correlation { expected: id, got });
@@ -182,8 +346,12 @@ impl Connection {
         decode_body(api, version, b)
     }
 
-    /// Gives up the socket (for [`crate::pipeline::Pipeline`]).
-    pub fn into_stream(self) -> (TcpStream, StrBytes, i32) {
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
+    /// Gives up the stream (for [`crate::pipeline::Pipeline`]).
+    pub fn into_stream(self) -> (Stream, StrBytes, i32) {
         (self.stream, self.client_id, self.next_id)
     }
 }

@@ -224,12 +224,12 @@ impl Client {
         let target = format!("{host}:{port}");
         let addr = match conn::resolve(&target) {
             Ok(a) => a,
-            Err(_) => self.addr,
+            Err(_) => return self.reopen(client_id),
         };
-        match Client::connect_addr(addr, client_id) {
+        match Client::connect_to(addr, Some(&target), client_id, self.security()) {
             Ok(c) => Ok(c),
             // an advertised address this machine cannot reach: try the bootstrap address
-            Err(_) if addr != self.addr => Client::connect_addr(self.addr, client_id),
+            Err(ClientError::Conn(_)) if addr != self.addr => self.reopen(client_id),
             Err(e) => Err(e),
         }
     }

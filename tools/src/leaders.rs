@@ -71,18 +71,20 @@ impl Leaders {
         let got = match self.meta.metadata_with_brokers(Some(&[&topic])) {
             Ok(r) => r,
             Err(ClientError::Conn(first)) => {
-                let mut addrs = vec![self.meta.addr];
+                let mut addrs = vec![(self.meta.addr, self.meta.host().map(str::to_string))];
                 for b in self.brokers.values() {
-                    if let Ok(a) = conn::resolve(&b.address()) {
-                        if !addrs.contains(&a) {
-                            addrs.push(a);
+                    let host = b.address();
+                    if let Ok(a) = conn::resolve(&host) {
+                        if !addrs.iter().any(|(x, _)| *x == a) {
+                            addrs.push((a, Some(host)));
                         }
                     }
                 }
+                let security = self.meta.security().clone();
                 let mut last = ClientError::Conn(first);
                 let mut found = None;
-                for a in addrs {
-                    match Client::connect_addr(a, &self.client_id)
+                for (a, host) in addrs {
+                    match Client::connect_to(a, host.as_deref(), &self.client_id, &security)
                         .and_then(|mut c| c.metadata_with_brokers(Some(&[&topic])).map(|r| (c, r)))
                     {
                         Ok((c, r)) => {
@@ -145,7 +147,7 @@ impl Leaders {
         let addr = self
             .address(id)
             .ok_or_else(|| ClientError::GaveUp(format!("broker {id} is not in the metadata")))?;
-        Client::connect_addr(conn::resolve(&addr)?, &self.client_id)
+        self.meta.open(&addr, &self.client_id)
     }
 
     /// `partitions` grouped by leader; those without a leader under -1.

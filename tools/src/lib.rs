@@ -25,7 +25,10 @@ pub mod partitioner;
 pub mod pipeline;
 pub mod produce;
 pub mod records;
+pub mod sasl;
+pub mod security;
 
 pub use client::{Client, ClientError};
 pub use conn::{ConnError, Connection};
 pub use records::{BatchBuilder, Compression};
+pub use security::ClientSecurity;

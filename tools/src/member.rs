@@ -123,9 +123,16 @@ pub fn range_assign(
     out
 }
 
+/// Where the heartbeat thread reconnects to: the coordinator, with the same security.
+struct HeartbeatTarget {
+    addr: std::net::SocketAddr,
+    host: Option<String>,
+    security: Arc<crate::security::ClientSecurity>,
+}
+
 fn heartbeat_loop(
     mut client: Option<Client>,
-    addr: std::net::SocketAddr,
+    target: HeartbeatTarget,
     cfg: MemberConfig,
     version: i16,
     shared: Arc<Shared>,
@@ -143,7 +150,13 @@ fn heartbeat_loop(
             continue;
         }
         if client.is_none() {
-            client = Client::connect_addr(addr, &cfg.client_id).ok();
+            client = Client::connect_to(
+                target.addr,
+                target.host.as_deref(),
+                &cfg.client_id,
+                &target.security,
+            )
+            .ok();
         }
         let Some(c) = client.as_mut() else { continue };
         let req = HeartbeatRequest::default()
@@ -191,12 +204,17 @@ impl GroupMember {
             rejoin: AtomicBool::new(true),
             stop: AtomicBool::new(false),
         });
-        let hb_client = Client::connect_addr(coordinator.addr, &cfg.client_id)?;
+        let hb_client = coordinator.reopen(&cfg.client_id)?;
         let heartbeat = {
-            let (shared, cfg, addr) = (shared.clone(), cfg.clone(), coordinator.addr);
+            let (shared, cfg) = (shared.clone(), cfg.clone());
+            let target = HeartbeatTarget {
+                addr: coordinator.addr,
+                host: coordinator.host().map(str::to_string),
+                security: coordinator.security().clone(),
+            };
             std::thread::Builder::new()
                 .name("group-heartbeat".into())
-                .spawn(move || heartbeat_loop(Some(hb_client), addr, cfg, hb_version, shared))
+                .spawn(move || heartbeat_loop(Some(hb_client), target, cfg, hb_version, shared))
                 .map_err(|e| ClientError::Conn(e.into()))?
         };
         Ok(GroupMember {

@@ -78,7 +78,7 @@ pub fn records(g: &Global, cmd: RecordsCmd) -> Result<(), CliError> {
             }
         },
     };
-    let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
+    let mut client = out::connect(g, "sluice-cli")?;
     let count = out::topic_partitions(&mut client, &topic)?.len();
     let parts: Vec<i32> = if partition.is_empty() {
         (0..count as i32).collect()
@@ -158,7 +158,7 @@ fn human(bytes: i64) -> String {
 }
 
 pub fn log_dirs(g: &Global, a: LogDirsArgs) -> Result<(), CliError> {
-    let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
+    let mut client = out::connect(g, "sluice-cli")?;
     let filter = if a.topics.is_empty() {
         None
     } else {
@@ -244,7 +244,7 @@ pub fn cluster(g: &Global, cmd: ClusterCmd) -> Result<(), CliError> {
 }
 
 fn cluster_info(g: &Global) -> Result<(), CliError> {
-    let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
+    let mut client = out::connect(g, "sluice-cli")?;
     let c = client.describe_cluster()?;
     let md = client.cluster_metadata(None)?;
     if g.json() {
@@ -349,7 +349,7 @@ fn quorum(g: &Global, a: QuorumArgs) -> Result<(), CliError> {
             "--human-readable is only supported along with --replication",
         ));
     }
-    let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
+    let mut client = out::connect(g, "sluice-cli")?;
     let q = client.describe_quorum(QUORUM_WAIT)?;
     let Some(leader) = q.leader().cloned() else {
         return Err(CliError::failed(format!(

@@ -162,7 +162,7 @@ pub fn run(g: &Global, a: ConsumeArgs) -> Result<(), CliError> {
     if a.max_messages == Some(0) {
         return Err(CliError::usage("--max-messages must be at least 1"));
     }
-    let mut client = out::connect(&g.bootstrap, &a.client_id)?;
+    let mut client = out::connect(g, &a.client_id)?;
     let parts = out::topic_partitions(&mut client, &topic)?;
     // in a cluster, each partition is read from its leader (found in Metadata, again whenever
     // it moves); a single broker serves everything over this connection

@@ -115,7 +115,7 @@ pub fn run(g: &Global, cmd: GroupCmd) -> Result<(), CliError> {
 }
 
 fn list(g: &Global) -> Result<(), CliError> {
-    let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
+    let mut client = out::connect(g, "sluice-cli")?;
     let groups = client.list_groups()?;
     if g.json() {
         return out::print_json(&groups);
@@ -217,7 +217,7 @@ fn describe(g: &Global, groups: Vec<String>) -> Result<(), CliError> {
     if groups.is_empty() {
         return Err(CliError::usage("a group is required (GROUP or --group)"));
     }
-    let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
+    let mut client = out::connect(g, "sluice-cli")?;
     let mut all = Vec::new();
     for group in &groups {
         let mut coord = client.group_coordinator(group, "sluice-cli")?;
@@ -239,7 +239,7 @@ fn delete(g: &Global, groups: Vec<String>) -> Result<(), CliError> {
     if groups.is_empty() {
         return Err(CliError::usage("a group is required (GROUP or --group)"));
     }
-    let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
+    let mut client = out::connect(g, "sluice-cli")?;
     #[derive(Serialize)]
     struct Deleted {
         group: String,
@@ -372,7 +372,7 @@ fn reset(
     to: Target,
     dry_run: bool,
 ) -> Result<(), CliError> {
-    let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
+    let mut client = out::connect(g, "sluice-cli")?;
     let mut coord = client.group_coordinator(group, "sluice-cli")?;
     let info = coord
         .describe_groups(&[group.to_string()])?

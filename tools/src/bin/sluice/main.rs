@@ -12,9 +12,12 @@ mod out;
 mod produce;
 mod topic;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sluice_tools::security::{self, ClientSecurity};
 
 use out::CliError;
 
@@ -39,6 +42,18 @@ pub struct Global {
     /// Output format
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Client security settings in a Java properties file (as kafka-topics.sh's):
+    /// security.protocol, sasl.mechanism, sasl.username, sasl.password, ssl.ca.location,
+    /// ssl.certificate.location, ssl.key.location, ssl.endpoint.identification.algorithm
+    #[arg(long = "command-config", global = true, value_name = "FILE")]
+    pub command_config: Option<PathBuf>,
+    /// A client setting (repeatable, overrides --command-config), as kcat's -X, e.g.
+    /// -X security.protocol=SSL -X ssl.ca.location=ca.pem
+    #[arg(short = 'X', global = true, value_name = "KEY=VALUE", value_parser = security::parse_override)]
+    pub settings: Vec<(String, String)>,
+    /// What --command-config and -X make (set in main).
+    #[arg(skip)]
+    pub security: Arc<ClientSecurity>,
 }
 
 impl Global {
@@ -101,6 +116,21 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// The security settings of --command-config and -X (warnings on stderr); a bad one is a
+/// usage error.
+fn client_security(g: &Global) -> Result<ClientSecurity, CliError> {
+    let parsed = ClientSecurity::from_file_and_overrides(g.command_config.as_deref(), &g.settings)
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    for w in &parsed.warnings {
+        out::print_warning(w);
+    }
+    parsed
+        .security
+        .prepare()
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    Ok(parsed.security)
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -122,6 +152,14 @@ fn main() -> ExitCode {
             }
         }
     };
+    let mut cli = cli;
+    match client_security(&cli.global) {
+        Ok(s) => cli.global.security = Arc::new(s),
+        Err(e) => {
+            out::print_error(&e);
+            return ExitCode::from(e.exit_code());
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -10,6 +10,8 @@ use sluice_tools::produce::ProduceError;
 use sluice_tools::{Client, ClientError};
 use thiserror::Error;
 
+use crate::Global;
+
 #[derive(Debug, Error)]
 pub enum CliError {
     /// Bad arguments (exit code 2).
@@ -78,11 +80,17 @@ pub fn message(e: &CliError) -> String {
             "the broker did not answer in time".to_string()
         }
         CliError::Client(ClientError::Conn(ConnError::Closed)) => {
-            "the broker closed the connection (is it a Kafka broker?)".to_string()
+            "the broker closed the connection (is it a Kafka broker? a TLS or SASL listener \
+             needs security.protocol in --command-config or -X)"
+                .to_string()
         }
         other => other.to_string(),
     }
     .replace('\n', " ")
+}
+
+pub fn print_warning(w: &str) {
+    let _ = writeln!(io::stderr(), "sluice: warning: {w}");
 }
 
 pub fn print_error(e: &CliError) {
@@ -97,15 +105,17 @@ pub fn clap_message(e: &clap::Error) -> String {
     format!("{first} (see --help)")
 }
 
-/// Connects to the first reachable bootstrap server.
-pub fn connect(bootstrap: &str, client_id: &str) -> Result<Client, CliError> {
+/// Connects to the first reachable bootstrap server, with the security of --command-config
+/// and -X.
+pub fn connect(g: &Global, client_id: &str) -> Result<Client, CliError> {
     let mut last = None;
-    for server in bootstrap
+    for server in g
+        .bootstrap
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        match Client::connect(server, client_id) {
+        match Client::connect_secure(server, client_id, &g.security) {
             Ok(c) => return Ok(c),
             Err(e) => last = Some(e),
         }

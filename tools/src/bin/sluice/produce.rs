@@ -96,7 +96,7 @@ pub fn run(g: &Global, a: ProduceArgs) -> Result<(), CliError> {
     if a.batch_size == 0 {
         return Err(CliError::usage("--batch-size must be at least 1"));
     }
-    let mut client = out::connect(&g.bootstrap, "sluice-producer")?;
+    let mut client = out::connect(g, "sluice-producer")?;
     let count = match client.partitions(&topic)? {
         Some(p) => p.len(),
         None if a.create_topic => {

@@ -158,7 +158,7 @@ fn create(
             "--replication-factor must be at least 1, got {replication_factor}"
         )));
     }
-    let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
+    let mut client = out::connect(g, "sluice-cli")?;
     let configs: Vec<(&str, &str)> = config
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -188,7 +188,7 @@ fn create(
 }
 
 fn list(g: &Global, include_internal: bool) -> Result<(), CliError> {
-    let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
+    let mut client = out::connect(g, "sluice-cli")?;
     let md = client.cluster_metadata(None)?;
     let topics: Vec<&TopicDescription> = md
         .topics
@@ -239,7 +239,7 @@ fn ids(v: &[i32]) -> String {
 }
 
 fn describe(g: &Global, topics: Vec<String>, all_configs: bool) -> Result<(), CliError> {
-    let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
+    let mut client = out::connect(g, "sluice-cli")?;
     let md = client.cluster_metadata(if topics.is_empty() {
         None
     } else {
@@ -337,7 +337,7 @@ fn delete(g: &Global, topics: Vec<String>, if_exists: bool) -> Result<(), CliErr
     if topics.is_empty() {
         return Err(CliError::usage("a topic is required (TOPIC or --topic)"));
     }
-    let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
+    let mut client = out::connect(g, "sluice-cli")?;
     let results = client.delete_topics(&topics)?;
     #[derive(Serialize)]
     struct Deleted {
@@ -391,7 +391,7 @@ fn alter_config(
             "nothing to change: give --set KEY=VALUE and/or --delete KEY",
         ));
     }
-    let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
+    let mut client = out::connect(g, "sluice-cli")?;
     out::topic_partitions(&mut client, topic)?;
     let changes: Vec<ConfigChange> = set
         .into_iter()
@@ -421,7 +421,7 @@ fn add_partitions(
     num: Option<i32>,
     total: Option<i32>,
 ) -> Result<(), CliError> {
-    let mut client = out::connect(&g.bootstrap, "sluice-cli")?;
+    let mut client = out::connect(g, "sluice-cli")?;
     let current = out::topic_partitions(&mut client, topic)?.len() as i32;
     let target = match (num, total) {
         (Some(n), _) if n < 1 => {
