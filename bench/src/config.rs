@@ -5,7 +5,10 @@ use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
-use sluice_tools::Compression;
+use sluice_tools::security::parse_override;
+use sluice_tools::{ClientSecurity, Compression};
+
+use crate::dial::Dial;
 
 /// Bytes at the start of every message value: run id (u32), producer (u32), sequence number
 /// within (producer, partition) (u64), send time in microseconds since the Unix epoch (u64).
@@ -98,11 +101,55 @@ fn parse_linger(s: &str) -> Result<f64, String> {
     }
 }
 
+/// How loadgen reaches its embedded broker (`--security`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddedSecurity {
+    /// Plain TCP.
+    #[default]
+    Plaintext,
+    /// TLS: a CA and a broker certificate are made for the run, the broker gets an SSL
+    /// listener and every connection goes through it.
+    Ssl,
+    /// SASL over TLS (not supported yet: the embedded broker has no SASL listener).
+    #[value(name = "sasl_ssl")]
+    SaslSsl,
+}
+
+impl EmbeddedSecurity {
+    pub fn name(self) -> &'static str {
+        match self {
+            EmbeddedSecurity::Plaintext => "plaintext",
+            EmbeddedSecurity::Ssl => "ssl",
+            EmbeddedSecurity::SaslSsl => "sasl_ssl",
+        }
+    }
+}
+
 #[derive(Debug, Args, Clone, Serialize)]
 pub struct RunArgs {
     /// Broker to benchmark (host:port). Without it, an embedded sluice broker is started.
     #[arg(long, short = 'b')]
     pub bootstrap_server: Option<String>,
+    /// Client security settings for --bootstrap-server in a Java properties file (as
+    /// kafka-topics.sh's): security.protocol, sasl.mechanism, sasl.username, sasl.password,
+    /// ssl.ca.location, ssl.certificate.location, ssl.key.location,
+    /// ssl.endpoint.identification.algorithm.
+    #[arg(long = "command-config", value_name = "FILE")]
+    pub command_config: Option<PathBuf>,
+    /// A client setting for --bootstrap-server (repeatable, overrides --command-config), as
+    /// kcat's -X: e.g. -X security.protocol=SSL -X ssl.ca.location=ca.pem.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_override)]
+    #[serde(skip)]
+    pub settings: Vec<(String, String)>,
+    /// How to reach the embedded broker: plaintext, ssl (a CA and broker certificate made for
+    /// the run, TLS on every connection) or sasl_ssl (not supported yet).
+    #[arg(long, value_enum, default_value = "plaintext")]
+    pub security: EmbeddedSecurity,
+    /// How connections are made (set by the run from the settings above).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub dial: Dial,
     /// Messages to produce (and consume back).
     #[arg(long, short = 'n', default_value_t = 1_000_000)]
     pub messages: u64,
@@ -267,6 +314,19 @@ impl RunArgs {
         }
     }
 
+    /// The client security of --command-config and -X (warnings on stderr), with the PEM
+    /// files read.
+    pub fn client_security(&self) -> Result<ClientSecurity, String> {
+        let parsed =
+            ClientSecurity::from_file_and_overrides(self.command_config.as_deref(), &self.settings)
+                .map_err(|e| e.to_string())?;
+        for w in &parsed.warnings {
+            eprintln!("loadgen: warning: {w}");
+        }
+        parsed.security.prepare().map_err(|e| e.to_string())?;
+        Ok(parsed.security)
+    }
+
     /// The label used when none is given: e.g. `sluice-acks-all-p4-100b`.
     pub fn default_label(&self) -> String {
         let target = if self.null_sink {
@@ -286,6 +346,10 @@ impl RunArgs {
         }
         if self.rate > 0 {
             l.push_str(&format!("-rate{}", self.rate));
+        }
+        if self.security != EmbeddedSecurity::Plaintext {
+            l.push('-');
+            l.push_str(self.security.name());
         }
         match self.producer_mode() {
             ProducerMode::Plain => {}
@@ -344,6 +408,31 @@ impl RunArgs {
         if !self.broker_config.is_empty() && (self.bootstrap_server.is_some() || self.null_sink) {
             return Err("--broker-config sets the embedded broker: not with --bootstrap-server                         or --null-sink"
                 .into());
+        }
+        let external = self.bootstrap_server.is_some();
+        if (self.command_config.is_some() || !self.settings.is_empty()) && !external {
+            return Err(
+                "--command-config and -X set how to reach --bootstrap-server (the embedded \
+                 broker takes --security)"
+                    .into(),
+            );
+        }
+        if self.security != EmbeddedSecurity::Plaintext {
+            if external || self.null_sink {
+                return Err(format!(
+                    "--security {} sets up the embedded broker: not with --bootstrap-server \
+                     (use --command-config or -X) or --null-sink",
+                    self.security.name()
+                ));
+            }
+            if self.security == EmbeddedSecurity::SaslSsl {
+                return Err(
+                    "--security sasl_ssl is not supported yet (the embedded broker has no SASL \
+                     listener); use --security ssl, or --bootstrap-server with -X \
+                     security.protocol=SASL_SSL against a SASL broker"
+                        .into(),
+                );
+            }
         }
         let mode = self.producer_mode();
         if mode.idempotent() {

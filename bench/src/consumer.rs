@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use sluice_tools::client::{error_name, FetchOptions};
 use sluice_tools::records::decode_batches;
-use sluice_tools::Client;
 
 use crate::config::VALUE_HEADER;
 use crate::stats::{atomic_max, atomic_min, Clock, Stats};
@@ -39,6 +38,8 @@ pub struct ConsumeControl {
 pub struct ConsumerPlan {
     pub id: usize,
     pub addr: SocketAddr,
+    /// TLS and SASL of the connection.
+    pub dial: crate::dial::Dial,
     pub topic: String,
     /// (partition, start offset)
     pub partitions: Vec<(i32, i64)>,
@@ -81,7 +82,9 @@ fn consume(
     checks: &mut BTreeMap<i32, PartitionCheck>,
     positions: &mut [(i32, i64)],
 ) -> Result<(), String> {
-    let mut client = Client::connect_addr(plan.addr, &format!("loadgen-consumer-{}", plan.id))
+    let mut client = plan
+        .dial
+        .connect(plan.addr, &format!("loadgen-consumer-{}", plan.id))
         .map_err(|e| e.to_string())?;
     // consume throughput counts from the moment the consumers start reading
     atomic_min(&plan.stats.first_consume_us, plan.clock.now_us());

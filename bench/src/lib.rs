@@ -4,12 +4,13 @@
 //! sampling), [`producer`] / [`consumer`] (one thread each on `sluice-tools` connections),
 //! [`verify`] (loss, duplicates, order), [`report`] (summary.json, .hgrm, .hlog, csv),
 //! [`hgrm`] (HdrHistogram percentile-distribution text), [`plot`], [`compare`], [`nullsink`],
-//! [`txn`] (producer ids, transactions and batch stamping for `--idempotent` and
+//! [`dial`] (TLS and SASL settings of the connections), [`txn`] (producer ids, transactions and batch stamping for `--idempotent` and
 //! `--transactional`).
 
 pub mod compare;
 pub mod config;
 pub mod consumer;
+pub mod dial;
 pub mod hgrm;
 pub mod nullsink;
 pub mod plot;

@@ -32,7 +32,7 @@ use sluice_tools::client::error_name;
 use sluice_tools::conn::{decode_body, ConnError};
 use sluice_tools::partitioner::partition_for_key;
 use sluice_tools::pipeline::Pipeline;
-use sluice_tools::{BatchBuilder, Client};
+use sluice_tools::BatchBuilder;
 
 use crate::config::{ProducerMode, RunArgs, VALUE_HEADER};
 use crate::stats::{atomic_max, atomic_min, Clock, Stats, WARMUP};
@@ -152,7 +152,9 @@ fn produce(
     failed: Arc<Mutex<Vec<(i32, u64, u64)>>>,
 ) -> Result<(), String> {
     let args = &plan.args;
-    let mut client = Client::connect_addr(plan.addr, &format!("loadgen-producer-{}", plan.id))
+    let mut client = args
+        .dial
+        .connect(plan.addr, &format!("loadgen-producer-{}", plan.id))
         .map_err(|e| e.to_string())?;
     let mode = args.producer_mode();
     let mut txn: Option<TxnClient> = None;
@@ -169,6 +171,7 @@ fn produce(
         }
         ProducerMode::Transactional => {
             let t = TxnClient::connect(
+                &args.dial,
                 plan.addr,
                 &format!("loadgen-txn-{}", plan.id),
                 &format!("loadgen-{}-{}", plan.run_id, plan.id),

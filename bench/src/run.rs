@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use sluice_server::config::Listeners;
-use sluice_tools::Client;
+use sluice_server::config::{Listeners, SecurityProtocol};
+use sluice_tools::{Client, ClientSecurity};
 use thiserror::Error;
 
-use crate::config::{Mode, RunArgs};
+use crate::config::{EmbeddedSecurity, Mode, RunArgs};
 use crate::consumer::{self, ConsumeControl, ConsumerOutcome, ConsumerPlan};
+use crate::dial::Dial;
 use crate::nullsink::NullSink;
 use crate::producer::{self, ProducerOutcome, ProducerPlan};
 use crate::stats::{new_histogram, Clock, Stats};
@@ -123,13 +124,49 @@ enum Target {
         handles: Vec<sluice_server::BrokerHandle>,
         dir: Option<tempfile::TempDir>,
         path: PathBuf,
+        /// The addresses clients use (the SSL listeners with --security ssl), by handle.
+        client_addrs: Vec<SocketAddr>,
+        /// --security ssl: the CA and broker certificate made for the run.
+        _pki: Option<tempfile::TempDir>,
     },
     Null(NullSink),
     External,
 }
 
-fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo), RunError> {
+/// --security ssl: a CA and a broker certificate (127.0.0.1, localhost) for this run, in a
+/// temporary directory: (directory, CA file, broker PEM with key and certificate).
+fn make_pki() -> Result<(tempfile::TempDir, PathBuf, PathBuf), RunError> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let e = |e: rcgen::Error| RunError::Broker(format!("making a test certificate: {e}"));
+    let dir = tempfile::Builder::new().prefix("loadgen-tls-").tempdir()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "loadgen test CA");
+    let ca_key = KeyPair::generate().map_err(e)?;
+    let ca = ca_params.self_signed(&ca_key).map_err(e)?;
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .map_err(e)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let key = KeyPair::generate().map_err(e)?;
+    let cert = params.signed_by(&key, &ca, &ca_key).map_err(e)?;
+    let ca_path = dir.path().join("ca.pem");
+    let broker_path = dir.path().join("broker.pem");
+    std::fs::write(&ca_path, ca.pem())?;
+    std::fs::write(
+        &broker_path,
+        format!("{}{}", key.serialize_pem(), cert.pem()),
+    )?;
+    Ok((dir, ca_path, broker_path))
+}
+
+fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo, Dial), RunError> {
     std::fs::create_dir_all(&args.data_dir)?;
+    let ssl = args.security == EmbeddedSecurity::Ssl;
+    let pki = if ssl { Some(make_pki()?) } else { None };
     let dir = tempfile::Builder::new()
         .prefix("loadgen-sluice-")
         .tempdir_in(&args.data_dir)?;
@@ -158,6 +195,21 @@ fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo), Ru
             cores: args.cores,
             ..Default::default()
         };
+        if let Some((_, _, broker_pem)) = &pki {
+            let tls = [
+                (
+                    "listeners",
+                    "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0".to_string(),
+                ),
+                ("ssl.keystore.type", "PEM".to_string()),
+                ("ssl.keystore.location", broker_pem.display().to_string()),
+            ];
+            for (k, v) in tls {
+                config
+                    .set(k, &v)
+                    .map_err(|e| RunError::Broker(format!("--security ssl: {k}: {e}")))?;
+            }
+        }
         if args.brokers > 1 {
             config.node_id = b as i32 + 1;
             config.quorum_voters = voters.clone();
@@ -206,13 +258,43 @@ fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo), Ru
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let addr = handles[0].addr;
+    // clients use the SSL listener with --security ssl
+    let client_addrs: Vec<SocketAddr> = handles
+        .iter()
+        .map(|h| {
+            h.listeners
+                .iter()
+                .find(|(_, p, _)| !ssl || *p == SecurityProtocol::Ssl)
+                .map_or(h.addr, |(_, _, a)| *a)
+        })
+        .collect();
+    let addr = client_addrs[0];
+    let dial = match &pki {
+        None => Dial::default(),
+        Some((_, ca, _)) => {
+            let ca = ca.display().to_string();
+            let parsed = ClientSecurity::from_settings([
+                ("security.protocol", "SSL"),
+                ("ssl.ca.location", ca.as_str()),
+            ])
+            .map_err(|e| RunError::Broker(e.to_string()))?;
+            parsed
+                .security
+                .prepare()
+                .map_err(|e| RunError::Broker(e.to_string()))?;
+            Dial::new(parsed.security)
+        }
+    };
     let info = BrokerInfo {
-        kind: if args.brokers > 1 {
-            format!("sluice (embedded cluster of {} brokers)", args.brokers)
-        } else {
-            "sluice (embedded)".into()
-        },
+        kind: format!(
+            "sluice (embedded{}{})",
+            if args.brokers > 1 {
+                format!(" cluster of {} brokers", args.brokers)
+            } else {
+                String::new()
+            },
+            if ssl { ", over TLS" } else { "" }
+        ),
         address: addr.to_string(),
         cores: Some(args.cores),
         data_dir: Some(path.display().to_string()),
@@ -223,19 +305,26 @@ fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo), Ru
             handles,
             dir: Some(dir),
             path,
+            client_addrs,
+            _pki: pki.map(|(d, _, _)| d),
         },
         addr,
         info,
+        dial,
     ))
 }
 
 /// The embedded cluster's brokers by node id (what Metadata's leader ids name).
 fn broker_addrs(target: &Target) -> Vec<(i32, SocketAddr)> {
     match target {
-        Target::Embedded { handles, .. } if handles.len() > 1 => handles
+        Target::Embedded {
+            handles,
+            client_addrs,
+            ..
+        } if handles.len() > 1 => client_addrs
             .iter()
             .enumerate()
-            .map(|(i, h)| (i as i32 + 1, h.addr))
+            .map(|(i, a)| (i as i32 + 1, *a))
             .collect(),
         _ => Vec::new(),
     }
@@ -244,9 +333,9 @@ fn broker_addrs(target: &Target) -> Vec<(i32, SocketAddr)> {
 /// An embedded cluster: one acks=all record per partition, before the timed run, so that it
 /// measures replication in its steady state rather than the followers' first fetch of a new
 /// topic (they learn of it with their next metadata heartbeat). Consumers start after it.
-fn warm_up(addr: SocketAddr, topic: &str, partitions: i32) -> Result<(), RunError> {
+fn warm_up(dial: &Dial, addr: SocketAddr, topic: &str, partitions: i32) -> Result<(), RunError> {
     use sluice_tools::produce::{OutRecord, ProducerConfig};
-    let client = Client::connect_addr(addr, "loadgen-warmup")?;
+    let client = dial.connect(addr, "loadgen-warmup")?;
     let mut p = sluice_tools::produce::Producer::new(
         client,
         ProducerConfig::new(topic),
@@ -269,6 +358,7 @@ fn warm_up(addr: SocketAddr, topic: &str, partitions: i32) -> Result<(), RunErro
 /// The one broker leading every partition of `topic` (loadgen's connections each talk to one
 /// broker, so in a cluster the topic's partitions must share their leader: 1 partition does).
 fn cluster_leader(
+    dial: &Dial,
     admin: &mut Client,
     topic: &str,
     cluster: &[(i32, SocketAddr)],
@@ -283,7 +373,7 @@ fn cluster_leader(
             [l] if *l >= 0 && !parts.is_empty() => {
                 if let Some((_, a)) = cluster.iter().find(|(id, _)| id == l) {
                     // the leader learns of the topic from the quorum a moment later
-                    let mut c = Client::connect_addr(*a, "loadgen-admin")?;
+                    let mut c = dial.connect(*a, "loadgen-admin")?;
                     let seen = c
                         .partitions(topic)?
                         .is_some_and(|p| !p.is_empty() && p.iter().all(|p| p.leader == *l));
@@ -341,7 +431,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, RunError> {
     let clock = Clock::new();
     let run_id = make_run_id(&clock);
     let label = args.label.clone().unwrap_or_else(|| args.default_label());
-    let (target, addr, broker) = if args.null_sink {
+    let (target, addr, broker, dial) = if args.null_sink {
         let s = NullSink::start(args.partitions)?;
         let addr = s.addr;
         (
@@ -354,9 +444,11 @@ pub fn run(args: &RunArgs) -> Result<RunResult, RunError> {
                 data_dir: None,
                 fsync_on_acks_all: Some(false),
             },
+            Dial::default(),
         )
     } else if let Some(b) = &args.bootstrap_server {
         let addr = sluice_tools::conn::resolve(b).map_err(sluice_tools::ClientError::from)?;
+        let security = args.client_security().map_err(RunError::Config)?;
         (
             Target::External,
             addr,
@@ -367,10 +459,12 @@ pub fn run(args: &RunArgs) -> Result<RunResult, RunError> {
                 data_dir: None,
                 fsync_on_acks_all: None,
             },
+            Dial::new(security).with_host(b, addr),
         )
     } else {
         start_embedded(&args)?
     };
+    args.dial = dial;
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     if args.pin && matches!(target, Target::Embedded { .. }) && ncpu > args.cores {
         let cpus: Vec<usize> = (args.cores..ncpu).collect();
@@ -419,7 +513,8 @@ fn drive(
     let load_average_at_start = std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default();
-    let mut admin = Client::connect_addr(addr, "loadgen-admin")?;
+    let dial = &args.dial;
+    let mut admin = dial.connect(addr, "loadgen-admin")?;
     let partitions = match admin.partitions(&args.topic)? {
         Some(p) if !p.is_empty() => {
             if p.len() as i32 != args.partitions {
@@ -447,15 +542,15 @@ fn drive(
     let addr = if cluster.is_empty() {
         addr
     } else {
-        cluster_leader(&mut admin, &args.topic, cluster)?
+        cluster_leader(dial, &mut admin, &args.topic, cluster)?
     };
     if !cluster.is_empty() && args.mode != Mode::Consume {
-        warm_up(addr, &args.topic, partitions)?;
+        warm_up(dial, addr, &args.topic, partitions)?;
     }
     let mut admin = if cluster.is_empty() {
         admin
     } else {
-        Client::connect_addr(addr, "loadgen-admin")?
+        dial.connect(addr, "loadgen-admin")?
     };
     let all: Vec<i32> = (0..partitions).collect();
     let start_at = if args.mode == Mode::Consume { -2 } else { -1 };
@@ -490,6 +585,7 @@ fn drive(
                 let plan = ConsumerPlan {
                     id: c,
                     addr,
+                    dial: args.dial.clone(),
                     topic: args.topic.clone(),
                     partitions: start_offsets
                         .iter()

@@ -14,7 +14,6 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_engine::batch::{ATTR_TRANSACTIONAL, CRC_START, HEADER_LEN};
 use sluice_tools::client::{error_name, Versions};
 use sluice_tools::conn::Connection;
-use sluice_tools::Client;
 
 /// Highest versions loadgen uses. InitProducerId v5 and EndTxn v5 belong to transaction
 /// protocol v2 (KIP-890 part 2); AddPartitionsToTxn v4+ is the batched broker-to-broker form
@@ -120,12 +119,13 @@ pub struct TxnClient {
 impl TxnClient {
     /// Connects and runs InitProducerId for `transactional_id`.
     pub fn connect(
+        dial: &crate::dial::Dial,
         addr: std::net::SocketAddr,
         client_id: &str,
         transactional_id: &str,
         transaction_timeout_ms: i32,
     ) -> Result<TxnClient, String> {
-        let client = Client::connect_addr(addr, client_id).map_err(|e| e.to_string())?;
+        let client = dial.connect(addr, client_id).map_err(|e| e.to_string())?;
         let (mut conn, versions) = client.into_parts();
         let add_version = pick_version(&versions, ApiKey::AddPartitionsToTxn, ADD_PARTITIONS_MAX)?;
         let end_version = pick_version(&versions, ApiKey::EndTxn, END_TXN_MAX)?;
