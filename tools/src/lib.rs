@@ -27,6 +27,7 @@ pub mod produce;
 pub mod records;
 pub mod sasl;
 pub mod security;
+pub mod users;
 
 pub use client::{Client, ClientError};
 pub use conn::{ConnError, Connection};

@@ -463,3 +463,200 @@ fn mutual_tls_and_the_host_name_check() {
     let e = fails(&args(&v), 2);
     assert!(e.contains("ssl.key.location"), "{e}");
 }
+
+/// Starts a broker with `listeners` and `settings`, or `None` (with a note) when this broker
+/// build refuses them (SASL listeners before the broker has SASL).
+fn try_start(
+    listeners: &str,
+    settings: &[(&str, String)],
+) -> Option<(sluice_server::BrokerHandle, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        cores: 1,
+        ..ServerConfig::default()
+    };
+    config.set("listeners", listeners).ok()?;
+    for (k, v) in settings {
+        if let Err(e) = config.set(k, v) {
+            eprintln!("skipped: this broker does not take {k}: {e}");
+            return None;
+        }
+    }
+    match sluice_server::start(config) {
+        Ok(h) => Some((h, dir)),
+        Err(e) => {
+            eprintln!("skipped: this broker refuses {listeners}: {e}");
+            None
+        }
+    }
+}
+
+fn listener(h: &sluice_server::BrokerHandle, p: SecurityProtocol) -> String {
+    h.listeners
+        .iter()
+        .find(|(_, q, _)| *q == p)
+        .map(|(_, _, a)| a.to_string())
+        .expect("listener")
+}
+
+#[test]
+fn scram_users_and_sasl_logins() {
+    let Some((h, _dir)) = try_start(
+        "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+        &[
+            (
+                "sasl.enabled.mechanisms",
+                "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into(),
+            ),
+            (
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config",
+                "org.apache.kafka.common.security.plain.PlainLoginModule required \
+                 user_alice=\"alice-secret\";"
+                    .into(),
+            ),
+        ],
+    ) else {
+        return;
+    };
+    let plain = listener(&h, SecurityProtocol::Plaintext);
+    let sasl = listener(&h, SecurityProtocol::SaslPlaintext);
+    let p = plain.as_str();
+
+    // SCRAM credentials through AlterUserScramCredentials / DescribeUserScramCredentials
+    let set = ok(
+        &[
+            "-b",
+            p,
+            "user",
+            "scram",
+            "set",
+            "bob",
+            "--mechanism",
+            "SCRAM-SHA-256",
+            "--password",
+            "bob-secret",
+            "--iterations",
+            "8192",
+        ],
+        None,
+    );
+    assert_eq!(set.trim(), "Completed updating config for user bob.");
+    ok(
+        &[
+            "-b",
+            p,
+            "user",
+            "scram",
+            "set",
+            "bob",
+            "--mechanism",
+            "scram-sha-512",
+            "--password",
+            "bob-secret",
+        ],
+        None,
+    );
+    assert_eq!(
+        ok(&["-b", p, "user", "scram", "list", "bob"], None).trim(),
+        "SCRAM credential configs for user-principal 'bob' are SCRAM-SHA-256=iterations=8192, \
+         SCRAM-SHA-512=iterations=4096"
+    );
+    let json = ok(
+        &["-b", p, "user", "scram", "list", "--output", "json"],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(v[0]["user"], "bob");
+    assert_eq!(v[0]["credentials"][0]["iterations"], 8192);
+    let e = fails(
+        &[
+            "-b",
+            p,
+            "user",
+            "scram",
+            "set",
+            "bob",
+            "--mechanism",
+            "SCRAM-SHA-256",
+            "--password",
+            "x",
+            "--iterations",
+            "100",
+        ],
+        2,
+    );
+    assert!(e.contains("--iterations"), "{e}");
+
+    // logins: PLAIN and both SCRAMs, through the producer's pipeline and a consumer
+    let s = sasl.as_str();
+    let login = |mech: &str, user: &str, pw: &str| -> Vec<String> {
+        [
+            "-b".to_string(),
+            s.to_string(),
+            "-X".into(),
+            "security.protocol=SASL_PLAINTEXT".into(),
+            "-X".into(),
+            format!("sasl.mechanism={mech}"),
+            "-X".into(),
+            format!("sasl.username={user}"),
+            "-X".into(),
+            format!("sasl.password={pw}"),
+        ]
+        .to_vec()
+    };
+    let with = |base: Vec<String>, rest: &[&str]| -> Vec<String> {
+        base.into_iter()
+            .chain(rest.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let v = with(
+        login("PLAIN", "alice", "alice-secret"),
+        &["topic", "create", "s"],
+    );
+    assert_eq!(ok(&args(&v), None).trim(), "Created topic s.");
+    let v = with(
+        login("SCRAM-SHA-256", "bob", "bob-secret"),
+        &["produce", "s"],
+    );
+    ok(&args(&v), Some(b"a\nb\n"));
+    let v = with(
+        login("SCRAM-SHA-512", "bob", "bob-secret"),
+        &[
+            "consume",
+            "s",
+            "--from-beginning",
+            "-n",
+            "2",
+            "--timeout",
+            "10000",
+        ],
+    );
+    assert_eq!(ok(&args(&v), None), "a\nb\n");
+    let v = with(login("SCRAM-SHA-256", "bob", "wrong"), &["topic", "list"]);
+    let e = fails(&args(&v), 1);
+    assert!(e.contains("authentication failed: "), "{e}");
+    let v = with(login("PLAIN", "alice", "wrong"), &["topic", "list"]);
+    let e = fails(&args(&v), 1);
+    assert!(e.contains("authentication failed: "), "{e}");
+
+    // deleting a credential
+    ok(
+        &[
+            "-b",
+            p,
+            "user",
+            "scram",
+            "delete",
+            "bob",
+            "--mechanism",
+            "SCRAM-SHA-512",
+        ],
+        None,
+    );
+    assert_eq!(
+        ok(&["-b", p, "user", "scram", "list"], None).trim(),
+        "SCRAM credential configs for user-principal 'bob' are SCRAM-SHA-256=iterations=8192"
+    );
+    h.stop();
+}

@@ -11,6 +11,7 @@ mod group;
 mod out;
 mod produce;
 mod topic;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,6 +101,9 @@ enum Command {
     Cluster(admin::ClusterCmd),
     /// Print the batches of segment files offline (kafka-dump-log.sh)
     DumpLog(dump::DumpLogArgs),
+    /// SCRAM users: set, list and delete credentials (kafka-configs.sh --entity-type users)
+    #[command(subcommand)]
+    User(user::UserCmd),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -113,6 +117,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::LogDirs(a) => admin::log_dirs(g, a),
         Command::Cluster(c) => admin::cluster(g, c),
         Command::DumpLog(a) => dump::run(g, a),
+        Command::User(c) => user::run(g, c),
     }
 }
 
