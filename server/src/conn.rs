@@ -34,6 +34,10 @@ pub enum ConnError {
     UnknownApi(i16),
     #[error("unsupported version {version} of api key {api_key}")]
     UnsupportedVersion { api_key: i16, version: i16 },
+    #[error("{0:?} request before SASL authentication")]
+    Unauthenticated(kafka_protocol::messages::ApiKey),
+    #[error("the SASL session expired (connections.max.reauth.ms) without re-authentication")]
+    SessionExpired,
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -102,8 +106,27 @@ pub struct Session {
     /// Index into the broker's listeners of the one the client connected to: Metadata and
     /// FindCoordinator answer with that listener's endpoints.
     pub listener: usize,
-    /// `User:<name>`: from the client certificate, else `User:ANONYMOUS`.
+    /// `User:<name>`: from SASL or the client certificate, else `User:ANONYMOUS`.
     pub principal: std::cell::RefCell<Rc<str>>,
+    /// SASL listeners: where the authentication stands (None on PLAINTEXT and SSL ones).
+    pub sasl: Option<std::cell::RefCell<crate::security::sasl::SaslState>>,
+}
+
+impl Session {
+    /// A SASL listener's client that has not authenticated yet: its requests are served one
+    /// at a time, and only the authentication ones.
+    pub fn authenticating(&self) -> bool {
+        self.sasl
+            .as_ref()
+            .is_some_and(|s| !s.borrow().authenticated())
+    }
+
+    /// After a v0 SaslHandshake the next frame is a bare SASL token.
+    pub fn expects_raw_token(&self) -> bool {
+        self.sasl
+            .as_ref()
+            .is_some_and(|s| s.borrow().expects_raw_token())
+    }
 }
 
 /// Serves one connection until the peer closes it, an error occurs, or the broker stops.
@@ -126,6 +149,10 @@ pub async fn serve<S>(
         peer: peer.clone(),
         listener,
         principal: std::cell::RefCell::new(principal.into()),
+        sasl: shard.shared.listeners[listener]
+            .protocol
+            .sasl()
+            .then(|| std::cell::RefCell::new(crate::security::sasl::SaslState::new())),
     });
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<Pending>(MAX_IN_FLIGHT);
@@ -153,7 +180,9 @@ pub async fn serve<S>(
                 if shard.shared.is_stopping() {
                     return Ok(());
                 }
-                let next = futures_lite::future::or(read_frame(&mut reader, max), async {
+                let raw = session.expects_raw_token();
+                let min = if raw { 0 } else { 8 };
+                let next = futures_lite::future::or(read_frame(&mut reader, min, max), async {
                     stop.await;
                     Ok(None)
                 });
@@ -164,9 +193,19 @@ pub async fn serve<S>(
                 };
                 let s = shard.clone();
                 let session = session.clone();
-                let task =
+                let task = if raw {
+                    // v0 SASL framing: a bare token, answered as one
+                    let r = api::sasl::raw_token(&s, &frame, &session);
+                    glommio::spawn_local(async move { r }).detach()
+                } else if session.authenticating() {
+                    // one request at a time until authenticated: the next frame may depend on
+                    // this one's outcome (a v0 handshake switches the framing)
+                    let r = api::handle(&s, frame, &session).await;
+                    glommio::spawn_local(async move { r }).detach()
+                } else {
                     glommio::spawn_local(async move { api::handle(&s, frame, &session).await })
-                        .detach();
+                        .detach()
+                };
                 queued.set(queued.get() + 1);
                 if tx.send(task).await.is_err() {
                     return Ok(()); // writer stopped
@@ -189,9 +228,10 @@ pub async fn serve<S>(
     open_conns.set(open_conns.get() - 1);
 }
 
-/// Reads one frame; `None` on a clean EOF between frames.
+/// Reads one frame of `min..=max` bytes; `None` on a clean EOF between frames.
 async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     r: &mut R,
+    min: usize,
     max: usize,
 ) -> Result<Option<Bytes>, ConnError> {
     let mut len = [0u8; 4];
@@ -201,7 +241,7 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
         Err(e) => return Err(e.into()),
     }
     let size = i32::from_be_bytes(len) as i64;
-    if size < 8 || size as u64 > max as u64 {
+    if size < min as i64 || size as u64 > max as u64 {
         return Err(ConnError::FrameTooLarge { size, max });
     }
     let mut buf = BytesMut::zeroed(size as usize);
@@ -228,8 +268,12 @@ async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
             }
             None => break,
         };
+        let close = resp.close_after;
         if let Err(e) = write_response(&mut w, sendfile_fd, &mut nonblocking, resp).await {
             tracing::debug!(error = %e, "write failed");
+            break;
+        }
+        if close {
             break;
         }
         if queued.get() == 0 && w.flush().await.is_err() {

@@ -116,13 +116,6 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
         .listeners
         .resolve()
         .map_err(|e| StartError::Config(e.to_string()))?;
-    if let Some(l) = listeners.iter().find(|l| l.protocol.sasl()) {
-        return Err(StartError::Config(format!(
-            "listener {}: {} listeners are not supported yet",
-            l.name,
-            l.protocol.name()
-        )));
-    }
     let inter_broker = if config.quorum_voters.is_empty() {
         0
     } else {

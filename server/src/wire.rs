@@ -25,6 +25,8 @@ pub enum Piece {
 #[derive(Debug, Default)]
 pub struct Response {
     pub pieces: Vec<Piece>,
+    /// Close the connection once this is written (a failed SASL authentication).
+    pub close_after: bool,
 }
 
 /// Encodes `header + body` into one frame.
@@ -46,6 +48,7 @@ pub fn encode<T: Encodable>(
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(Response {
         pieces: vec![Piece::Bytes(buf.freeze())],
+        close_after: false,
     })
 }
 

@@ -324,7 +324,10 @@ fn encode_with_data(
         0,
         Piece::Bytes(Bytes::copy_from_slice(&frame_len.to_be_bytes())),
     );
-    Ok(Response { pieces })
+    Ok(Response {
+        pieces,
+        close_after: false,
+    })
 }
 
 fn put_uvarint(b: &mut BytesMut, mut v: u64) {

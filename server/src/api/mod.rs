@@ -24,6 +24,7 @@ mod offset_for_leader_epoch;
 mod produce;
 mod producer_id;
 mod quorum;
+pub mod sasl;
 pub mod topics;
 mod txn;
 
@@ -108,6 +109,10 @@ pub const SUPPORTED: &[ApiKey] = &[
     ApiKey::DescribeTransactions,
     ApiKey::DescribeProducers,
     ApiKey::WriteTxnMarkers,
+    ApiKey::SaslHandshake,
+    ApiKey::SaslAuthenticate,
+    ApiKey::DescribeUserScramCredentials,
+    ApiKey::AlterUserScramCredentials,
 ];
 
 /// The versions of `api_key` sluice answers: kafka-protocol's range, capped where a newer
@@ -142,6 +147,7 @@ pub async fn handle(
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let api_key = ApiKey::try_from(key).map_err(|_| ConnError::UnknownApi(key))?;
+    sasl::gate(session, api_key)?;
     if !supported(api_key, version) {
         if api_key == ApiKey::ApiVersions {
             // KIP-511: answer with a v0 response carrying UNSUPPORTED_VERSION and our ranges
@@ -262,6 +268,18 @@ async fn dispatch(
         }
         RequestKind::DescribeProducers(r) => respond!(txn::describe_producers(shard, r).await),
         RequestKind::WriteTxnMarkers(r) => respond!(txn::write_txn_markers(shard, r).await),
+        RequestKind::SaslHandshake(r) => respond!(sasl::handshake(shard, r, v, session)),
+        RequestKind::SaslAuthenticate(r) => {
+            let (body, close) = sasl::authenticate(shard, r, session);
+            respond!(body).map(|r| {
+                r.map(|mut r| {
+                    r.close_after = close;
+                    r
+                })
+            })
+        }
+        RequestKind::DescribeUserScramCredentials(r) => respond!(sasl::describe_scram(shard, r)),
+        RequestKind::AlterUserScramCredentials(r) => respond!(sasl::alter_scram(shard, r).await),
         _ => Err(ConnError::UnknownApi(k as i16)),
     }
 }

@@ -15,6 +15,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::config::Endpoint;
+use crate::security::credentials::{ScramChange, ScramUsers};
 
 pub type BrokerId = i32;
 
@@ -108,6 +109,9 @@ pub struct Image {
     pub topics: BTreeMap<String, TopicState>,
     /// Producer ids below this were handed out (blocks are allocated, never reused).
     pub next_producer_id: i64,
+    /// SCRAM credentials (user -> mechanism -> salted keys), the same on every broker.
+    #[serde(default)]
+    pub scram: ScramUsers,
     /// Index of the last command applied (the image's version).
     pub applied: u64,
 }
@@ -162,6 +166,10 @@ pub enum Command {
     },
     AllocateProducerIds {
         count: i64,
+    },
+    /// AlterUserScramCredentials, validated by the broker that took the request.
+    AlterScramCredentials {
+        changes: Vec<ScramChange>,
     },
 }
 
@@ -337,6 +345,10 @@ impl Image {
                 let first = self.next_producer_id;
                 self.next_producer_id += count;
                 Ok(Applied::ProducerIds { first })
+            }
+            Command::AlterScramCredentials { changes } => {
+                crate::security::credentials::apply(&mut self.scram, changes);
+                Ok(Applied::Done)
             }
         }
     }

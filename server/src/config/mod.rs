@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use sluice_engine::LogConfig;
 
 mod listeners;
+mod sasl;
 mod tls;
 pub use listeners::{format_endpoint, Endpoint, Listener, Listeners, SecurityProtocol};
+pub use sasl::{SaslKeys, MECHANISMS};
 use thiserror::Error;
 pub use tls::{ClientAuth, PemSource, TlsKeys};
 
@@ -37,6 +39,8 @@ pub struct ServerConfig {
     pub listeners: Listeners,
     /// ssl.* keys of SSL and SASL_SSL listeners.
     pub tls: TlsKeys,
+    /// sasl.* keys of SASL_PLAINTEXT and SASL_SSL listeners.
+    pub sasl: SaslKeys,
     pub data_dir: PathBuf,
     /// Shards (glommio executors, one per core).
     pub cores: usize,
@@ -99,6 +103,7 @@ impl Default for ServerConfig {
             node_id: 0,
             listeners: Listeners::plaintext(listen),
             tls: TlsKeys::default(),
+            sasl: SaslKeys::default(),
             data_dir: PathBuf::from("./data"),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpus: Vec::new(),
@@ -279,6 +284,9 @@ impl ServerConfig {
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         let value = value.trim();
         if key.starts_with("ssl.") && self.tls.set(key, value)? {
+            return Ok(());
+        }
+        if self.sasl.set(key, value)? {
             return Ok(());
         }
         match key {

@@ -4,19 +4,30 @@
 //! on SSL and SASL_SSL listeners (rustls handshake, bounded by a timeout; the client
 //! certificate's subject, mapped by `ssl.principal.mapping.rules`, is the principal) ->
 //! `conn::Transport` over the TLS stream (no sendfile: every byte goes through rustls) ->
-//! `conn::Session` holding the principal -> request handlers.
+//! `conn::Session` -> on SASL_PLAINTEXT and SASL_SSL listeners, [`sasl::SaslState`]: requests
+//! are served one at a time and only ApiVersions, SaslHandshake and SaslAuthenticate until the
+//! client authenticates (PLAIN against the JAAS users or the SCRAM store, SCRAM-SHA-256/512
+//! against [`credentials`]); the SASL user becomes the principal -> request handlers.
 //!
 //! A client without a certificate (or on a PLAINTEXT listener) is `User:ANONYMOUS`.
 
+pub mod credentials;
 pub mod principal;
+pub mod sasl;
+pub mod scram;
 pub mod tls;
 
 use crate::config::ServerConfig;
+use crate::shard::BrokerShared;
+
+use self::scram::{Credential, Hash};
 
 /// The broker's security state, shared by every shard.
 pub struct Security {
     /// Present when a listener speaks TLS.
     pub tls: Option<tls::TlsContext>,
+    /// SCRAM credentials of a single node (a cluster keeps them in the metadata image).
+    pub credentials: credentials::LocalStore,
 }
 
 impl Security {
@@ -31,6 +42,46 @@ impl Security {
         } else {
             None
         };
-        Ok(Security { tls })
+        let credentials = credentials::LocalStore::open(&config.data_dir)
+            .map_err(|e| format!("SCRAM credentials: {e}"))?;
+        Ok(Security { tls, credentials })
+    }
+}
+
+impl BrokerShared {
+    /// The SCRAM credentials every broker authenticates with.
+    pub fn scram_users(&self) -> std::sync::Arc<credentials::ScramUsers> {
+        match self.image() {
+            Some(img) => std::sync::Arc::new(img.scram.clone()),
+            None => self.security.credentials.users(),
+        }
+    }
+}
+
+impl sasl::Credentials for BrokerShared {
+    /// The JAAS users first; a user with SCRAM credentials may also log in with PLAIN.
+    fn check_plain(&self, user: &str, password: &str) -> bool {
+        if let Some(p) = self.config.sasl.plain_users.get(user) {
+            return p.as_bytes() == password.as_bytes();
+        }
+        let users = self.scram_users();
+        users.get(user).is_some_and(|m| {
+            m.iter()
+                .next()
+                .is_some_and(|(hash, cred)| cred.matches_password(*hash, password))
+        })
+    }
+
+    fn scram(&self, user: &str, hash: Hash) -> Option<Credential> {
+        match self.image() {
+            Some(img) => img.scram.get(user).and_then(|m| m.get(&hash)).cloned(),
+            None => self
+                .security
+                .credentials
+                .users()
+                .get(user)
+                .and_then(|m| m.get(&hash))
+                .cloned(),
+        }
     }
 }
