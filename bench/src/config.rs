@@ -111,7 +111,7 @@ pub enum EmbeddedSecurity {
     /// TLS: a CA and a broker certificate are made for the run, the broker gets an SSL
     /// listener and every connection goes through it.
     Ssl,
-    /// SASL over TLS (not supported yet: the embedded broker has no SASL listener).
+    /// SASL PLAIN over TLS: as ssl, on a SASL_SSL listener with a user made for the run.
     #[value(name = "sasl_ssl")]
     SaslSsl,
 }
@@ -143,7 +143,8 @@ pub struct RunArgs {
     #[serde(skip)]
     pub settings: Vec<(String, String)>,
     /// How to reach the embedded broker: plaintext, ssl (a CA and broker certificate made for
-    /// the run, TLS on every connection) or sasl_ssl (not supported yet).
+    /// the run, TLS on every connection) or sasl_ssl (the same, plus SASL PLAIN with a user
+    /// made for the run).
     #[arg(long, value_enum, default_value = "plaintext")]
     pub security: EmbeddedSecurity,
     /// How connections are made (set by the run from the settings above).
@@ -424,14 +425,6 @@ impl RunArgs {
                      (use --command-config or -X) or --null-sink",
                     self.security.name()
                 ));
-            }
-            if self.security == EmbeddedSecurity::SaslSsl {
-                return Err(
-                    "--security sasl_ssl is not supported yet (the embedded broker has no SASL \
-                     listener); use --security ssl, or --bootstrap-server with -X \
-                     security.protocol=SASL_SSL against a SASL broker"
-                        .into(),
-                );
             }
         }
         let mode = self.producer_mode();

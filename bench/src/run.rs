@@ -165,8 +165,21 @@ fn make_pki() -> Result<(tempfile::TempDir, PathBuf, PathBuf), RunError> {
 
 fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo, Dial), RunError> {
     std::fs::create_dir_all(&args.data_dir)?;
-    let ssl = args.security == EmbeddedSecurity::Ssl;
+    let sasl = args.security == EmbeddedSecurity::SaslSsl;
+    let ssl = sasl || args.security == EmbeddedSecurity::Ssl;
     let pki = if ssl { Some(make_pki()?) } else { None };
+    // sasl_ssl: a PLAIN user for this run
+    let password = if sasl {
+        let b = sluice_tools::sasl::random_bytes(16).map_err(RunError::Broker)?;
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    } else {
+        String::new()
+    };
+    let client_protocol = if sasl {
+        SecurityProtocol::SaslSsl
+    } else {
+        SecurityProtocol::Ssl
+    };
     let dir = tempfile::Builder::new()
         .prefix("loadgen-sluice-")
         .tempdir_in(&args.data_dir)?;
@@ -196,18 +209,31 @@ fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo, Dia
             ..Default::default()
         };
         if let Some((_, _, broker_pem)) = &pki {
-            let tls = [
+            let mut tls = vec![
                 (
                     "listeners",
-                    "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0".to_string(),
+                    format!(
+                        "PLAINTEXT://127.0.0.1:0,{}://127.0.0.1:0",
+                        client_protocol.name()
+                    ),
                 ),
                 ("ssl.keystore.type", "PEM".to_string()),
                 ("ssl.keystore.location", broker_pem.display().to_string()),
             ];
+            if sasl {
+                tls.push(("sasl.enabled.mechanisms", "PLAIN".to_string()));
+                tls.push((
+                    "listener.name.sasl_ssl.plain.sasl.jaas.config",
+                    format!(
+                        "org.apache.kafka.common.security.plain.PlainLoginModule required \
+                         user_loadgen=\"{password}\";"
+                    ),
+                ));
+            }
             for (k, v) in tls {
-                config
-                    .set(k, &v)
-                    .map_err(|e| RunError::Broker(format!("--security ssl: {k}: {e}")))?;
+                config.set(k, &v).map_err(|e| {
+                    RunError::Broker(format!("--security {}: {k}: {e}", args.security.name()))
+                })?;
             }
         }
         if args.brokers > 1 {
@@ -264,7 +290,7 @@ fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo, Dia
         .map(|h| {
             h.listeners
                 .iter()
-                .find(|(_, p, _)| !ssl || *p == SecurityProtocol::Ssl)
+                .find(|(_, p, _)| !ssl || *p == client_protocol)
                 .map_or(h.addr, |(_, _, a)| *a)
         })
         .collect();
@@ -273,11 +299,17 @@ fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo, Dia
         None => Dial::default(),
         Some((_, ca, _)) => {
             let ca = ca.display().to_string();
-            let parsed = ClientSecurity::from_settings([
-                ("security.protocol", "SSL"),
-                ("ssl.ca.location", ca.as_str()),
-            ])
-            .map_err(|e| RunError::Broker(e.to_string()))?;
+            let mut settings = vec![
+                ("security.protocol", client_protocol.name().to_string()),
+                ("ssl.ca.location", ca),
+            ];
+            if sasl {
+                settings.push(("sasl.mechanism", "PLAIN".into()));
+                settings.push(("sasl.username", "loadgen".into()));
+                settings.push(("sasl.password", password.clone()));
+            }
+            let parsed = ClientSecurity::from_settings(settings)
+                .map_err(|e| RunError::Broker(e.to_string()))?;
             parsed
                 .security
                 .prepare()
@@ -293,7 +325,11 @@ fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo, Dia
             } else {
                 String::new()
             },
-            if ssl { ", over TLS" } else { "" }
+            match (sasl, ssl) {
+                (true, _) => ", SASL PLAIN over TLS",
+                (false, true) => ", over TLS",
+                _ => "",
+            }
         ),
         address: addr.to_string(),
         cores: Some(args.cores),
