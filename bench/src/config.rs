@@ -418,14 +418,12 @@ impl RunArgs {
                     .into(),
             );
         }
-        if self.security != EmbeddedSecurity::Plaintext {
-            if external || self.null_sink {
-                return Err(format!(
-                    "--security {} sets up the embedded broker: not with --bootstrap-server \
-                     (use --command-config or -X) or --null-sink",
-                    self.security.name()
-                ));
-            }
+        if self.security != EmbeddedSecurity::Plaintext && (external || self.null_sink) {
+            return Err(format!(
+                "--security {} sets up the embedded broker: not with --bootstrap-server (use \
+                 --command-config or -X) or --null-sink",
+                self.security.name()
+            ));
         }
         let mode = self.producer_mode();
         if mode.idempotent() {
