@@ -6,6 +6,8 @@
 //! 16-byte sentinel, then the frame is cut at the sentinels and the real data spliced in with
 //! its own length prefix. This keeps every Fetch version the library supports.
 
+use crate::security::acl::op;
+use crate::security::Authz;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -96,6 +98,7 @@ pub async fn handle(
     version: i16,
     correlation_id: i32,
     client_id: &str,
+    authz: &Authz<'_>,
 ) -> Result<Response, ConnError> {
     let started = Instant::now();
     tracing::trace!(
@@ -153,6 +156,9 @@ pub async fn handle(
                 } else {
                     codes::UNKNOWN_TOPIC_OR_PARTITION
                 }))),
+                (Some(n), _) if !authz.topic(op::READ, n) => rs.push(Some(PartRead::error(
+                    super::authorize::TOPIC_AUTHORIZATION_FAILED,
+                ))),
                 (Some(_), None) => {
                     rs.push(Some(PartRead::error(codes::UNKNOWN_TOPIC_OR_PARTITION)))
                 }

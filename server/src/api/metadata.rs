@@ -12,6 +12,8 @@ use kafka_protocol::protocol::StrBytes;
 use super::{codes, topics};
 use crate::cluster::coordinators::is_internal;
 use crate::cluster::view::PartitionView;
+use crate::security::acl::op;
+use crate::security::Authz;
 use crate::shard::{BrokerShared, Shard};
 
 /// `listener`: the listener the client came in on; brokers are given at its endpoints.
@@ -20,6 +22,7 @@ pub async fn handle(
     req: MetadataRequest,
     version: i16,
     listener: usize,
+    authz: &Authz<'_>,
 ) -> MetadataResponse {
     let shared = &shard.shared;
     // the controller clients see is this broker, as KRaft brokers answer: every broker takes
@@ -39,7 +42,12 @@ pub async fn handle(
     match requested {
         None => {
             let st = shard.shared.catalog.read();
-            for t in st.topics.values() {
+            // topics the principal may not describe are left out
+            for t in st
+                .topics
+                .values()
+                .filter(|t| authz.topic(op::DESCRIBE, &t.name))
+            {
                 topics_out.push(topic_entry(
                     shared,
                     Some(t.name.clone()),
@@ -67,7 +75,17 @@ pub async fn handle(
                     );
                     continue;
                 };
-                let allow = version < 4 || req.allow_auto_topic_creation;
+                if !authz.topic(op::DESCRIBE, &name) {
+                    topics_out.push(
+                        MetadataResponseTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(name))))
+                            .with_error_code(super::authorize::TOPIC_AUTHORIZATION_FAILED),
+                    );
+                    continue;
+                }
+                // auto-creation needs CREATE on the cluster or the topic
+                let allow = (version < 4 || req.allow_auto_topic_creation)
+                    && (authz.cluster(op::CREATE) || authz.topic(op::CREATE, &name));
                 let code = match topics::ensure_topic(shard, &name, allow).await {
                     Ok(()) => codes::NONE,
                     Err(c) => c,

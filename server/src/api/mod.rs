@@ -9,11 +9,14 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::Decodable;
 
 use crate::conn::{ConnError, Session};
+use crate::security::Authz;
 use crate::shard::Shard;
 use crate::wire::{self, Response};
 
+mod acls;
 mod admin;
 mod api_versions;
+mod authorize;
 mod configs;
 mod describe_topic_partitions;
 mod fetch;
@@ -109,6 +112,9 @@ pub const SUPPORTED: &[ApiKey] = &[
     ApiKey::DescribeTransactions,
     ApiKey::DescribeProducers,
     ApiKey::WriteTxnMarkers,
+    ApiKey::CreateAcls,
+    ApiKey::DescribeAcls,
+    ApiKey::DeleteAcls,
     ApiKey::SaslHandshake,
     ApiKey::SaslAuthenticate,
     ApiKey::DescribeUserScramCredentials,
@@ -203,25 +209,65 @@ async fn dispatch(
                 .map_err(|e| ConnError::Malformed(format!("{k:?} v{v} response: {e}")))
         };
     }
-    match req.body {
+    let authz = Authz::new(&shard.shared, session);
+    let mut body = req.body;
+    let denied = match authorize::check(&authz, &mut body) {
+        Ok(d) => d,
+        Err(authorize::Refused(code)) => {
+            tracing::debug!(api = ?k, code, principal = %session.principal.borrow(), "not authorized");
+            if matches!(&body, RequestKind::Produce(r) if r.acks == 0) {
+                return Ok(None);
+            }
+            let Some(resp) = authorize::refused(&body, code) else {
+                return Err(ConnError::Malformed(format!("{k:?}: not authorized")));
+            };
+            return wire::encode_raw(k.response_header_version(v), c, |b| {
+                resp.encode(b, v)
+                    .map_err(|e| wire::anyhow_free::Error(e.to_string()))
+            })
+            .map(|mut buf| {
+                let len = (buf.len() - 4) as i32;
+                buf[..4].copy_from_slice(&len.to_be_bytes());
+                Some(Response {
+                    pieces: vec![wire::Piece::Bytes(buf.freeze())],
+                    close_after: false,
+                })
+            })
+            .map_err(|e| ConnError::Malformed(format!("{k:?} v{v} response: {e}")));
+        }
+    };
+    match body {
         RequestKind::ApiVersions(_) => respond!(api_versions::response()),
-        RequestKind::Metadata(r) => respond!(metadata::handle(shard, r, v, listener).await),
+        RequestKind::Metadata(r) => {
+            respond!(metadata::handle(shard, r, v, listener, &authz).await)
+        }
         RequestKind::Produce(r) => {
             let acks = r.acks;
-            let resp = produce::handle(shard, r, v).await;
+            let resp = denied.fill_produce(produce::handle(shard, r, v).await);
             if acks == 0 {
                 Ok(None)
             } else {
                 respond!(resp)
             }
         }
-        RequestKind::Fetch(r) => fetch::handle(shard, r, v, c, &client_id).await.map(Some),
-        RequestKind::ListOffsets(r) => respond!(list_offsets::handle(shard, r, v).await),
+        RequestKind::Fetch(r) => fetch::handle(shard, r, v, c, &client_id, &authz)
+            .await
+            .map(Some),
+        RequestKind::ListOffsets(r) => {
+            respond!(denied.fill_list_offsets(list_offsets::handle(shard, r, v).await))
+        }
+        RequestKind::CreateAcls(r) => respond!(acls::create(shard, r, &authz).await),
+        RequestKind::DescribeAcls(r) => respond!(acls::describe(shard, r, &authz)),
+        RequestKind::DeleteAcls(r) => respond!(acls::delete(shard, r, &authz).await),
         RequestKind::OffsetForLeaderEpoch(r) => {
             respond!(offset_for_leader_epoch::handle(shard, r).await)
         }
-        RequestKind::CreateTopics(r) => respond!(topics::create(shard, r, v).await),
-        RequestKind::DeleteTopics(r) => respond!(topics::delete(shard, r, v).await),
+        RequestKind::CreateTopics(r) => {
+            respond!(denied.fill_create_topics(topics::create(shard, r, v).await))
+        }
+        RequestKind::DeleteTopics(r) => {
+            respond!(denied.fill_delete_topics(topics::delete(shard, r, v).await))
+        }
         RequestKind::CreatePartitions(r) => respond!(admin::create_partitions(shard, r).await),
         RequestKind::DescribeConfigs(r) => respond!(configs::describe_configs(shard, r)),
         RequestKind::AlterConfigs(r) => respond!(configs::alter_configs(shard, r).await),
@@ -248,7 +294,9 @@ async fn dispatch(
         RequestKind::SyncGroup(r) => respond!(groups::sync(shard, r, v).await),
         RequestKind::Heartbeat(r) => respond!(groups::heartbeat(shard, r).await),
         RequestKind::LeaveGroup(r) => respond!(groups::leave(shard, r, v).await),
-        RequestKind::OffsetCommit(r) => respond!(groups::offset_commit(shard, r, v).await),
+        RequestKind::OffsetCommit(r) => {
+            respond!(denied.fill_offset_commit(groups::offset_commit(shard, r, v).await))
+        }
         RequestKind::OffsetFetch(r) => respond!(groups::offset_fetch(shard, r, v).await),
         RequestKind::ListGroups(r) => respond!(groups::list_groups(shard, r, v).await),
         RequestKind::DescribeGroups(r) => respond!(groups::describe_groups(shard, r, v).await),

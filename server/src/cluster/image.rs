@@ -15,6 +15,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::config::Endpoint;
+use crate::security::acl::AclBinding;
 use crate::security::credentials::{ScramChange, ScramUsers};
 
 pub type BrokerId = i32;
@@ -112,6 +113,9 @@ pub struct Image {
     /// SCRAM credentials (user -> mechanism -> salted keys), the same on every broker.
     #[serde(default)]
     pub scram: ScramUsers,
+    /// ACL bindings, the same on every broker.
+    #[serde(default)]
+    pub acls: std::collections::BTreeSet<AclBinding>,
     /// Index of the last command applied (the image's version).
     pub applied: u64,
 }
@@ -170,6 +174,11 @@ pub enum Command {
     /// AlterUserScramCredentials, validated by the broker that took the request.
     AlterScramCredentials {
         changes: Vec<ScramChange>,
+    },
+    /// CreateAcls / DeleteAcls: bindings to add and to remove.
+    ChangeAcls {
+        add: Vec<AclBinding>,
+        remove: Vec<AclBinding>,
     },
 }
 
@@ -348,6 +357,10 @@ impl Image {
             }
             Command::AlterScramCredentials { changes } => {
                 crate::security::credentials::apply(&mut self.scram, changes);
+                Ok(Applied::Done)
+            }
+            Command::ChangeAcls { add, remove } => {
+                crate::security::acl::apply(&mut self.acls, add, remove);
                 Ok(Applied::Done)
             }
         }

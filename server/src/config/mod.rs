@@ -41,6 +41,12 @@ pub struct ServerConfig {
     pub tls: TlsKeys,
     /// sasl.* keys of SASL_PLAINTEXT and SASL_SSL listeners.
     pub sasl: SaslKeys,
+    /// authorizer.class.name set (any authorizer class): ACLs are enforced.
+    pub authorizer: bool,
+    /// super.users (`User:a;User:b`): allowed everything.
+    pub super_users: Vec<String>,
+    /// allow.everyone.if.no.acl.found
+    pub allow_everyone_if_no_acl: bool,
     pub data_dir: PathBuf,
     /// Shards (glommio executors, one per core).
     pub cores: usize,
@@ -104,6 +110,9 @@ impl Default for ServerConfig {
             listeners: Listeners::plaintext(listen),
             tls: TlsKeys::default(),
             sasl: SaslKeys::default(),
+            authorizer: false,
+            super_users: Vec::new(),
+            allow_everyone_if_no_acl: false,
             data_dir: PathBuf::from("./data"),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpus: Vec::new(),
@@ -291,6 +300,21 @@ impl ServerConfig {
         }
         match key {
             "node.id" | "broker.id" => self.node_id = parse_num(key, value)?,
+            "authorizer.class.name" => self.authorizer = !value.is_empty(),
+            "super.users" => {
+                self.super_users = value
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(String::from)
+                    .collect();
+                if let Some(u) = self.super_users.iter().find(|u| !u.contains(':')) {
+                    return Err(bad(key, value, format!("{u}: expected User:<name>")));
+                }
+            }
+            "allow.everyone.if.no.acl.found" => {
+                self.allow_everyone_if_no_acl = parse_bool(key, value)?
+            }
             "controller.quorum.voters" => self.quorum_voters = parse_voters(key, value)?,
             "min.insync.replicas" => {
                 self.min_insync_replicas = parse_num(key, value)?;

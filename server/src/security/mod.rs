@@ -11,6 +11,7 @@
 //!
 //! A client without a certificate (or on a PLAINTEXT listener) is `User:ANONYMOUS`.
 
+pub mod acl;
 pub mod credentials;
 pub mod principal;
 pub mod sasl;
@@ -28,6 +29,8 @@ pub struct Security {
     pub tls: Option<tls::TlsContext>,
     /// SCRAM credentials of a single node (a cluster keeps them in the metadata image).
     pub credentials: credentials::LocalStore,
+    /// ACL bindings of a single node (a cluster keeps them in the metadata image).
+    pub acls: acl::LocalAcls,
 }
 
 impl Security {
@@ -44,7 +47,12 @@ impl Security {
         };
         let credentials = credentials::LocalStore::open(&config.data_dir)
             .map_err(|e| format!("SCRAM credentials: {e}"))?;
-        Ok(Security { tls, credentials })
+        let acls = acl::LocalAcls::open(&config.data_dir).map_err(|e| format!("ACLs: {e}"))?;
+        Ok(Security {
+            tls,
+            credentials,
+            acls,
+        })
     }
 }
 
@@ -55,6 +63,81 @@ impl BrokerShared {
             Some(img) => std::sync::Arc::new(img.scram.clone()),
             None => self.security.credentials.users(),
         }
+    }
+}
+
+impl BrokerShared {
+    /// The ACL bindings in force.
+    pub fn acl_bindings(&self) -> std::sync::Arc<std::collections::BTreeSet<acl::AclBinding>> {
+        match self.image() {
+            Some(img) => std::sync::Arc::new(img.acls.clone()),
+            None => self.security.acls.bindings(),
+        }
+    }
+}
+
+/// Who is asking, for the authorizer: built once per request.
+pub struct Authz<'a> {
+    shared: &'a BrokerShared,
+    principal: std::rc::Rc<str>,
+    host: String,
+    bindings: Option<std::sync::Arc<std::collections::BTreeSet<acl::AclBinding>>>,
+}
+
+impl<'a> Authz<'a> {
+    pub fn new(shared: &'a BrokerShared, session: &crate::conn::Session) -> Authz<'a> {
+        let peer = &*session.peer;
+        let host = peer
+            .rsplit_once(':')
+            .map_or(peer, |(h, _)| h)
+            .trim_matches(['[', ']'])
+            .to_string();
+        Authz {
+            shared,
+            principal: session.principal.borrow().clone(),
+            host,
+            bindings: shared.config.authorizer.then(|| shared.acl_bindings()),
+        }
+    }
+
+    /// Whether the principal may do `operation` on the resource (always, without an
+    /// authorizer).
+    pub fn allows(&self, operation: i8, resource_type: i8, name: &str) -> bool {
+        let Some(b) = &self.bindings else {
+            return true;
+        };
+        let policy = acl::Policy {
+            super_users: &self.shared.config.super_users,
+            allow_if_no_acl: self.shared.config.allow_everyone_if_no_acl,
+        };
+        let ask = acl::Ask {
+            principal: &self.principal,
+            host: &self.host,
+            operation,
+            resource_type,
+            name,
+        };
+        acl::authorize(b, &policy, &ask)
+    }
+
+    pub fn topic(&self, operation: i8, name: &str) -> bool {
+        self.allows(operation, acl::resource::TOPIC, name)
+    }
+
+    pub fn group(&self, operation: i8, name: &str) -> bool {
+        self.allows(operation, acl::resource::GROUP, name)
+    }
+
+    pub fn cluster(&self, operation: i8) -> bool {
+        self.allows(operation, acl::resource::CLUSTER, acl::CLUSTER_NAME)
+    }
+
+    pub fn txn(&self, operation: i8, id: &str) -> bool {
+        self.allows(operation, acl::resource::TRANSACTIONAL_ID, id)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.bindings.is_some()
     }
 }
 

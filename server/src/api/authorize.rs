@@ -1,0 +1,500 @@
+//! Authorization at the request boundary: [`check`] runs before a handler and either answers
+//! the whole request with Kafka's authorization error (a group, transactional id or cluster
+//! operation the principal may not do) or takes out the topics it may not touch, which
+//! [`Denied::fill`] then answers with TOPIC_AUTHORIZATION_FAILED in the handler's response.
+//! Fetch and Metadata check per topic inside their handlers (`Authz` is passed down).
+//!
+//! Operations checked (Kafka's): Produce WRITE topic (and WRITE transactional id);
+//! Fetch READ topic; ListOffsets, OffsetForLeaderEpoch and Metadata DESCRIBE topic;
+//! CreateTopics CREATE cluster or topic; DeleteTopics DELETE topic; JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup and OffsetCommit READ group (OffsetCommit also READ topic);
+//! OffsetFetch and DescribeGroups DESCRIBE group; DeleteGroups DELETE group; FindCoordinator
+//! DESCRIBE group or transactional id; InitProducerId (transactional), EndTxn, AddOffsetsToTxn
+//! and AddPartitionsToTxn WRITE transactional id (AddPartitionsToTxn also WRITE topic,
+//! AddOffsetsToTxn also READ group); the ACL and SCRAM APIs ALTER / DESCRIBE cluster.
+
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use crate::security::acl::op;
+use crate::security::Authz;
+
+pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+
+/// Topics (with their partitions) taken out of a request.
+#[derive(Default)]
+pub struct Denied(pub Vec<(TopicName, Vec<i32>)>);
+
+/// A whole request refused: this error code goes in the API's top-level answer.
+pub struct Refused(pub i16);
+
+fn msg(code: i16) -> Option<StrBytes> {
+    let m = match code {
+        TOPIC_AUTHORIZATION_FAILED => "Topic authorization failed.",
+        GROUP_AUTHORIZATION_FAILED => "Group authorization failed.",
+        CLUSTER_AUTHORIZATION_FAILED => "Cluster authorization failed.",
+        _ => "Transactional Id authorization failed.",
+    };
+    Some(StrBytes::from_static_str(m))
+}
+
+/// Checks `body`; on Ok the request (minus denied topics) goes on to its handler.
+pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refused> {
+    if !authz.enabled() {
+        return Ok(Denied::default());
+    }
+    let mut denied = Denied::default();
+    let group = |g: &GroupId, o: i8| -> Result<(), Refused> {
+        if authz.group(o, g.as_str()) {
+            Ok(())
+        } else {
+            Err(Refused(GROUP_AUTHORIZATION_FAILED))
+        }
+    };
+    let txn = |t: &TransactionalId| -> Result<(), Refused> {
+        if authz.txn(op::WRITE, t.as_str()) {
+            Ok(())
+        } else {
+            Err(Refused(TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
+        }
+    };
+    match body {
+        RequestKind::Produce(r) => {
+            if let Some(t) = &r.transactional_id {
+                txn(t)?;
+            }
+            r.topic_data.retain(|t| {
+                let ok = authz.topic(op::WRITE, t.name.as_str());
+                if !ok {
+                    denied.0.push((
+                        t.name.clone(),
+                        t.partition_data.iter().map(|p| p.index).collect(),
+                    ));
+                }
+                ok
+            });
+        }
+        RequestKind::ListOffsets(r) => r.topics.retain(|t| {
+            let ok = authz.topic(op::DESCRIBE, t.name.as_str());
+            if !ok {
+                denied.0.push((
+                    t.name.clone(),
+                    t.partitions.iter().map(|p| p.partition_index).collect(),
+                ));
+            }
+            ok
+        }),
+        RequestKind::CreateTopics(r) => {
+            let cluster = authz.cluster(op::CREATE);
+            r.topics.retain(|t| {
+                let ok = cluster || authz.topic(op::CREATE, t.name.as_str());
+                if !ok {
+                    denied.0.push((t.name.clone(), Vec::new()));
+                }
+                ok
+            });
+        }
+        RequestKind::DeleteTopics(r) => {
+            r.topic_names.retain(|n| {
+                let ok = authz.topic(op::DELETE, n.as_str());
+                if !ok {
+                    denied.0.push((n.clone(), Vec::new()));
+                }
+                ok
+            });
+            r.topics.retain(|t| {
+                let ok = t
+                    .name
+                    .as_ref()
+                    .is_none_or(|n| authz.topic(op::DELETE, n.as_str()));
+                if !ok {
+                    if let Some(n) = &t.name {
+                        denied.0.push((n.clone(), Vec::new()));
+                    }
+                }
+                ok
+            });
+        }
+        RequestKind::JoinGroup(r) => group(&r.group_id, op::READ)?,
+        RequestKind::SyncGroup(r) => group(&r.group_id, op::READ)?,
+        RequestKind::Heartbeat(r) => group(&r.group_id, op::READ)?,
+        RequestKind::LeaveGroup(r) => group(&r.group_id, op::READ)?,
+        RequestKind::OffsetCommit(r) => {
+            group(&r.group_id, op::READ)?;
+            r.topics.retain(|t| {
+                let ok = authz.topic(op::READ, t.name.as_str());
+                if !ok {
+                    denied.0.push((
+                        t.name.clone(),
+                        t.partitions.iter().map(|p| p.partition_index).collect(),
+                    ));
+                }
+                ok
+            });
+        }
+        RequestKind::OffsetFetch(r) => {
+            if !r.group_id.is_empty() {
+                group(&r.group_id, op::DESCRIBE)?;
+            }
+            for g in &r.groups {
+                group(&g.group_id, op::DESCRIBE)?;
+            }
+        }
+        RequestKind::DescribeGroups(r) => {
+            for g in &r.groups {
+                group(g, op::DESCRIBE)?;
+            }
+        }
+        RequestKind::DeleteGroups(r) => {
+            for g in &r.groups_names {
+                group(g, op::DELETE)?;
+            }
+        }
+        RequestKind::FindCoordinator(r) => {
+            let keys: Vec<&StrBytes> = if r.coordinator_keys.is_empty() {
+                vec![&r.key]
+            } else {
+                r.coordinator_keys.iter().collect()
+            };
+            for k in keys {
+                let ok = if r.key_type == 1 {
+                    authz.txn(op::DESCRIBE, k.as_str())
+                } else {
+                    authz.group(op::DESCRIBE, k.as_str())
+                };
+                if !ok {
+                    return Err(Refused(if r.key_type == 1 {
+                        TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+                    } else {
+                        GROUP_AUTHORIZATION_FAILED
+                    }));
+                }
+            }
+        }
+        RequestKind::InitProducerId(r) => {
+            if let Some(t) = &r.transactional_id {
+                txn(t)?;
+            }
+        }
+        RequestKind::EndTxn(r) => txn(&r.transactional_id)?,
+        RequestKind::AddOffsetsToTxn(r) => {
+            txn(&r.transactional_id)?;
+            group(&r.group_id, op::READ)?;
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            txn(&r.transactional_id)?;
+            group(&r.group_id, op::READ)?;
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            txn(&r.v3_and_below_transactional_id)?;
+            for t in &r.v3_and_below_topics {
+                if !authz.topic(op::WRITE, t.name.as_str()) {
+                    return Err(Refused(TOPIC_AUTHORIZATION_FAILED));
+                }
+            }
+        }
+        RequestKind::DescribeUserScramCredentials(_) | RequestKind::DescribeLogDirs(_)
+            if !authz.cluster(op::DESCRIBE) =>
+        {
+            return Err(Refused(CLUSTER_AUTHORIZATION_FAILED));
+        }
+        RequestKind::AlterUserScramCredentials(_) if !authz.cluster(op::ALTER) => {
+            return Err(Refused(CLUSTER_AUTHORIZATION_FAILED));
+        }
+        RequestKind::WriteTxnMarkers(_) if !authz.cluster(op::CLUSTER_ACTION) => {
+            return Err(Refused(CLUSTER_AUTHORIZATION_FAILED));
+        }
+        _ => {}
+    }
+    Ok(denied)
+}
+
+impl Denied {
+    pub fn fill_produce(self, mut r: ProduceResponse) -> ProduceResponse {
+        for (name, parts) in self.0 {
+            r.responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(
+                        parts
+                            .into_iter()
+                            .map(|p| {
+                                PartitionProduceResponse::default()
+                                    .with_index(p)
+                                    .with_error_code(TOPIC_AUTHORIZATION_FAILED)
+                                    .with_base_offset(-1)
+                            })
+                            .collect(),
+                    ),
+            );
+        }
+        r
+    }
+
+    pub fn fill_list_offsets(self, mut r: ListOffsetsResponse) -> ListOffsetsResponse {
+        for (name, parts) in self.0 {
+            r.topics.push(
+                ListOffsetsTopicResponse::default()
+                    .with_name(name)
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|p| {
+                                ListOffsetsPartitionResponse::default()
+                                    .with_partition_index(p)
+                                    .with_error_code(TOPIC_AUTHORIZATION_FAILED)
+                                    .with_offset(-1)
+                                    .with_timestamp(-1)
+                            })
+                            .collect(),
+                    ),
+            );
+        }
+        r
+    }
+
+    pub fn fill_create_topics(self, mut r: CreateTopicsResponse) -> CreateTopicsResponse {
+        for (name, _) in self.0 {
+            r.topics.push(
+                CreatableTopicResult::default()
+                    .with_name(name)
+                    .with_error_code(TOPIC_AUTHORIZATION_FAILED)
+                    .with_error_message(msg(TOPIC_AUTHORIZATION_FAILED))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1),
+            );
+        }
+        r
+    }
+
+    pub fn fill_delete_topics(self, mut r: DeleteTopicsResponse) -> DeleteTopicsResponse {
+        for (name, _) in self.0 {
+            r.responses.push(
+                DeletableTopicResult::default()
+                    .with_name(Some(name))
+                    .with_error_code(TOPIC_AUTHORIZATION_FAILED)
+                    .with_error_message(msg(TOPIC_AUTHORIZATION_FAILED)),
+            );
+        }
+        r
+    }
+
+    pub fn fill_offset_commit(self, mut r: OffsetCommitResponse) -> OffsetCommitResponse {
+        for (name, parts) in self.0 {
+            r.topics.push(
+                OffsetCommitResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|p| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_error_code(TOPIC_AUTHORIZATION_FAILED)
+                            })
+                            .collect(),
+                    ),
+            );
+        }
+        r
+    }
+}
+
+/// The answer to a refused request (its top-level error code, or every entry's).
+pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
+    let m = msg(code);
+    Some(match body {
+        RequestKind::Produce(r) => ResponseKind::Produce(
+            Denied(
+                r.topic_data
+                    .iter()
+                    .map(|t| (t.name.clone(), t.partition_data.iter().map(|p| p.index).collect()))
+                    .collect(),
+            )
+            .fill_produce_code(code),
+        ),
+        RequestKind::JoinGroup(_) => {
+            ResponseKind::JoinGroup(JoinGroupResponse::default().with_error_code(code).with_generation_id(-1))
+        }
+        RequestKind::SyncGroup(_) => ResponseKind::SyncGroup(SyncGroupResponse::default().with_error_code(code)),
+        RequestKind::Heartbeat(_) => ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code)),
+        RequestKind::LeaveGroup(_) => ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(code)),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(
+            OffsetCommitResponse::default().with_topics(
+                r.topics
+                    .iter()
+                    .map(|t| {
+                        OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(
+            OffsetFetchResponse::default().with_error_code(code).with_groups(
+                r.groups
+                    .iter()
+                    .map(|g| {
+                        offset_fetch_response::OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id.clone())
+                            .with_error_code(code)
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(
+            DescribeGroupsResponse::default().with_groups(
+                r.groups
+                    .iter()
+                    .map(|g| {
+                        describe_groups_response::DescribedGroup::default()
+                            .with_group_id(g.clone())
+                            .with_error_code(code)
+                            .with_error_message(m.clone())
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(
+            DeleteGroupsResponse::default().with_results(
+                r.groups_names
+                    .iter()
+                    .map(|g| {
+                        delete_groups_response::DeletableGroupResult::default()
+                            .with_group_id(g.clone())
+                            .with_error_code(code)
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
+            FindCoordinatorResponse::default()
+                .with_error_code(code)
+                .with_error_message(m.clone())
+                .with_node_id(BrokerId(-1))
+                .with_port(-1)
+                .with_coordinators(
+                    r.coordinator_keys
+                        .iter()
+                        .map(|k| {
+                            find_coordinator_response::Coordinator::default()
+                                .with_key(k.clone())
+                                .with_node_id(BrokerId(-1))
+                                .with_port(-1)
+                                .with_error_code(code)
+                                .with_error_message(m.clone())
+                        })
+                        .collect(),
+                ),
+        ),
+        RequestKind::InitProducerId(_) => ResponseKind::InitProducerId(
+            InitProducerIdResponse::default()
+                .with_error_code(code)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        ),
+        RequestKind::EndTxn(_) => ResponseKind::EndTxn(EndTxnResponse::default().with_error_code(code)),
+        RequestKind::AddOffsetsToTxn(_) => {
+            ResponseKind::AddOffsetsToTxn(AddOffsetsToTxnResponse::default().with_error_code(code))
+        }
+        RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(
+            TxnOffsetCommitResponse::default().with_topics(
+                r.topics
+                    .iter()
+                    .map(|t| {
+                        txn_offset_commit_response::TxnOffsetCommitResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        txn_offset_commit_response::TxnOffsetCommitResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(code)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(
+            AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
+                r.v3_and_below_topics
+                    .iter()
+                    .map(|t| {
+                        AddPartitionsToTxnTopicResult::default().with_name(t.name.clone()).with_results_by_partition(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    AddPartitionsToTxnPartitionResult::default()
+                                        .with_partition_index(*p)
+                                        .with_partition_error_code(code)
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::DescribeUserScramCredentials(_) => ResponseKind::DescribeUserScramCredentials(
+            DescribeUserScramCredentialsResponse::default()
+                .with_error_code(code)
+                .with_error_message(m),
+        ),
+        RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
+            AlterUserScramCredentialsResponse::default().with_results(
+                r.upsertions
+                    .iter()
+                    .map(|u| u.name.clone())
+                    .chain(r.deletions.iter().map(|d| d.name.clone()))
+                    .map(|u| {
+                        alter_user_scram_credentials_response::AlterUserScramCredentialsResult::default()
+                            .with_user(u)
+                            .with_error_code(code)
+                            .with_error_message(m.clone())
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::DescribeLogDirs(_) => {
+            ResponseKind::DescribeLogDirs(DescribeLogDirsResponse::default().with_error_code(code))
+        }
+        _ => return None,
+    })
+}
+
+impl Denied {
+    fn fill_produce_code(self, code: i16) -> ProduceResponse {
+        let mut r = self.fill_produce(ProduceResponse::default());
+        for t in &mut r.responses {
+            for p in &mut t.partition_responses {
+                p.error_code = code;
+            }
+        }
+        r
+    }
+}

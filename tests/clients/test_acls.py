@@ -1,0 +1,217 @@
+"""The seeds' ACL lab with real clients: an authorizer with a super user; a user granted
+CREATE/READ/WRITE/DESCRIBE on three topics and READ on every group does exactly that, a second
+user is refused with Kafka's codes (produce, consume, group join, offset commit, topic create and
+delete, transactions), Metadata hides what a user may not describe, ACLs are listed, survive a
+restart and take effect at once on open connections."""
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
+
+from kafka.admin import ACLFilter as KpFilter
+from kafka.admin import (
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    KafkaAdminClient,
+    ResourcePatternFilter,
+)
+from kafka.admin import ResourceType as KpResourceType
+from kafka.errors import ClusterAuthorizationFailedError
+
+from helpers import TIMEOUT
+
+JAAS = (
+    "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+    'user_admin="admin-secret" user_usercc="cc-secret" user_other="other-secret";'
+)
+SECURED = [
+    "listeners=PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+    JAAS,
+    "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "super.users=User:admin",
+]
+TOPICS = ["Topic_One", "Topic_Two", "Topic_Four"]
+
+
+def conf(b, user, password):
+    return {
+        "bootstrap.servers": f"127.0.0.1:{b.listeners['SASL_PLAINTEXT'][1]}",
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": user,
+        "sasl.password": password,
+    }
+
+
+def grant_lab(admin):
+    bindings = [
+        AclBinding(ResourceType.TOPIC, t, ResourcePatternType.LITERAL, "User:usercc", "*", o,
+                   AclPermissionType.ALLOW)
+        for t in TOPICS
+        for o in (AclOperation.CREATE, AclOperation.READ, AclOperation.WRITE,
+                  AclOperation.DESCRIBE)
+    ] + [
+        AclBinding(ResourceType.GROUP, "*", ResourcePatternType.LITERAL, "User:usercc", "*",
+                   AclOperation.READ, AclPermissionType.ALLOW),
+        # other may read Topic_One, and use group other-assign only (librdkafka asks a
+        # consumer's group coordinator even for assigned partitions)
+        AclBinding(ResourceType.TOPIC, "Topic_One", ResourcePatternType.LITERAL, "User:other",
+                   "*", AclOperation.READ, AclPermissionType.ALLOW),
+        AclBinding(ResourceType.GROUP, "other-assign", ResourcePatternType.LITERAL, "User:other",
+                   "*", AclOperation.READ, AclPermissionType.ALLOW),
+        # and see Topic_Four (DESCRIBE) without reading or writing it
+        AclBinding(ResourceType.TOPIC, "Topic_Four", ResourcePatternType.LITERAL, "User:other",
+                   "*", AclOperation.DESCRIBE, AclPermissionType.ALLOW),
+    ]
+    for f in admin.create_acls(bindings).values():
+        f.result(TIMEOUT)
+    return bindings
+
+
+def produce_error(c, topic, **extra):
+    """Produces one message; returns the delivery error code (None when delivered)."""
+    errs = []
+    p = Producer({**c, "message.timeout.ms": 10000, **extra})
+    p.produce(topic, b"x", on_delivery=lambda e, m: errs.append(e))
+    p.flush(15)
+    assert errs, "no delivery report"
+    return None if errs[0] is None else errs[0].code()
+
+
+def consume_error(c, topic, group=None, assign_group="other-assign"):
+    """Polls `topic` (assigned, or subscribed in `group`) until a message or an error."""
+    cons = Consumer({**c, "group.id": group or assign_group, "auto.offset.reset": "earliest",
+                     "enable.auto.commit": False})
+    try:
+        if group:
+            cons.subscribe([topic])
+        else:
+            cons.assign([TopicPartition(topic, 0, 0)])
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            m = cons.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                return m.error().code()
+            if group:
+                cons.commit(m, asynchronous=False)
+            return None
+        raise AssertionError(f"no message and no error from {topic}")
+    finally:
+        cons.close()
+
+
+def test_the_seed_acl_lab(broker_factory):
+    b = broker_factory(overrides=SECURED)
+    admin = AdminClient(conf(b, "admin", "admin-secret"))
+    bindings = grant_lab(admin)
+
+    cc = conf(b, "usercc", "cc-secret")
+    cc_admin = AdminClient(cc)
+    for f in cc_admin.create_topics([NewTopic(t, 1, 1) for t in TOPICS]).values():
+        f.result(TIMEOUT)
+    assert produce_error(cc, "Topic_Four") is None
+    assert produce_error(cc, "Topic_One") is None
+    assert consume_error(cc, "Topic_Four", group="cc-group") is None  # join, fetch, commit
+    assert sorted(cc_admin.list_topics(timeout=TIMEOUT).topics) == sorted(TOPICS)
+
+    other = conf(b, "other", "other-secret")
+    other_admin = AdminClient(other)
+    err = KafkaError
+    assert produce_error(other, "Topic_Four") == err.TOPIC_AUTHORIZATION_FAILED
+    assert consume_error(other, "Topic_Four") == err.TOPIC_AUTHORIZATION_FAILED
+    assert consume_error(other, "Topic_One", group="other-group") == err.GROUP_AUTHORIZATION_FAILED
+    assert consume_error(other, "Topic_One") is None, "READ on Topic_One without a group"
+    assert sorted(other_admin.list_topics(timeout=TIMEOUT).topics) == ["Topic_Four", "Topic_One"]
+    with pytest.raises(KafkaException) as e:
+        other_admin.create_topics([NewTopic("Topic_Five", 1, 1)])["Topic_Five"].result(TIMEOUT)
+    assert e.value.args[0].code() == err.TOPIC_AUTHORIZATION_FAILED
+    with pytest.raises(KafkaException) as e:
+        other_admin.delete_topics(["Topic_One"])["Topic_One"].result(TIMEOUT)
+    assert e.value.args[0].code() == err.TOPIC_AUTHORIZATION_FAILED
+    tp = Producer({**other, "transactional.id": "other-txn"})
+    with pytest.raises(KafkaException) as e:
+        tp.init_transactions(15)
+    assert e.value.args[0].code() == err.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    # (kafka-python: confluent-kafka 2.16 does not raise DescribeAcls' top-level error)
+    kp = KafkaAdminClient(
+        bootstrap_servers=other["bootstrap.servers"], security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN", sasl_plain_username="other", sasl_plain_password="other-secret",
+    )
+    with pytest.raises(ClusterAuthorizationFailedError):
+        kp.describe_acls(KpFilter(
+            principal=None, host="*", operation=ACLOperation.ANY,
+            permission_type=ACLPermissionType.ANY,
+            resource_pattern=ResourcePatternFilter(KpResourceType.ANY, None,
+                                                   ACLResourcePatternType.ANY)))
+    kp.close()
+
+    # listing, by filter
+    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                                  AclOperation.ANY, AclPermissionType.ANY)
+    assert sorted(map(str, admin.describe_acls(everything).result(TIMEOUT))) == sorted(
+        map(str, bindings))
+    four = AclBindingFilter(ResourceType.TOPIC, "Topic_Four", ResourcePatternType.MATCH, None,
+                            None, AclOperation.ANY, AclPermissionType.ANY)
+    assert len(admin.describe_acls(four).result(TIMEOUT)) == 5
+
+    # durable: after a restart the same ACLs are in force
+    b.restart()
+    admin = AdminClient(conf(b, "admin", "admin-secret"))
+    assert len(admin.describe_acls(everything).result(TIMEOUT)) == len(bindings)
+    cc = conf(b, "usercc", "cc-secret")
+    assert produce_error(cc, "Topic_Four") is None
+
+    # at once on an open connection: a producer connected before the delete is refused after it
+    p = Producer({**cc, "message.timeout.ms": 10000})
+    errs = []
+    p.produce("Topic_Four", b"before", on_delivery=lambda e, m: errs.append(e))
+    p.flush(15)
+    assert errs == [None]
+    cc_write = AclBindingFilter(ResourceType.TOPIC, "Topic_Four", ResourcePatternType.LITERAL,
+                                "User:usercc", "*", AclOperation.WRITE, AclPermissionType.ALLOW)
+    deleted = admin.delete_acls([cc_write])[cc_write].result(TIMEOUT)
+    assert len(deleted) == 1
+    p.produce("Topic_Four", b"after", on_delivery=lambda e, m: errs.append(e))
+    p.flush(15)
+    assert errs[1] is not None and errs[1].code() == err.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_deny_wins_and_prefixed_patterns(broker_factory):
+    b = broker_factory(overrides=SECURED)
+    admin = AdminClient(conf(b, "admin", "admin-secret"))
+    for f in admin.create_topics([NewTopic(t, 1, 1) for t in ("logs-app", "logs-secret")]).values():
+        f.result(TIMEOUT)
+    acls = [
+        AclBinding(ResourceType.TOPIC, "logs-", ResourcePatternType.PREFIXED, "User:usercc", "*",
+                   AclOperation.WRITE, AclPermissionType.ALLOW),
+        AclBinding(ResourceType.TOPIC, "logs-secret", ResourcePatternType.LITERAL, "User:usercc",
+                   "*", AclOperation.ALL, AclPermissionType.DENY),
+    ]
+    for f in admin.create_acls(acls).values():
+        f.result(TIMEOUT)
+    cc = conf(b, "usercc", "cc-secret")
+    assert produce_error(cc, "logs-app") is None
+    assert produce_error(cc, "logs-secret") == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_acl_apis_without_an_authorizer(broker):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    acl = AclBinding(ResourceType.TOPIC, "t", ResourcePatternType.LITERAL, "User:u", "*",
+                     AclOperation.READ, AclPermissionType.ALLOW)
+    with pytest.raises(KafkaException) as e:
+        admin.create_acls([acl])[acl].result(TIMEOUT)
+    assert e.value.args[0].code() == KafkaError.SECURITY_DISABLED
