@@ -14,6 +14,8 @@ from confluent_kafka.admin import (
     AclOperation,
     AclPermissionType,
     AdminClient,
+    ConfigResource,
+    NewPartitions,
     NewTopic,
     ResourcePatternType,
     ResourceType,
@@ -146,6 +148,17 @@ def test_the_seed_acl_lab(broker_factory):
     with pytest.raises(KafkaException) as e:
         tp.init_transactions(15)
     assert e.value.args[0].code() == err.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    res = ConfigResource(ResourceType.TOPIC, "Topic_Four")
+    with pytest.raises(KafkaException) as e:
+        other_admin.describe_configs([res])[res].result(TIMEOUT)
+    assert e.value.args[0].code() == err.TOPIC_AUTHORIZATION_FAILED
+    with pytest.raises(KafkaException) as e:
+        other_admin.create_partitions([NewPartitions("Topic_One", 3)])["Topic_One"].result(TIMEOUT)
+    assert e.value.args[0].code() == err.TOPIC_AUTHORIZATION_FAILED
+    with pytest.raises(KafkaException) as e:
+        other_admin.delete_records([TopicPartition("Topic_One", 0, 1)])[
+            TopicPartition("Topic_One", 0, 1)].result(TIMEOUT)
+    assert e.value.args[0].code() == err.TOPIC_AUTHORIZATION_FAILED
     # (kafka-python: confluent-kafka 2.16 does not raise DescribeAcls' top-level error)
     kp = KafkaAdminClient(
         bootstrap_servers=other["bootstrap.servers"], security_protocol="SASL_PLAINTEXT",

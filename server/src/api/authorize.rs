@@ -11,7 +11,10 @@
 //! OffsetFetch and DescribeGroups DESCRIBE group; DeleteGroups DELETE group; FindCoordinator
 //! DESCRIBE group or transactional id; InitProducerId (transactional), EndTxn, AddOffsetsToTxn
 //! and AddPartitionsToTxn WRITE transactional id (AddPartitionsToTxn also WRITE topic,
-//! AddOffsetsToTxn also READ group); the ACL and SCRAM APIs ALTER / DESCRIBE cluster.
+//! AddOffsetsToTxn also READ group); CreatePartitions ALTER topic; DeleteRecords DELETE topic;
+//! DescribeConfigs DESCRIBE_CONFIGS and AlterConfigs / IncrementalAlterConfigs ALTER_CONFIGS on
+//! the topic or (broker configs) the cluster; OffsetDelete DELETE group; the ACL and SCRAM APIs
+//! ALTER / DESCRIBE cluster.
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
@@ -36,9 +39,13 @@ pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
 pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 
-/// Topics (with their partitions) taken out of a request.
+/// What was taken out of a request: topics (with their partitions) and config resources
+/// (type, name, error code).
 #[derive(Default)]
-pub struct Denied(pub Vec<(TopicName, Vec<i32>)>);
+pub struct Denied {
+    pub topics: Vec<(TopicName, Vec<i32>)>,
+    pub configs: Vec<(i8, StrBytes, i16)>,
+}
 
 /// A whole request refused: this error code goes in the API's top-level answer.
 pub struct Refused(pub i16);
@@ -81,7 +88,7 @@ pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refuse
             r.topic_data.retain(|t| {
                 let ok = authz.topic(op::WRITE, t.name.as_str());
                 if !ok {
-                    denied.0.push((
+                    denied.topics.push((
                         t.name.clone(),
                         t.partition_data.iter().map(|p| p.index).collect(),
                     ));
@@ -92,7 +99,7 @@ pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refuse
         RequestKind::ListOffsets(r) => r.topics.retain(|t| {
             let ok = authz.topic(op::DESCRIBE, t.name.as_str());
             if !ok {
-                denied.0.push((
+                denied.topics.push((
                     t.name.clone(),
                     t.partitions.iter().map(|p| p.partition_index).collect(),
                 ));
@@ -104,7 +111,7 @@ pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refuse
             r.topics.retain(|t| {
                 let ok = cluster || authz.topic(op::CREATE, t.name.as_str());
                 if !ok {
-                    denied.0.push((t.name.clone(), Vec::new()));
+                    denied.topics.push((t.name.clone(), Vec::new()));
                 }
                 ok
             });
@@ -113,7 +120,7 @@ pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refuse
             r.topic_names.retain(|n| {
                 let ok = authz.topic(op::DELETE, n.as_str());
                 if !ok {
-                    denied.0.push((n.clone(), Vec::new()));
+                    denied.topics.push((n.clone(), Vec::new()));
                 }
                 ok
             });
@@ -124,12 +131,57 @@ pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refuse
                     .is_none_or(|n| authz.topic(op::DELETE, n.as_str()));
                 if !ok {
                     if let Some(n) = &t.name {
-                        denied.0.push((n.clone(), Vec::new()));
+                        denied.topics.push((n.clone(), Vec::new()));
                     }
                 }
                 ok
             });
         }
+        RequestKind::CreatePartitions(r) => r.topics.retain(|t| {
+            let ok = authz.topic(op::ALTER, t.name.as_str());
+            if !ok {
+                denied.topics.push((t.name.clone(), Vec::new()));
+            }
+            ok
+        }),
+        RequestKind::DeleteRecords(r) => r.topics.retain(|t| {
+            let ok = authz.topic(op::DELETE, t.name.as_str());
+            if !ok {
+                denied.topics.push((
+                    t.name.clone(),
+                    t.partitions.iter().map(|p| p.partition_index).collect(),
+                ));
+            }
+            ok
+        }),
+        RequestKind::DescribeConfigs(r) => r.resources.retain(|c| {
+            config_allowed(
+                authz,
+                op::DESCRIBE_CONFIGS,
+                c.resource_type,
+                &c.resource_name,
+                &mut denied,
+            )
+        }),
+        RequestKind::AlterConfigs(r) => r.resources.retain(|c| {
+            config_allowed(
+                authz,
+                op::ALTER_CONFIGS,
+                c.resource_type,
+                &c.resource_name,
+                &mut denied,
+            )
+        }),
+        RequestKind::IncrementalAlterConfigs(r) => r.resources.retain(|c| {
+            config_allowed(
+                authz,
+                op::ALTER_CONFIGS,
+                c.resource_type,
+                &c.resource_name,
+                &mut denied,
+            )
+        }),
+        RequestKind::OffsetDelete(r) => group(&r.group_id, op::DELETE)?,
         RequestKind::JoinGroup(r) => group(&r.group_id, op::READ)?,
         RequestKind::SyncGroup(r) => group(&r.group_id, op::READ)?,
         RequestKind::Heartbeat(r) => group(&r.group_id, op::READ)?,
@@ -139,7 +191,7 @@ pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refuse
             r.topics.retain(|t| {
                 let ok = authz.topic(op::READ, t.name.as_str());
                 if !ok {
-                    denied.0.push((
+                    denied.topics.push((
                         t.name.clone(),
                         t.partitions.iter().map(|p| p.partition_index).collect(),
                     ));
@@ -224,9 +276,109 @@ pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refuse
     Ok(denied)
 }
 
+/// Config resources: TOPIC needs the operation on the topic, BROKER on the cluster.
+fn config_allowed(
+    authz: &Authz<'_>,
+    operation: i8,
+    resource_type: i8,
+    name: &StrBytes,
+    denied: &mut Denied,
+) -> bool {
+    let (ok, code) = match resource_type {
+        2 => (
+            authz.topic(operation, name.as_str()),
+            TOPIC_AUTHORIZATION_FAILED,
+        ),
+        4 => (authz.cluster(operation), CLUSTER_AUTHORIZATION_FAILED),
+        _ => (true, 0),
+    };
+    if !ok {
+        denied.configs.push((resource_type, name.clone(), code));
+    }
+    ok
+}
+
 impl Denied {
+    pub fn fill_create_partitions(
+        self,
+        mut r: CreatePartitionsResponse,
+    ) -> CreatePartitionsResponse {
+        for (name, _) in self.topics {
+            r.results.push(
+                create_partitions_response::CreatePartitionsTopicResult::default()
+                    .with_name(name)
+                    .with_error_code(TOPIC_AUTHORIZATION_FAILED)
+                    .with_error_message(msg(TOPIC_AUTHORIZATION_FAILED)),
+            );
+        }
+        r
+    }
+
+    pub fn fill_delete_records(self, mut r: DeleteRecordsResponse) -> DeleteRecordsResponse {
+        for (name, parts) in self.topics {
+            r.topics.push(
+                delete_records_response::DeleteRecordsTopicResult::default()
+                    .with_name(name)
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|p| {
+                                delete_records_response::DeleteRecordsPartitionResult::default()
+                                    .with_partition_index(p)
+                                    .with_low_watermark(-1)
+                                    .with_error_code(TOPIC_AUTHORIZATION_FAILED)
+                            })
+                            .collect(),
+                    ),
+            );
+        }
+        r
+    }
+
+    pub fn fill_describe_configs(self, mut r: DescribeConfigsResponse) -> DescribeConfigsResponse {
+        for (t, name, code) in self.configs {
+            r.results.push(
+                describe_configs_response::DescribeConfigsResult::default()
+                    .with_resource_type(t)
+                    .with_resource_name(name)
+                    .with_error_code(code)
+                    .with_error_message(msg(code)),
+            );
+        }
+        r
+    }
+
+    pub fn fill_alter_configs(self, mut r: AlterConfigsResponse) -> AlterConfigsResponse {
+        for (t, name, code) in self.configs {
+            r.responses.push(
+                alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(t)
+                    .with_resource_name(name)
+                    .with_error_code(code)
+                    .with_error_message(msg(code)),
+            );
+        }
+        r
+    }
+
+    pub fn fill_incremental_alter_configs(
+        self,
+        mut r: IncrementalAlterConfigsResponse,
+    ) -> IncrementalAlterConfigsResponse {
+        for (t, name, code) in self.configs {
+            r.responses.push(
+                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(t)
+                    .with_resource_name(name)
+                    .with_error_code(code)
+                    .with_error_message(msg(code)),
+            );
+        }
+        r
+    }
+
     pub fn fill_produce(self, mut r: ProduceResponse) -> ProduceResponse {
-        for (name, parts) in self.0 {
+        for (name, parts) in self.topics {
             r.responses.push(
                 TopicProduceResponse::default()
                     .with_name(name)
@@ -247,7 +399,7 @@ impl Denied {
     }
 
     pub fn fill_list_offsets(self, mut r: ListOffsetsResponse) -> ListOffsetsResponse {
-        for (name, parts) in self.0 {
+        for (name, parts) in self.topics {
             r.topics.push(
                 ListOffsetsTopicResponse::default()
                     .with_name(name)
@@ -269,7 +421,7 @@ impl Denied {
     }
 
     pub fn fill_create_topics(self, mut r: CreateTopicsResponse) -> CreateTopicsResponse {
-        for (name, _) in self.0 {
+        for (name, _) in self.topics {
             r.topics.push(
                 CreatableTopicResult::default()
                     .with_name(name)
@@ -283,7 +435,7 @@ impl Denied {
     }
 
     pub fn fill_delete_topics(self, mut r: DeleteTopicsResponse) -> DeleteTopicsResponse {
-        for (name, _) in self.0 {
+        for (name, _) in self.topics {
             r.responses.push(
                 DeletableTopicResult::default()
                     .with_name(Some(name))
@@ -295,7 +447,7 @@ impl Denied {
     }
 
     pub fn fill_offset_commit(self, mut r: OffsetCommitResponse) -> OffsetCommitResponse {
-        for (name, parts) in self.0 {
+        for (name, parts) in self.topics {
             r.topics.push(
                 OffsetCommitResponseTopic::default()
                     .with_name(name)
@@ -320,12 +472,14 @@ pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
     let m = msg(code);
     Some(match body {
         RequestKind::Produce(r) => ResponseKind::Produce(
-            Denied(
-                r.topic_data
+            Denied {
+                topics: r
+                    .topic_data
                     .iter()
                     .map(|t| (t.name.clone(), t.partition_data.iter().map(|p| p.index).collect()))
                     .collect(),
-            )
+                configs: Vec::new(),
+            }
             .fill_produce_code(code),
         ),
         RequestKind::JoinGroup(_) => {
@@ -416,6 +570,9 @@ pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1),
         ),
+        RequestKind::OffsetDelete(_) => {
+            ResponseKind::OffsetDelete(OffsetDeleteResponse::default().with_error_code(code))
+        }
         RequestKind::EndTxn(_) => ResponseKind::EndTxn(EndTxnResponse::default().with_error_code(code)),
         RequestKind::AddOffsetsToTxn(_) => {
             ResponseKind::AddOffsetsToTxn(AddOffsetsToTxnResponse::default().with_error_code(code))

@@ -268,13 +268,22 @@ async fn dispatch(
         RequestKind::DeleteTopics(r) => {
             respond!(denied.fill_delete_topics(topics::delete(shard, r, v).await))
         }
-        RequestKind::CreatePartitions(r) => respond!(admin::create_partitions(shard, r).await),
-        RequestKind::DescribeConfigs(r) => respond!(configs::describe_configs(shard, r)),
-        RequestKind::AlterConfigs(r) => respond!(configs::alter_configs(shard, r).await),
-        RequestKind::IncrementalAlterConfigs(r) => {
-            respond!(configs::incremental_alter_configs(shard, r).await)
+        RequestKind::CreatePartitions(r) => {
+            respond!(denied.fill_create_partitions(admin::create_partitions(shard, r).await))
         }
-        RequestKind::DeleteRecords(r) => respond!(admin::delete_records(shard, r).await),
+        RequestKind::DescribeConfigs(r) => {
+            respond!(denied.fill_describe_configs(configs::describe_configs(shard, r)))
+        }
+        RequestKind::AlterConfigs(r) => {
+            respond!(denied.fill_alter_configs(configs::alter_configs(shard, r).await))
+        }
+        RequestKind::IncrementalAlterConfigs(r) => {
+            respond!(denied
+                .fill_incremental_alter_configs(configs::incremental_alter_configs(shard, r).await))
+        }
+        RequestKind::DeleteRecords(r) => {
+            respond!(denied.fill_delete_records(admin::delete_records(shard, r).await))
+        }
         RequestKind::DescribeLogDirs(r) => respond!(admin::describe_log_dirs(shard, r).await),
         RequestKind::DescribeCluster(r) => respond!(admin::describe_cluster(shard, r, listener)),
         RequestKind::DescribeQuorum(r) => {
