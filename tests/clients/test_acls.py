@@ -32,6 +32,8 @@ from kafka.admin import (
 from kafka.admin import ResourceType as KpResourceType
 from kafka.errors import ClusterAuthorizationFailedError
 
+from certs import CA
+from cluster_helpers import managed_cluster
 from helpers import TIMEOUT
 
 JAAS = (
@@ -228,3 +230,71 @@ def test_acl_apis_without_an_authorizer(broker):
     with pytest.raises(KafkaException) as e:
         admin.create_acls([acl])[acl].result(TIMEOUT)
     assert e.value.args[0].code() == KafkaError.SECURITY_DISABLED
+
+
+def test_certificate_principals_get_their_acls(broker_factory, tmp_path):
+    """Mutual TLS: the certificate's subject, mapped by ssl.principal.mapping.rules, is the
+    principal ACLs name (the seed's User:usercc)."""
+    ca = CA(tmp_path / "certs")
+    b = broker_factory(overrides=[
+        "listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0",
+        f"ssl.keystore.location={ca.server().both}",
+        "ssl.client.auth=required",
+        f"ssl.truststore.location={ca.path}",
+        "ssl.principal.mapping.rules=RULE:^CN=([^,]*),O=lab$/$1/,DEFAULT",
+        "authorizer.class.name=StandardAuthorizer",
+        "super.users=User:admin",
+    ])
+    ssl = f"127.0.0.1:{b.listeners['SSL'][1]}"
+
+    def client(stem, cn, org="lab"):
+        c = ca.client(stem, cn, org=org)
+        return {"bootstrap.servers": ssl, "security.protocol": "SSL",
+                "ssl.ca.location": str(ca.path), "ssl.certificate.location": str(c.cert),
+                "ssl.key.location": str(c.key)}
+
+    admin = AdminClient(client("admin", "admin"))
+    for f in admin.create_topics([NewTopic("certs-topic", 1, 1)]).values():
+        f.result(TIMEOUT)
+    acl = AclBinding(ResourceType.TOPIC, "certs-topic", ResourcePatternType.LITERAL,
+                     "User:usercc", "*", AclOperation.WRITE, AclPermissionType.ALLOW)
+    admin.create_acls([acl])[acl].result(TIMEOUT)
+    assert produce_error(client("usercc", "usercc"), "certs-topic") is None
+    # same CN from another organisation: the rule does not match, the principal is the full DN
+    assert (produce_error(client("usercc-other", "usercc", org="elsewhere"), "certs-topic")
+            == KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    # and on the PLAINTEXT listener nobody is anyone: User:ANONYMOUS has no ACLs
+    plain = {"bootstrap.servers": b.bootstrap}
+    assert produce_error(plain, "certs-topic") == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+@pytest.fixture
+def acl_cluster(request, tmp_path):
+    yield from managed_cluster(request, tmp_path, overrides=[
+        "authorizer.class.name=StandardAuthorizer",
+        # brokers fetch from each other as User:ANONYMOUS over the PLAINTEXT listener
+        "super.users=User:ANONYMOUS;User:admin",
+        "listeners=PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+        JAAS,
+    ])
+
+
+def test_acls_are_replicated_in_a_cluster(acl_cluster):
+    c = acl_cluster
+    admin = AdminClient({"bootstrap.servers": c.brokers[1].bootstrap})
+    for f in admin.create_topics([NewTopic("replicated-acl", 1, 3)]).values():
+        f.result(TIMEOUT)
+    acl = AclBinding(ResourceType.TOPIC, "replicated-acl", ResourcePatternType.LITERAL,
+                     "User:usercc", "*", AclOperation.WRITE, AclPermissionType.ALLOW)
+    admin.create_acls([acl])[acl].result(TIMEOUT)
+    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                                  AclOperation.ANY, AclPermissionType.ANY)
+    for i, b in c.brokers.items():
+        a = AdminClient({"bootstrap.servers": b.bootstrap})
+        deadline = time.monotonic() + TIMEOUT
+        while len(a.describe_acls(everything).result(TIMEOUT)) != 1:
+            assert time.monotonic() < deadline, f"broker {i} never saw the ACL"
+            time.sleep(0.2)
+    assert produce_error(conf(c.brokers[3], "usercc", "cc-secret"), "replicated-acl") is None
+    assert (produce_error(conf(c.brokers[2], "other", "other-secret"), "replicated-acl")
+            == KafkaError.TOPIC_AUTHORIZATION_FAILED)
