@@ -150,6 +150,10 @@ def test_the_seed_acl_lab(broker_factory):
     with pytest.raises(KafkaException) as e:
         tp.init_transactions(15)
     assert e.value.args[0].code() == err.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    # groups other may not describe are not listed (usercc's cc-group is; admin sees it)
+    listed = {g.group_id for g in other_admin.list_consumer_groups().result(TIMEOUT).valid}
+    assert "cc-group" not in listed
+    assert "cc-group" in {g.group_id for g in admin.list_consumer_groups().result(TIMEOUT).valid}
     res = ConfigResource(ResourceType.TOPIC, "Topic_Four")
     with pytest.raises(KafkaException) as e:
         other_admin.describe_configs([res])[res].result(TIMEOUT)

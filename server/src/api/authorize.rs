@@ -137,6 +137,21 @@ pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refuse
                 ok
             });
         }
+        RequestKind::OffsetForLeaderEpoch(r) => r.topics.retain(|t| {
+            // a follower (replica_id >= 0) needs CLUSTER_ACTION, a client DESCRIBE
+            let ok = if r.replica_id.0 >= 0 {
+                authz.cluster(op::CLUSTER_ACTION)
+            } else {
+                authz.topic(op::DESCRIBE, t.topic.as_str())
+            };
+            if !ok {
+                denied.topics.push((
+                    t.topic.clone(),
+                    t.partitions.iter().map(|p| p.partition).collect(),
+                ));
+            }
+            ok
+        }),
         RequestKind::CreatePartitions(r) => r.topics.retain(|t| {
             let ok = authz.topic(op::ALTER, t.name.as_str());
             if !ok {
@@ -298,7 +313,98 @@ fn config_allowed(
     ok
 }
 
+/// ListGroups: every group with DESCRIBE on the cluster, else those the principal may describe.
+pub fn visible_groups(authz: &Authz<'_>, mut r: ListGroupsResponse) -> ListGroupsResponse {
+    if authz.enabled() && !authz.cluster(op::DESCRIBE) {
+        r.groups
+            .retain(|g| authz.group(op::DESCRIBE, g.group_id.as_str()));
+    }
+    r
+}
+
+/// ListTransactions: the transactional ids the principal may describe.
+pub fn visible_transactions(
+    authz: &Authz<'_>,
+    mut r: ListTransactionsResponse,
+) -> ListTransactionsResponse {
+    r.transaction_states
+        .retain(|t| authz.txn(op::DESCRIBE, t.transactional_id.as_str()));
+    r
+}
+
+/// DescribeTransactions: TRANSACTIONAL_ID_AUTHORIZATION_FAILED for ids not describable.
+pub fn described_transactions(
+    authz: &Authz<'_>,
+    mut r: DescribeTransactionsResponse,
+) -> DescribeTransactionsResponse {
+    for t in &mut r.transaction_states {
+        if !authz.txn(op::DESCRIBE, t.transactional_id.as_str()) {
+            *t = describe_transactions_response::TransactionState::default()
+                .with_transactional_id(t.transactional_id.clone())
+                .with_error_code(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+        }
+    }
+    r
+}
+
+/// DescribeProducers needs READ on the topic.
+pub fn described_producers(
+    authz: &Authz<'_>,
+    mut r: DescribeProducersResponse,
+) -> DescribeProducersResponse {
+    for t in &mut r.topics {
+        if !authz.topic(op::READ, t.name.as_str()) {
+            for p in &mut t.partitions {
+                p.error_code = TOPIC_AUTHORIZATION_FAILED;
+                p.error_message = msg(TOPIC_AUTHORIZATION_FAILED);
+                p.active_producers.clear();
+            }
+        }
+    }
+    r
+}
+
+/// DescribeTopicPartitions: topics the principal may not describe are left out.
+pub fn visible_topic_partitions(
+    authz: &Authz<'_>,
+    mut r: DescribeTopicPartitionsResponse,
+) -> DescribeTopicPartitionsResponse {
+    r.topics.retain(|t| {
+        t.name
+            .as_ref()
+            .is_none_or(|n| authz.topic(op::DESCRIBE, n.as_str()))
+    });
+    r
+}
+
 impl Denied {
+    pub fn fill_offset_for_leader_epoch(
+        self,
+        mut r: OffsetForLeaderEpochResponse,
+    ) -> OffsetForLeaderEpochResponse {
+        for (name, parts) in self.topics {
+            r.topics.push(
+                offset_for_leader_epoch_response::OffsetForLeaderTopicResult::default()
+                    .with_topic(name)
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|p| {
+                                offset_for_leader_epoch_response::EpochEndOffset::default()
+                                    .with_partition(p)
+                                    .with_error_code(TOPIC_AUTHORIZATION_FAILED)
+                                    .with_leader_epoch(-1)
+                                    .with_end_offset(-1)
+                            })
+                            .collect(),
+                    ),
+            );
+        }
+        r
+    }
+
     pub fn fill_create_partitions(
         self,
         mut r: CreatePartitionsResponse,

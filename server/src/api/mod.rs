@@ -260,7 +260,8 @@ async fn dispatch(
         RequestKind::DescribeAcls(r) => respond!(acls::describe(shard, r, &authz)),
         RequestKind::DeleteAcls(r) => respond!(acls::delete(shard, r, &authz).await),
         RequestKind::OffsetForLeaderEpoch(r) => {
-            respond!(offset_for_leader_epoch::handle(shard, r).await)
+            respond!(denied
+                .fill_offset_for_leader_epoch(offset_for_leader_epoch::handle(shard, r).await))
         }
         RequestKind::CreateTopics(r) => {
             respond!(denied.fill_create_topics(topics::create(shard, r, v).await))
@@ -290,7 +291,10 @@ async fn dispatch(
             respond!(quorum::describe_quorum(shard, r, v, listener).await)
         }
         RequestKind::DescribeTopicPartitions(r) => {
-            respond!(describe_topic_partitions::handle(shard, r).await)
+            respond!(authorize::visible_topic_partitions(
+                &authz,
+                describe_topic_partitions::handle(shard, r).await
+            ))
         }
         RequestKind::FindCoordinator(r) => {
             respond!(groups::find_coordinator(shard, r, v, listener))
@@ -307,7 +311,10 @@ async fn dispatch(
             respond!(denied.fill_offset_commit(groups::offset_commit(shard, r, v).await))
         }
         RequestKind::OffsetFetch(r) => respond!(groups::offset_fetch(shard, r, v).await),
-        RequestKind::ListGroups(r) => respond!(groups::list_groups(shard, r, v).await),
+        RequestKind::ListGroups(r) => respond!(authorize::visible_groups(
+            &authz,
+            groups::list_groups(shard, r, v).await
+        )),
         RequestKind::DescribeGroups(r) => respond!(groups::describe_groups(shard, r, v).await),
         RequestKind::DeleteGroups(r) => respond!(groups::delete_groups(shard, r).await),
         RequestKind::OffsetDelete(r) => respond!(groups::offset_delete(shard, r).await),
@@ -319,11 +326,20 @@ async fn dispatch(
         RequestKind::AddOffsetsToTxn(r) => respond!(txn::add_offsets(shard, r).await),
         RequestKind::EndTxn(r) => respond!(txn::end_txn(shard, r).await),
         RequestKind::TxnOffsetCommit(r) => respond!(txn::txn_offset_commit(shard, r).await),
-        RequestKind::ListTransactions(r) => respond!(txn::list_transactions(shard, r).await),
+        RequestKind::ListTransactions(r) => respond!(authorize::visible_transactions(
+            &authz,
+            txn::list_transactions(shard, r).await
+        )),
         RequestKind::DescribeTransactions(r) => {
-            respond!(txn::describe_transactions(shard, r).await)
+            respond!(authorize::described_transactions(
+                &authz,
+                txn::describe_transactions(shard, r).await
+            ))
         }
-        RequestKind::DescribeProducers(r) => respond!(txn::describe_producers(shard, r).await),
+        RequestKind::DescribeProducers(r) => respond!(authorize::described_producers(
+            &authz,
+            txn::describe_producers(shard, r).await
+        )),
         RequestKind::WriteTxnMarkers(r) => respond!(txn::write_txn_markers(shard, r).await),
         RequestKind::SaslHandshake(r) => respond!(sasl::handshake(shard, r, v, session)),
         RequestKind::SaslAuthenticate(r) => {
