@@ -13,6 +13,7 @@
 //! (no intermediate record structs), compressed with kafka-protocol's codecs, and decoded by
 //! [`records::decode_batches`] without copying uncompressed data.
 
+pub mod acls;
 pub mod admin;
 pub mod client;
 pub mod conn;

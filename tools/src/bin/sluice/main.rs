@@ -1,9 +1,11 @@
 //! `sluice`: the admin CLI. Topics, console produce/consume, consumer groups and lag, record
-//! deletion, log dirs, the cluster, and an offline dump of segment files. Output follows Kafka's
-//! tools (kafka-topics.sh, kafka-consumer-groups.sh, kafka-dump-log.sh); `--output json` gives
-//! machine-readable output everywhere. Errors are one line on stderr (`sluice: error: ...`);
-//! the exit code is 0 on success, 1 when something failed and 2 for bad arguments.
+//! deletion, log dirs, the cluster, SCRAM users, ACLs, and an offline dump of segment files.
+//! Output follows Kafka's tools (kafka-topics.sh, kafka-consumer-groups.sh, kafka-acls.sh,
+//! kafka-dump-log.sh); `--output json` gives machine-readable output everywhere. Errors are one
+//! line on stderr (`sluice: error: ...`); the exit code is 0 on success, 1 when something failed
+//! and 2 for bad arguments.
 
+mod acl;
 mod admin;
 mod consume;
 mod dump;
@@ -104,6 +106,9 @@ enum Command {
     /// SCRAM users: set, list and delete credentials (kafka-configs.sh --entity-type users)
     #[command(subcommand)]
     User(user::UserCmd),
+    /// ACLs: add, list and remove (kafka-acls.sh)
+    #[command(subcommand)]
+    Acl(acl::AclCmd),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -118,6 +123,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cluster(c) => admin::cluster(g, c),
         Command::DumpLog(a) => dump::run(g, a),
         Command::User(c) => user::run(g, c),
+        Command::Acl(c) => acl::run(g, c),
     }
 }
 

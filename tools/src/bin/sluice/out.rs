@@ -97,11 +97,24 @@ pub fn print_error(e: &CliError) {
     let _ = writeln!(io::stderr(), "sluice: error: {}", message(e));
 }
 
-/// The first line of a clap error, without its "error: " prefix.
+/// The first line of a clap error, without its "error: " prefix; when it ends in a colon
+/// (`the following required arguments were not provided:`), with the indented lines it
+/// introduces.
 pub fn clap_message(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid arguments").trim();
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("invalid arguments").trim();
     let first = first.strip_prefix("error: ").unwrap_or(first);
+    if first.ends_with(':') {
+        let listed: Vec<&str> = lines
+            .take_while(|l| l.starts_with(' '))
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if !listed.is_empty() {
+            return format!("{first} {} (see --help)", listed.join(", "));
+        }
+    }
     format!("{first} (see --help)")
 }
 
