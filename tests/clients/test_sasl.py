@@ -11,7 +11,7 @@ import time
 
 import kafka
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     ScramCredentialInfo,
@@ -60,6 +60,28 @@ def round_trip(bootstrap, conf, topic, n=100):
     sent = [f"{topic}-{i}".encode() for i in range(n)]
     produce_all(producer(bootstrap, **underscored(conf)), topic, sent)
     assert values(consume(bootstrap, topic, [0], **underscored(conf))) == sent
+
+
+def group_consume(bootstrap, conf, topic, group, n):
+    """Consumes `n` messages of `topic` in consumer group `group` and commits them."""
+    c = Consumer({"bootstrap.servers": bootstrap, **conf, "group.id": group,
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    got = 0
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        c.subscribe([topic])
+        while got < n:
+            assert time.monotonic() < deadline, f"only {got} of {n} in group {group}"
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            assert not m.error(), m.error()
+            got += 1
+        c.commit(asynchronous=False)
+        committed = c.committed([TopicPartition(topic, 0)], timeout=TIMEOUT)
+        assert committed[0].offset == n
+    finally:
+        c.close()
 
 
 def listener(b, name):
@@ -164,6 +186,18 @@ def test_scram_over_sasl_ssl_durable_and_managed(broker_factory, tmp_path):
     p.flush(TIMEOUT)
     p.close()
     assert len(consume(admin_boot, "kp-scram", [0])) == 50
+    # a confluent-kafka consumer group over SCRAM-SHA-512, and kcat over SCRAM-SHA-256
+    group_consume(boot, cc512, "scram256", "scram-group", 100)
+    kc = ["kcat", "-b", boot, "-X", "security.protocol=SASL_SSL", "-X", f"ssl.ca.location={ca.path}",
+          "-X", "sasl.mechanism=SCRAM-SHA-256", "-X", "sasl.username=usercc",
+          "-X", "sasl.password=cc-pass"]
+    r = subprocess.run(kc + ["-P", "-t", "kcat-scram", "-p", "0"], input="a\nb\nc\n",
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(kc + ["-C", "-t", "kcat-scram", "-o", "beginning", "-e", "-q"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["a", "b", "c"]
     # PLAIN checked against the SCRAM store
     assert can_connect(boot, sasl_conf("SASL_SSL", "PLAIN", "bob", "bob-pass", ca))
     # refused: wrong password, the other mechanism's password, an unknown user

@@ -216,8 +216,11 @@ def test_mutual_tls_required(broker_factory, ca, tmp_path):
         t0 = time.monotonic()
         assert not metadata_ok(boot, conf, timeout=5), f"{who} was let in"
         assert time.monotonic() - t0 < 6
-    # the good client carries on
+    # the good client carries on, in a consumer group too
     ssl_round_trip(boot, ca, "mtls-after", client=good)
+    from test_sasl import group_consume
+
+    group_consume(boot, ssl_conf(ca, good), "mtls-after", "mtls-group", 50)
 
 
 def test_requested_client_auth_lets_anonymous_clients_in(broker_factory, ca):

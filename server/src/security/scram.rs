@@ -241,7 +241,10 @@ impl ServerExchange {
             .split(',')
             .find_map(|p| attr(p, 'r'))
             .ok_or_else(|| ScramError("malformed SCRAM client-final message".into()))?;
-        if nonce != self.nonce {
+        // Kafka checks that the nonce ends with the server-first one, not equality: librdkafka
+        // before 2.1 (Debian's kcat) sends its client nonce twice in front of it. The proof
+        // still covers the message exactly as sent.
+        if !nonce.ends_with(&self.nonce) {
             return Err(ScramError("SCRAM nonce mismatch".into()));
         }
         let proof = B64.decode(proof).map_err(|_| failed())?;
