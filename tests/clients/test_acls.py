@@ -7,7 +7,14 @@ restart and take effect at once on open connections."""
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -150,6 +157,21 @@ def test_the_seed_acl_lab(broker_factory):
     with pytest.raises(KafkaException) as e:
         tp.init_transactions(15)
     assert e.value.args[0].code() == err.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    # committed offsets of a topic other may not describe do not leak through OffsetFetch
+    committer = Consumer({**conf(b, "admin", "admin-secret"), "group.id": "other-assign"})
+    committer.commit(offsets=[TopicPartition("Topic_Two", 0, 7), TopicPartition("Topic_One", 0, 1)],
+                     asynchronous=False)
+    committer.close()
+    seen = admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions("other-assign")])["other-assign"].result(TIMEOUT)
+    assert {tp.topic for tp in seen.topic_partitions} == {"Topic_One", "Topic_Two"}
+    seen = other_admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions("other-assign")])["other-assign"].result(TIMEOUT)
+    assert {tp.topic for tp in seen.topic_partitions} == {"Topic_One"}
+    named = other_admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(
+        "other-assign", [TopicPartition("Topic_Two", 0)])])["other-assign"].result(TIMEOUT)
+    assert named.topic_partitions[0].offset != 7
+    assert named.topic_partitions[0].error.code() == err.TOPIC_AUTHORIZATION_FAILED
     # groups other may not describe are not listed (usercc's cc-group is; admin sees it)
     listed = {g.group_id for g in other_admin.list_consumer_groups().result(TIMEOUT).valid}
     assert "cc-group" not in listed

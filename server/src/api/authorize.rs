@@ -8,7 +8,7 @@
 //! Fetch READ topic; ListOffsets, OffsetForLeaderEpoch and Metadata DESCRIBE topic;
 //! CreateTopics CREATE cluster or topic; DeleteTopics DELETE topic; JoinGroup, SyncGroup,
 //! Heartbeat, LeaveGroup and OffsetCommit READ group (OffsetCommit also READ topic);
-//! OffsetFetch and DescribeGroups DESCRIBE group; DeleteGroups DELETE group; FindCoordinator
+//! OffsetFetch and DescribeGroups DESCRIBE group (OffsetFetch also DESCRIBE topic); DeleteGroups DELETE group; FindCoordinator
 //! DESCRIBE group or transactional id; InitProducerId (transactional), EndTxn, AddOffsetsToTxn
 //! and AddPartitionsToTxn WRITE transactional id (AddPartitionsToTxn also WRITE topic,
 //! AddOffsetsToTxn also READ group); CreatePartitions ALTER topic; DeleteRecords DELETE topic;
@@ -318,6 +318,45 @@ pub fn visible_groups(authz: &Authz<'_>, mut r: ListGroupsResponse) -> ListGroup
     if authz.enabled() && !authz.cluster(op::DESCRIBE) {
         r.groups
             .retain(|g| authz.group(op::DESCRIBE, g.group_id.as_str()));
+    }
+    r
+}
+
+/// OffsetFetch: committed offsets of topics the principal may not describe are left out when
+/// it asked for all, answered TOPIC_AUTHORIZATION_FAILED when it named them.
+pub fn visible_offsets(
+    authz: &Authz<'_>,
+    mut r: OffsetFetchResponse,
+    all: bool,
+) -> OffsetFetchResponse {
+    if !authz.enabled() {
+        return r;
+    }
+    let ok = |t: &TopicName| authz.topic(op::DESCRIBE, t.as_str());
+    if all {
+        r.topics.retain(|t| ok(&t.name));
+        for g in &mut r.groups {
+            g.topics.retain(|t| ok(&t.name));
+        }
+        return r;
+    }
+    for t in r.topics.iter_mut().filter(|t| !ok(&t.name)) {
+        for p in &mut t.partitions {
+            p.committed_offset = -1;
+            p.committed_leader_epoch = -1;
+            p.metadata = None;
+            p.error_code = TOPIC_AUTHORIZATION_FAILED;
+        }
+    }
+    for g in &mut r.groups {
+        for t in g.topics.iter_mut().filter(|t| !ok(&t.name)) {
+            for p in &mut t.partitions {
+                p.committed_offset = -1;
+                p.committed_leader_epoch = -1;
+                p.metadata = None;
+                p.error_code = TOPIC_AUTHORIZATION_FAILED;
+            }
+        }
     }
     r
 }

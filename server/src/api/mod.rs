@@ -310,7 +310,15 @@ async fn dispatch(
         RequestKind::OffsetCommit(r) => {
             respond!(denied.fill_offset_commit(groups::offset_commit(shard, r, v).await))
         }
-        RequestKind::OffsetFetch(r) => respond!(groups::offset_fetch(shard, r, v).await),
+        RequestKind::OffsetFetch(r) => {
+            let all = if v >= 8 {
+                r.groups.iter().all(|g| g.topics.is_none())
+            } else {
+                r.topics.is_none()
+            };
+            let resp = groups::offset_fetch(shard, r, v).await;
+            respond!(authorize::visible_offsets(&authz, resp, all))
+        }
         RequestKind::ListGroups(r) => respond!(authorize::visible_groups(
             &authz,
             groups::list_groups(shard, r, v).await
