@@ -221,6 +221,16 @@ def test_mutual_tls_required(broker_factory, ca, tmp_path):
     from test_sasl import group_consume
 
     group_consume(boot, ssl_conf(ca, good), "mtls-after", "mtls-group", 50)
+    # kafka-python presents a client certificate too
+    p = kafka.KafkaProducer(
+        bootstrap_servers=boot, security_protocol="SSL", ssl_cafile=str(ca.path),
+        ssl_certfile=str(good.cert), ssl_keyfile=str(good.key), enable_idempotence=False,
+    )
+    for i in range(20):
+        p.send("kp-mtls", value=b"%d" % i, partition=0)
+    p.flush(TIMEOUT)
+    p.close()
+    assert len(consume(b.bootstrap, "kp-mtls", [0])) == 20
 
 
 def test_requested_client_auth_lets_anonymous_clients_in(broker_factory, ca):
