@@ -4,6 +4,7 @@ user is refused with Kafka's codes (produce, consume, group join, offset commit,
 delete, transactions), Metadata hides what a user may not describe, ACLs are listed, survive a
 restart and take effect at once on open connections."""
 
+import subprocess
 import time
 
 import pytest
@@ -41,6 +42,7 @@ from kafka.errors import ClusterAuthorizationFailedError
 
 from certs import CA
 from cluster_helpers import managed_cluster
+from conftest import server_binary
 from helpers import TIMEOUT
 
 JAAS = (
@@ -199,6 +201,22 @@ def test_the_seed_acl_lab(broker_factory):
             resource_pattern=ResourcePatternFilter(KpResourceType.ANY, None,
                                                    ACLResourcePatternType.ANY)))
     kp.close()
+
+    # DescribeCluster reports the cluster operations each principal may do; DescribeQuorum
+    # needs DESCRIBE on the cluster
+    ops = admin.describe_cluster(include_authorized_operations=True).result(TIMEOUT)
+    assert AclOperation.ALTER in ops.authorized_operations
+    ops = other_admin.describe_cluster(include_authorized_operations=True).result(TIMEOUT)
+    assert not ops.authorized_operations
+    cli = [str(server_binary().parent / "sluice"), "-b", other["bootstrap.servers"],
+           "-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanism=PLAIN",
+           "-X", "sasl.username=other", "-X", "sasl.password=other-secret", "cluster", "quorum"]
+    r = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "ClusterAuthorizationFailed" in r.stderr, r.stderr
+    cli[cli.index("sasl.username=other")] = "sasl.username=admin"
+    cli[cli.index("sasl.password=other-secret")] = "sasl.password=admin-secret"
+    r = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
 
     # listing, by filter
     everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,

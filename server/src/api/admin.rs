@@ -33,12 +33,6 @@ use crate::shard::{Shard, TopicPartition};
 const ENDPOINT_BROKERS: i8 = 1;
 const ENDPOINT_CONTROLLERS: i8 = 2;
 
-/// The ACL operations Kafka supports on the CLUSTER resource (CREATE 5, ALTER 7, DESCRIBE 8,
-/// CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12) as a bit field:
-/// with no authorizer every one of them is allowed.
-const CLUSTER_OPERATIONS: i32 =
-    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
-
 /// Same bound as topic creation.
 const MAX_PARTITIONS: i32 = 100_000;
 
@@ -463,6 +457,7 @@ pub fn describe_cluster(
     shard: &Rc<Shard>,
     req: DescribeClusterRequest,
     listener: usize,
+    authz: &crate::security::Authz<'_>,
 ) -> DescribeClusterResponse {
     let shared = &shard.shared;
     match req.endpoint_type {
@@ -501,7 +496,7 @@ pub fn describe_cluster(
         .with_controller_id(BrokerId(shared.controller_id()))
         .with_brokers(brokers);
     if req.include_cluster_authorized_operations {
-        resp = resp.with_cluster_authorized_operations(CLUSTER_OPERATIONS);
+        resp = resp.with_cluster_authorized_operations(super::authorize::cluster_operations(authz));
     }
     resp
 }

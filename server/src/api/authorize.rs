@@ -14,7 +14,8 @@
 //! AddOffsetsToTxn also READ group); CreatePartitions ALTER topic; DeleteRecords DELETE topic;
 //! DescribeConfigs DESCRIBE_CONFIGS and AlterConfigs / IncrementalAlterConfigs ALTER_CONFIGS on
 //! the topic or (broker configs) the cluster; OffsetDelete DELETE group; the ACL and SCRAM APIs
-//! ALTER / DESCRIBE cluster.
+//! ALTER / DESCRIBE cluster; DescribeQuorum DESCRIBE cluster. DescribeCluster is answered to
+//! everyone, with the cluster operations the principal may do.
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
@@ -280,6 +281,9 @@ pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refuse
         {
             return Err(Refused(CLUSTER_AUTHORIZATION_FAILED));
         }
+        RequestKind::DescribeQuorum(_) if !authz.cluster(op::DESCRIBE) => {
+            return Err(Refused(CLUSTER_AUTHORIZATION_FAILED));
+        }
         RequestKind::AlterUserScramCredentials(_) if !authz.cluster(op::ALTER) => {
             return Err(Refused(CLUSTER_AUTHORIZATION_FAILED));
         }
@@ -320,6 +324,24 @@ pub fn visible_groups(authz: &Authz<'_>, mut r: ListGroupsResponse) -> ListGroup
             .retain(|g| authz.group(op::DESCRIBE, g.group_id.as_str()));
     }
     r
+}
+
+/// The ACL operations Kafka supports on the CLUSTER resource (CREATE, ALTER, DESCRIBE,
+/// CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE) the principal may do, as
+/// the bit field DescribeCluster and Metadata report (all of them without an authorizer).
+pub fn cluster_operations(authz: &Authz<'_>) -> i32 {
+    [
+        op::CREATE,
+        op::ALTER,
+        op::DESCRIBE,
+        op::CLUSTER_ACTION,
+        op::DESCRIBE_CONFIGS,
+        op::ALTER_CONFIGS,
+        op::IDEMPOTENT_WRITE,
+    ]
+    .iter()
+    .filter(|&&o| authz.cluster(o))
+    .fold(0i32, |bits, &o| bits | (1 << o))
 }
 
 /// OffsetFetch: committed offsets of topics the principal may not describe are left out when
@@ -781,6 +803,11 @@ pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
                     })
                     .collect(),
             ),
+        ),
+        RequestKind::DescribeQuorum(_) => ResponseKind::DescribeQuorum(
+            DescribeQuorumResponse::default()
+                .with_error_code(code)
+                .with_error_message(m),
         ),
         RequestKind::DescribeLogDirs(_) => {
             ResponseKind::DescribeLogDirs(DescribeLogDirsResponse::default().with_error_code(code))

@@ -100,7 +100,13 @@ pub async fn handle(
             }
         }
     }
+    let cluster_ops = if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
+        super::authorize::cluster_operations(authz)
+    } else {
+        i32::MIN
+    };
     MetadataResponse::default()
+        .with_cluster_authorized_operations(cluster_ops)
         .with_brokers(
             shared
                 .brokers(listener)

@@ -286,7 +286,9 @@ async fn dispatch(
             respond!(denied.fill_delete_records(admin::delete_records(shard, r).await))
         }
         RequestKind::DescribeLogDirs(r) => respond!(admin::describe_log_dirs(shard, r).await),
-        RequestKind::DescribeCluster(r) => respond!(admin::describe_cluster(shard, r, listener)),
+        RequestKind::DescribeCluster(r) => {
+            respond!(admin::describe_cluster(shard, r, listener, &authz))
+        }
         RequestKind::DescribeQuorum(r) => {
             respond!(quorum::describe_quorum(shard, r, v, listener).await)
         }
