@@ -31,6 +31,36 @@ fn opt(v: &Option<StrBytes>) -> Option<String> {
     v.as_ref().map(|x| x.to_string())
 }
 
+/// Whether the principal may manage (`operation`: ALTER) or list (DESCRIBE) ACLs: the error to
+/// answer when not (no authorizer at all, or no such right on the cluster).
+fn may(authz: &Authz<'_>, operation: i8) -> Result<(), (i16, &'static str)> {
+    if !authz.enabled() {
+        return Err((SECURITY_DISABLED, "No Authorizer is configured."));
+    }
+    if !authz.cluster(operation) {
+        return Err((
+            CLUSTER_AUTHORIZATION_FAILED,
+            "Cluster authorization failed.",
+        ));
+    }
+    Ok(())
+}
+
+/// A DescribeAcls / DeleteAcls filter (both carry the same fields).
+macro_rules! filter_of {
+    ($f:expr) => {
+        AclFilter {
+            resource_type: $f.resource_type_filter,
+            resource_name: opt(&$f.resource_name_filter),
+            pattern_type: $f.pattern_type_filter,
+            principal: opt(&$f.principal_filter),
+            host: opt(&$f.host_filter),
+            operation: $f.operation,
+            permission: $f.permission_type,
+        }
+    };
+}
+
 /// Stores the change; the error message if it could not be.
 async fn change(
     shard: &Rc<Shard>,
@@ -71,14 +101,8 @@ pub async fn create(
             .collect();
         CreateAclsResponse::default().with_results(results)
     };
-    if !authz.enabled() {
-        return refuse(SECURITY_DISABLED, "No Authorizer is configured.");
-    }
-    if !authz.cluster(op::ALTER) {
-        return refuse(
-            CLUSTER_AUTHORIZATION_FAILED,
-            "Cluster authorization failed.",
-        );
+    if let Err((code, m)) = may(authz, op::ALTER) {
+        return refuse(code, m);
     }
     let mut results = Vec::new();
     let mut add = Vec::new();
@@ -125,29 +149,17 @@ pub fn describe(
     req: DescribeAclsRequest,
     authz: &Authz<'_>,
 ) -> DescribeAclsResponse {
-    if !authz.enabled() {
+    if let Err((code, m)) = may(authz, op::DESCRIBE) {
         return DescribeAclsResponse::default()
-            .with_error_code(SECURITY_DISABLED)
-            .with_error_message(Some(s("No Authorizer is configured.")));
+            .with_error_code(code)
+            .with_error_message(Some(s(m)));
     }
-    if !authz.cluster(op::DESCRIBE) {
-        return DescribeAclsResponse::default()
-            .with_error_code(CLUSTER_AUTHORIZATION_FAILED)
-            .with_error_message(Some(s("Cluster authorization failed.")));
-    }
-    let filter = AclFilter {
-        resource_type: req.resource_type_filter,
-        resource_name: opt(&req.resource_name_filter),
-        pattern_type: req.pattern_type_filter,
-        principal: opt(&req.principal_filter),
-        host: opt(&req.host_filter),
-        operation: req.operation,
-        permission: req.permission_type,
-    };
+    let filter = filter_of!(req);
     let mut resources: Vec<DescribeAclsResource> = Vec::new();
     for b in shard
         .shared
         .acl_bindings()
+        .set()
         .iter()
         .filter(|b| filter.matches(b))
     {
@@ -191,28 +203,15 @@ pub async fn delete(
             .collect();
         DeleteAclsResponse::default().with_filter_results(results)
     };
-    if !authz.enabled() {
-        return refuse(SECURITY_DISABLED, "No Authorizer is configured.");
+    if let Err((code, m)) = may(authz, op::ALTER) {
+        return refuse(code, m);
     }
-    if !authz.cluster(op::ALTER) {
-        return refuse(
-            CLUSTER_AUTHORIZATION_FAILED,
-            "Cluster authorization failed.",
-        );
-    }
-    let current = shard.shared.acl_bindings();
+    let bindings = shard.shared.acl_bindings();
+    let current = bindings.set();
     let mut per_filter = Vec::new();
     let mut remove = std::collections::BTreeSet::new();
     for f in &req.filters {
-        let filter = AclFilter {
-            resource_type: f.resource_type_filter,
-            resource_name: opt(&f.resource_name_filter),
-            pattern_type: f.pattern_type_filter,
-            principal: opt(&f.principal_filter),
-            host: opt(&f.host_filter),
-            operation: f.operation,
-            permission: f.permission_type,
-        };
+        let filter = filter_of!(f);
         let matched: Vec<AclBinding> = current
             .iter()
             .filter(|b| filter.matches(b))

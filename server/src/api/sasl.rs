@@ -212,6 +212,14 @@ pub fn describe_scram(
     DescribeUserScramCredentialsResponse::default().with_results(results)
 }
 
+/// The mechanism an alteration names, or the error for a nameless user or an unknown mechanism.
+fn target(user: &str, mechanism: i8) -> Result<Hash, (i16, String)> {
+    if user.is_empty() {
+        return Err((UNACCEPTABLE_CREDENTIAL, "Username must not be empty".into()));
+    }
+    Hash::of_type(mechanism).ok_or((UNSUPPORTED_SASL_MECHANISM, "Unknown SCRAM mechanism".into()))
+}
+
 /// Checks every change (Kafka's rules: a known mechanism, 4096..=16384 iterations, a non-empty
 /// user, each user and mechanism once) and applies the valid ones: durably on a single node,
 /// through the metadata quorum in a cluster.
@@ -253,81 +261,52 @@ pub async fn alter_scram(
         );
     }
     let mut changes = Vec::new();
-    let fail = |errors: &mut std::collections::BTreeMap<String, (i16, String)>,
-                user: &str,
-                code: i16,
-                m: String| {
+    let mut fail = |user: &str, (code, m): (i16, String)| {
         errors.entry(user.to_string()).or_insert((code, m));
     };
+    let existing = shard.shared.scram_users();
     for d in &req.deletions {
         let user = d.name.to_string();
-        match Hash::of_type(d.mechanism) {
-            _ if user.is_empty() => fail(
-                &mut errors,
-                &user,
-                UNACCEPTABLE_CREDENTIAL,
-                "Username must not be empty".into(),
-            ),
-            None => fail(
-                &mut errors,
-                &user,
-                UNSUPPORTED_SASL_MECHANISM,
-                "Unknown SCRAM mechanism".into(),
-            ),
-            Some(hash) => {
-                let exists = shard
-                    .shared
-                    .scram_users()
-                    .get(&user)
-                    .is_some_and(|m| m.contains_key(&hash));
-                if exists {
-                    changes.push(ScramChange::Delete { user, hash });
-                } else {
-                    fail(
-                        &mut errors,
-                        &user,
-                        codes::RESOURCE_NOT_FOUND,
-                        "Attempt to delete a user credential that does not exist".into(),
-                    );
-                }
+        match target(&user, d.mechanism) {
+            Err(e) => fail(&user, e),
+            Ok(hash) if existing.get(&user).is_some_and(|m| m.contains_key(&hash)) => {
+                changes.push(ScramChange::Delete { user, hash })
             }
+            Ok(_) => fail(
+                &user,
+                (
+                    codes::RESOURCE_NOT_FOUND,
+                    "Attempt to delete a user credential that does not exist".into(),
+                ),
+            ),
         }
     }
     for u in &req.upsertions {
         let user = u.name.to_string();
-        match Hash::of_type(u.mechanism) {
-            _ if user.is_empty() => fail(
-                &mut errors,
-                &user,
-                UNACCEPTABLE_CREDENTIAL,
-                "Username must not be empty".into(),
-            ),
-            None => fail(
-                &mut errors,
-                &user,
-                UNSUPPORTED_SASL_MECHANISM,
-                "Unknown SCRAM mechanism".into(),
-            ),
-            Some(_) if !(scram::MIN_ITERATIONS..=scram::MAX_ITERATIONS).contains(&u.iterations) => {
+        match target(&user, u.mechanism) {
+            Err(e) => fail(&user, e),
+            Ok(_) if !(scram::MIN_ITERATIONS..=scram::MAX_ITERATIONS).contains(&u.iterations) => {
                 fail(
-                    &mut errors,
                     &user,
-                    UNACCEPTABLE_CREDENTIAL,
-                    format!(
-                        "Iterations {} must be between {} and {}",
-                        u.iterations,
-                        scram::MIN_ITERATIONS,
-                        scram::MAX_ITERATIONS
+                    (
+                        UNACCEPTABLE_CREDENTIAL,
+                        format!(
+                            "Iterations {} must be between {} and {}",
+                            u.iterations,
+                            scram::MIN_ITERATIONS,
+                            scram::MAX_ITERATIONS
+                        ),
                     ),
                 )
             }
-            Some(_) if u.salt.is_empty() || u.salted_password.is_empty() => fail(
-                &mut errors,
+            Ok(_) if u.salt.is_empty() || u.salted_password.is_empty() => fail(
                 &user,
-                UNACCEPTABLE_CREDENTIAL,
-                "Salt and salted password must not be empty".into(),
+                (
+                    UNACCEPTABLE_CREDENTIAL,
+                    "Salt and salted password must not be empty".into(),
+                ),
             ),
-            Some(hash) => changes.push(ScramChange::Upsert {
+            Ok(hash) => changes.push(ScramChange::Upsert {
                 user,
                 hash,
                 credential: Credential::from_salted(

@@ -66,12 +66,28 @@ impl BrokerShared {
     }
 }
 
+/// The ACL bindings in force, held without copying them: the single node's set, or the
+/// metadata image that holds the cluster's.
+pub enum Acls {
+    Local(std::sync::Arc<std::collections::BTreeSet<acl::AclBinding>>),
+    Image(std::sync::Arc<crate::cluster::image::Image>),
+}
+
+impl Acls {
+    pub fn set(&self) -> &std::collections::BTreeSet<acl::AclBinding> {
+        match self {
+            Acls::Local(b) => b,
+            Acls::Image(img) => &img.acls,
+        }
+    }
+}
+
 impl BrokerShared {
     /// The ACL bindings in force.
-    pub fn acl_bindings(&self) -> std::sync::Arc<std::collections::BTreeSet<acl::AclBinding>> {
+    pub fn acl_bindings(&self) -> Acls {
         match self.image() {
-            Some(img) => std::sync::Arc::new(img.acls.clone()),
-            None => self.security.acls.bindings(),
+            Some(img) => Acls::Image(img),
+            None => Acls::Local(self.security.acls.bindings()),
         }
     }
 }
@@ -80,18 +96,19 @@ impl BrokerShared {
 pub struct Authz<'a> {
     shared: &'a BrokerShared,
     principal: std::rc::Rc<str>,
-    host: String,
-    bindings: Option<std::sync::Arc<std::collections::BTreeSet<acl::AclBinding>>>,
+    /// The client's address without its port.
+    host: &'a str,
+    /// None: no authorizer, everything is allowed (and nothing above is looked at).
+    bindings: Option<Acls>,
 }
 
 impl<'a> Authz<'a> {
-    pub fn new(shared: &'a BrokerShared, session: &crate::conn::Session) -> Authz<'a> {
+    pub fn new(shared: &'a BrokerShared, session: &'a crate::conn::Session) -> Authz<'a> {
         let peer = &*session.peer;
         let host = peer
             .rsplit_once(':')
             .map_or(peer, |(h, _)| h)
-            .trim_matches(['[', ']'])
-            .to_string();
+            .trim_matches(['[', ']']);
         Authz {
             shared,
             principal: session.principal.borrow().clone(),
@@ -112,12 +129,12 @@ impl<'a> Authz<'a> {
         };
         let ask = acl::Ask {
             principal: &self.principal,
-            host: &self.host,
+            host: self.host,
             operation,
             resource_type,
             name,
         };
-        acl::authorize(b, &policy, &ask)
+        acl::authorize(b.set(), &policy, &ask)
     }
 
     pub fn topic(&self, operation: i8, name: &str) -> bool {
