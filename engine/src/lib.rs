@@ -33,6 +33,7 @@ pub mod meta;
 pub mod producer;
 mod quirk;
 pub mod segment;
+pub mod stats;
 pub mod types;
 
 pub use config::LogConfig;

@@ -570,3 +570,60 @@ fn a_shared_hot_budget_bounds_the_hot_tails_together() {
         assert_eq!(budget.used(), 0, "closed logs give their hot bytes back");
     });
 }
+
+#[test]
+fn stats_count_appends_reads_writes_and_syncs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let stats = Rc::new(sluice_engine::stats::StorageStats::default());
+        let env = LogEnv {
+            stats: stats.clone(),
+            ..LogEnv::default()
+        };
+        let log = PartitionLog::open(&path, small_segments(), env)
+            .await
+            .expect("open");
+        let mut bytes = 0u64;
+        let mut last = Offset(0);
+        for i in 0..1000u64 {
+            let b = tagged_batch(i, 4, 1_000 + i as i64);
+            bytes += b.len() as u64;
+            last = log
+                .append(&b, AppendOptions::default())
+                .await
+                .expect("append")
+                .last_offset;
+        }
+        let before = log.stats();
+        assert_eq!((before.messages_in, before.bytes_in), (4000, bytes));
+        assert!(before.unsynced_bytes > 0, "nothing synced yet: {before:?}");
+        log.wait_durable(last, Durability::Synced)
+            .await
+            .expect("synced");
+        let s = log.stats();
+        assert_eq!(s.unsynced_bytes, 0, "{s:?}");
+        assert_eq!((s.log_start, s.high_watermark, s.log_end), (0, 4000, 4000));
+        assert_eq!(s.size_bytes, bytes);
+        assert!(s.segments > 1, "64 KiB segments roll: {s:?}");
+        let st = stats.snapshot();
+        assert_eq!(st.bytes_written, bytes);
+        assert!(st.writes >= 1 && st.syncs >= 1, "{st:?}");
+        assert_eq!(st.sync_latency.count(), st.syncs);
+        // reads: everything once, from memory and from files
+        let got = read_all(&log, Offset(0), 1 << 20).await;
+        assert_eq!(got.len(), 1000);
+        let tail = log
+            .read(Offset(3999), 1 << 20, FirstBatch::Always)
+            .await
+            .expect("read the tail");
+        assert!(matches!(tail.data, ReadData::Memory(_)));
+        let st = stats.snapshot();
+        assert!(
+            st.hot_misses >= 1,
+            "old segments are read from files: {st:?}"
+        );
+        assert!(st.hot_hits >= 1, "the tail is read from memory: {st:?}");
+        log.close().await.expect("close");
+    });
+}

@@ -139,6 +139,7 @@ pub async fn serve<S>(
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
 {
     open_conns.set(open_conns.get() + 1);
+    shard.metrics.connection_opened();
     let Transport {
         stream,
         peer,
@@ -164,9 +165,10 @@ pub async fn serve<S>(
     let writer_exited = writer_exit.listen();
     let writer_task = {
         let queued = queued.clone();
+        let s = shard.clone();
         let exit = writer_exit.clone();
         glommio::spawn_local(async move {
-            write_loop(rx, writer, sendfile_fd, queued).await;
+            write_loop(rx, writer, sendfile_fd, queued, &s).await;
             exit.notify(usize::MAX);
         })
     };
@@ -182,10 +184,13 @@ pub async fn serve<S>(
                 }
                 let raw = session.expects_raw_token();
                 let min = if raw { 0 } else { 8 };
-                let next = futures_lite::future::or(read_frame(&mut reader, min, max), async {
-                    stop.await;
-                    Ok(None)
-                });
+                let next = futures_lite::future::or(
+                    read_frame(&mut reader, min, max, &shard.metrics),
+                    async {
+                        stop.await;
+                        Ok(None)
+                    },
+                );
                 let frame = match next.await {
                     Ok(Some(f)) => f,
                     Ok(None) => return Ok(()),
@@ -226,6 +231,7 @@ pub async fn serve<S>(
     // let the writer send the answers of requests already read
     writer_task.await;
     open_conns.set(open_conns.get() - 1);
+    shard.metrics.connection_closed();
 }
 
 /// Reads one frame of `min..=max` bytes; `None` on a clean EOF between frames.
@@ -233,6 +239,7 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     r: &mut R,
     min: usize,
     max: usize,
+    metrics: &crate::metrics::ShardMetrics,
 ) -> Result<Option<Bytes>, ConnError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
@@ -246,6 +253,7 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     }
     let mut buf = BytesMut::zeroed(size as usize);
     r.read_exact(&mut buf).await?;
+    metrics.received(4 + size as u64);
     Ok(Some(buf.freeze()))
 }
 
@@ -254,6 +262,7 @@ async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
     writer: W,
     sendfile_fd: Option<RawFd>,
     queued: Rc<Cell<usize>>,
+    shard: &Shard,
 ) {
     let mut w = futures_lite::io::BufWriter::with_capacity(64 * 1024, writer);
     let mut nonblocking = false;
@@ -269,7 +278,8 @@ async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
             None => break,
         };
         let close = resp.close_after;
-        if let Err(e) = write_response(&mut w, sendfile_fd, &mut nonblocking, resp).await {
+        let m = &shard.metrics;
+        if let Err(e) = write_response(&mut w, sendfile_fd, &mut nonblocking, resp, m).await {
             tracing::debug!(error = %e, "write failed");
             break;
         }
@@ -289,15 +299,21 @@ async fn write_response<W: futures_lite::AsyncWrite + Unpin>(
     sendfile_fd: Option<RawFd>,
     nonblocking: &mut bool,
     resp: Response,
+    metrics: &crate::metrics::ShardMetrics,
 ) -> std::io::Result<()> {
     for piece in resp.pieces {
         match piece {
-            Piece::Bytes(b) => w.write_all(&b).await?,
+            Piece::Bytes(b) => {
+                w.write_all(&b).await?;
+                metrics.sent(b.len() as u64);
+            }
             Piece::File {
                 file,
                 position,
                 len,
             } => {
+                metrics.sent(len);
+                metrics.fetch_file_bytes(len, sendfile_fd.is_some());
                 if let Some(fd) = sendfile_fd {
                     w.flush().await?;
                     if !*nonblocking {

@@ -17,6 +17,7 @@ pub mod config;
 pub mod conn;
 pub mod group;
 pub mod kvlog;
+pub mod metrics;
 pub mod security;
 mod sendfile;
 pub mod shard;
@@ -137,6 +138,7 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
         stop: Event::new(),
         drained: std::sync::atomic::AtomicUsize::new(0),
         cluster: OnceLock::new(),
+        started: std::time::Instant::now(),
     });
     let mesh: MeshBuilder<Job, Full> = MeshBuilder::full(cores, MESH_CHANNEL_SIZE);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Vec<SocketAddr>, String>>();

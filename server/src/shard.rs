@@ -51,6 +51,8 @@ pub struct BrokerShared {
     pub drained: std::sync::atomic::AtomicUsize,
     /// Cluster mode: this broker's membership (set at start when controller.quorum.voters is).
     pub cluster: OnceLock<Arc<crate::cluster::member::Member>>,
+    /// When the broker started (uptime in metrics and /v1/status).
+    pub started: std::time::Instant,
 }
 
 impl BrokerShared {
@@ -135,6 +137,10 @@ pub struct Shard {
     hot_budget: Rc<HotBudget>,
     /// Cluster mode: followers' progress on partitions led here, fetchers of those followed.
     pub replication: crate::cluster::replica::Replication,
+    /// Request, connection and network counters of this shard (see [`crate::metrics`]).
+    pub metrics: crate::metrics::ShardMetrics,
+    /// Write, fdatasync and hot-tail counters shared by this shard's logs.
+    pub storage_stats: Rc<sluice_engine::stats::StorageStats>,
 }
 
 impl Shard {
@@ -149,6 +155,8 @@ impl Shard {
             txn: RefCell::new(None),
             hot_budget: HotBudget::new(shared.config.hot_cache_shard_bytes),
             replication: Default::default(),
+            metrics: Default::default(),
+            storage_stats: Rc::default(),
             shared,
         })
     }
@@ -296,6 +304,7 @@ impl Shard {
         };
         let env = LogEnv {
             hot_budget: Some(self.hot_budget.clone()),
+            stats: self.storage_stats.clone(),
             ..LogEnv::default()
         };
         let log = PartitionLog::open(&dir, cfg, env)

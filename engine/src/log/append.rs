@@ -206,6 +206,9 @@ impl Inner {
         if self.epochs.assign(epoch, base) {
             self.epochs_dirty = true;
         }
+        if matches!(origin, Origin::Leader(_)) && marker.is_none() {
+            self.counters.on_produce(count, size as u64);
+        }
         if let Some(aborted) = self.producers.on_append(header, marker, base, last, now) {
             self.active_mut().aborted.push(aborted);
         }

@@ -160,13 +160,20 @@ fn inject(st: &Inner, matches: impl Fn(Fault) -> bool) -> Option<Fault> {
 }
 
 async fn sync_to(inner: &Rc<RefCell<Inner>>, dma: &DmaFile, target: Offset) -> Result<()> {
-    let fault = inject(&inner.borrow(), |f| f == Fault::SyncEio);
+    let (fault, covered) = {
+        let st = inner.borrow();
+        let fault = inject(&st, |f| f == Fault::SyncEio);
+        (fault, st.counters.bytes_written.get())
+    };
+    let started = std::time::Instant::now();
     let res = match fault {
         Some(_) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
         None => dma.fdatasync().await.map_err(Into::into),
     };
     res.map_err(|e| LogError::io("fdatasync", path_of(dma), e))?;
     let mut st = inner.borrow_mut();
+    st.env.stats.on_sync(started.elapsed());
+    st.counters.mark_synced(covered);
     if target > st.synced {
         st.synced = target;
     }
@@ -262,6 +269,9 @@ async fn write_chunks(
             }
             st.written = st.written.max(chunk.end_offset);
             st.unwritten_bytes -= chunk.new_bytes;
+            st.env.stats.on_write(chunk.new_bytes as u64);
+            let c = &st.counters.bytes_written;
+            c.set(c.get() + chunk.new_bytes as u64);
             if st.written > st.synced && st.unsynced_since_ms.is_none() {
                 st.unsynced_since_ms = Some(now);
             }
@@ -292,13 +302,20 @@ async fn seal(
     dma.truncate(size)
         .await
         .map_err(|e| LogError::io("truncating", &path, e.into()))?;
-    let fault = inject(&inner.borrow(), |f| f == Fault::SyncEio);
+    let (fault, covered) = {
+        let st = inner.borrow();
+        let fault = inject(&st, |f| f == Fault::SyncEio);
+        (fault, st.counters.bytes_written.get())
+    };
+    let started = std::time::Instant::now();
     match fault {
         Some(_) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
         None => dma.fdatasync().await.map_err(Into::into),
     }
     .map_err(|e| LogError::io("fdatasync", &path, e))?;
     let mut st = inner.borrow_mut();
+    st.env.stats.on_sync(started.elapsed());
+    st.counters.mark_synced(covered);
     let dir = st.dir.clone();
     let Some(seg) = st.segments.get_mut(&base) else {
         return Ok(());

@@ -52,6 +52,7 @@ use crate::hot::HotTail;
 use crate::meta::{sync_dir, PartitionMeta};
 use crate::producer::{AbortedTxn, ProducerEntry, ProducerStates};
 use crate::segment::Segment;
+use crate::stats::{LogCounters, LogStats};
 use crate::types::{Offset, TimestampMs};
 
 /// O_DIRECT alignment used for every write (safe for 512 and 4096 byte devices).
@@ -179,6 +180,8 @@ struct Inner {
     pause_flusher: bool,
     /// The flusher task is alive (it clears this as it exits).
     flusher_running: bool,
+    /// What producers appended (metrics).
+    counters: LogCounters,
 }
 
 /// Wake-ups between appenders, waiters and the flusher.
@@ -331,6 +334,25 @@ impl PartitionLog {
     /// Bytes stored in the log's segments (what DescribeLogDirs reports).
     pub fn size_bytes(&self) -> u64 {
         self.inner.borrow().segments.values().map(|s| s.size).sum()
+    }
+
+    /// Offsets, sizes and counters of this log, for metrics.
+    pub fn stats(&self) -> LogStats {
+        let st = self.inner.borrow();
+        let o = st.offsets();
+        let c = &st.counters;
+        let unsynced_written = c.bytes_written.get().saturating_sub(c.bytes_synced.get());
+        LogStats {
+            log_start: o.log_start.0,
+            high_watermark: o.high_watermark.0,
+            log_end: o.log_end.0,
+            size_bytes: st.segments.values().map(|s| s.size).sum(),
+            segments: st.segments.len() as u64,
+            messages_in: c.messages_in.get(),
+            bytes_in: c.bytes_in.get(),
+            unsynced_bytes: st.unwritten_bytes as u64 + unsynced_written,
+            poisoned: st.poisoned.is_some(),
+        }
     }
 
     pub fn segment_count(&self) -> usize {

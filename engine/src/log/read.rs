@@ -87,6 +87,7 @@ impl PartitionLog {
             }
             if st.hot.start().is_some_and(|s| offset >= s) {
                 let v = st.hot.read(offset, bound, max_bytes, min_one);
+                st.env.stats.on_read(true);
                 let data = if v.is_empty() {
                     ReadData::Empty
                 } else {
@@ -94,6 +95,7 @@ impl PartitionLog {
                 };
                 return Ok(result(data, o));
             }
+            st.env.stats.on_read(false);
             let dir = st.dir.clone();
             let Some((_, seg)) = st.segments.range_mut(..=offset).next_back() else {
                 return Ok(result(ReadData::Empty, o));

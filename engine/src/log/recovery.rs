@@ -303,6 +303,7 @@ impl PartitionLog {
             hw_requested: log_start,
             pause_flusher: false,
             flusher_running: false,
+            counters: Default::default(),
         };
         let inner = Rc::new(RefCell::new(inner));
         let signals = Rc::new(Signals::default());

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use crate::error::{LogError, Result};
 use crate::fault::FaultPlan;
 use crate::hot::HotBudget;
+use crate::stats::StorageStats;
 use crate::types::{FilePos, Offset, TimestampMs};
 
 /// Wall-clock source, injectable so tests can drive retention and segment.ms.
@@ -36,6 +37,8 @@ pub struct LogEnv {
     pub faults: Option<Rc<FaultPlan>>,
     /// A bound on the hot tails of this log and others together (see [`HotBudget`]).
     pub hot_budget: Option<Rc<HotBudget>>,
+    /// Write, fdatasync and hot-tail counters, shared by the logs of one shard.
+    pub stats: Rc<StorageStats>,
 }
 
 impl Default for LogEnv {
@@ -44,6 +47,7 @@ impl Default for LogEnv {
             clock: Rc::new(SystemClock),
             faults: None,
             hot_budget: None,
+            stats: Rc::default(),
         }
     }
 }

@@ -113,6 +113,8 @@ pub async fn handle(
     );
     let deadline = started + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let mut topics_out: Vec<FetchableTopicResponse> = Vec::new();
+    // topic names by request position (metrics: bytes out per partition)
+    let mut names: Vec<Arc<str>> = Vec::new();
     let mut reads: Vec<Vec<Option<PartRead>>> = Vec::new();
     let mut by_shard: BTreeMap<usize, Vec<Want>> = BTreeMap::new();
     let committed = version >= 4 && req.isolation_level == 1;
@@ -141,6 +143,7 @@ pub async fn handle(
                 .with_topic_id(t.topic_id),
         );
         let topic: Arc<str> = Arc::from(name.clone().unwrap_or_default().as_str());
+        names.push(topic.clone());
         let mut rs = Vec::new();
         for (pi, p) in t.partitions.iter().enumerate() {
             let owner = usize::try_from(p.partition)
@@ -218,6 +221,7 @@ pub async fn handle(
         let mut out = Vec::with_capacity(rs.len());
         for (p, r) in parts.iter().zip(rs) {
             let r = r.unwrap_or_else(|| PartRead::error(codes::UNKNOWN_SERVER_ERROR));
+            shard.metrics.error(ApiKey::Fetch, r.error);
             let mut pd = PartitionData::default()
                 .with_partition_index(p.partition)
                 .with_error_code(r.error)
@@ -247,6 +251,9 @@ pub async fn handle(
             if len > 0 && (first || len <= budget) {
                 first = false;
                 budget = budget.saturating_sub(len);
+                if replica.is_none() {
+                    shard.metrics.bytes_out(&names[ti], p.partition, len);
+                }
                 pd = pd.with_records(Some(sentinel(datas.len())));
                 datas.push(r.data);
             } else {

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::Decodable;
 
 use crate::conn::{ConnError, Session};
+use crate::metrics::errors::ResponseErrors;
 use crate::security::Authz;
 use crate::shard::Shard;
 use crate::wire::{self, Response};
@@ -186,7 +187,10 @@ pub async fn handle(
         header,
         body,
     };
-    dispatch(shard, req, session).await
+    let started = std::time::Instant::now();
+    let r = dispatch(shard, req, session).await;
+    shard.metrics.request(api_key, started.elapsed());
+    r
 }
 
 async fn dispatch(
@@ -203,11 +207,13 @@ async fn dispatch(
         .unwrap_or_default();
     let (k, v, c) = (req.api_key, req.version, req.header.correlation_id);
     macro_rules! respond {
-        ($body:expr) => {
-            wire::encode(k, v, c, &$body)
+        ($body:expr) => {{
+            let body = $body;
+            body.each_error(&mut |code| shard.metrics.error(k, code));
+            wire::encode(k, v, c, &body)
                 .map(Some)
                 .map_err(|e| ConnError::Malformed(format!("{k:?} v{v} response: {e}")))
-        };
+        }};
     }
     let authz = Authz::new(&shard.shared, session);
     let mut body = req.body;
@@ -215,6 +221,7 @@ async fn dispatch(
         Ok(d) => d,
         Err(authorize::Refused(code)) => {
             tracing::debug!(api = ?k, code, principal = %session.principal.borrow(), "not authorized");
+            shard.metrics.error(k, code);
             if matches!(&body, RequestKind::Produce(r) if r.acks == 0) {
                 return Ok(None);
             }
@@ -366,3 +373,4 @@ async fn dispatch(
         _ => Err(ConnError::UnknownApi(k as i16)),
     }
 }
+

@@ -71,6 +71,26 @@ pub struct Replication {
     /// `identity`): a replica whose topic left the image, or came back under a new id, is
     /// deleted.
     ids: RefCell<HashMap<TopicPartition, uuid::Uuid>>,
+    /// Metrics: ISR changes this broker's AlterPartitions made, and leaderships it took.
+    pub isr_shrinks: std::cell::Cell<u64>,
+    pub isr_expands: std::cell::Cell<u64>,
+    pub leader_elections: std::cell::Cell<u64>,
+}
+
+impl Replication {
+    /// Metrics: (partition, follower, messages behind this leader's log end) of every
+    /// follower of the partitions led here.
+    pub fn follower_lags(&self, shard: &Shard) -> Vec<(TopicPartition, BrokerId, u64)> {
+        let mut out = Vec::new();
+        for (tp, l) in self.leading.borrow().iter() {
+            let Some(log) = shard.log(tp) else { continue };
+            let end = log.offsets().log_end;
+            for (b, p) in &l.followers {
+                out.push((tp.clone(), *b, end.0.saturating_sub(p.fetched.0)));
+            }
+        }
+        out
+    }
 }
 
 /// FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH for a request naming a leader epoch that is not
@@ -246,12 +266,18 @@ async fn reconcile(shard: &Rc<Shard>) {
                 }
                 {
                     let mut leading = shard.replication.leading.borrow_mut();
-                    let l = leading.entry(tp.clone()).or_insert_with(|| Leading {
-                        epoch: st.leader_epoch,
-                        since: Instant::now(),
-                        followers: HashMap::new(),
+                    let l = leading.entry(tp.clone()).or_insert_with(|| {
+                        let n = &shard.replication.leader_elections;
+                        n.set(n.get() + 1);
+                        Leading {
+                            epoch: st.leader_epoch,
+                            since: Instant::now(),
+                            followers: HashMap::new(),
+                        }
                     });
                     if l.epoch != st.leader_epoch {
+                        let n = &shard.replication.leader_elections;
+                        n.set(n.get() + 1);
                         *l = Leading {
                             epoch: st.leader_epoch,
                             since: Instant::now(),
@@ -444,6 +470,8 @@ fn maintain_isr(
     }
     tracing::info!(topic = %tp.topic, partition = tp.partition, from = ?isr, to = ?want, "changing ISR");
     shard.replication.altering.borrow_mut().insert(tp.clone());
+    let shrinks = isr.iter().any(|b| !want.contains(b));
+    let expands = want.iter().any(|b| !isr.contains(b));
     let cmd = Command::AlterPartition {
         topic: tp.topic.to_string(),
         partition: tp.partition,
@@ -456,11 +484,20 @@ fn maintain_isr(
         let r = glommio::executor()
             .spawn_blocking(move || member.propose(cmd))
             .await;
-        if let Ok(Err(e)) | Err(e) = r
+        match r
             .map_err(|e| e.to_string())
-            .map(|x| x.map_err(|e| e.to_string()))
+            .and_then(|x| x.map_err(|e| e.to_string()))
         {
-            tracing::debug!(error = %e, "AlterPartition not applied");
+            Ok(_) => {
+                let bump = |c: &std::cell::Cell<u64>| c.set(c.get() + 1);
+                if shrinks {
+                    bump(&s.replication.isr_shrinks);
+                }
+                if expands {
+                    bump(&s.replication.isr_expands);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "AlterPartition not applied"),
         }
         s.replication.altering.borrow_mut().remove(&tp);
     })

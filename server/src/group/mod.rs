@@ -709,6 +709,63 @@ impl Coordinator {
         v
     }
 
+    /// Metrics: every group this coordinator serves (live or with committed offsets only),
+    /// with its state, member count and committed offsets.
+    pub fn snapshot(&self) -> Vec<crate::metrics::snapshot::GroupSnapshot> {
+        let groups = self.groups.borrow();
+        let offsets = self.offsets.borrow();
+        let mut ids: std::collections::BTreeSet<&String> = groups
+            .values()
+            .filter(|g| g.state != GroupState::Dead)
+            .map(|g| &g.id)
+            .collect();
+        ids.extend(
+            offsets
+                .iter()
+                .filter(|(_, m)| !m.is_empty())
+                .map(|(g, _)| g),
+        );
+        ids.into_iter()
+            .map(|id| {
+                let g = groups.get(id).filter(|g| g.state != GroupState::Dead);
+                crate::metrics::snapshot::GroupSnapshot {
+                    group: id.clone(),
+                    state: g.map_or("Empty", |g| g.state.name()).to_string(),
+                    protocol_type: g
+                        .and_then(|g| g.protocol_type.clone())
+                        .unwrap_or_else(|| "consumer".into()),
+                    members: g.map_or(0, |g| g.members.len()) as u64,
+                    member_list: g
+                        .map(|g| {
+                            g.members
+                                .values()
+                                .map(|m| crate::metrics::snapshot::MemberRow {
+                                    member_id: m.id.clone(),
+                                    client_id: m.client_id.clone(),
+                                    host: m.client_host.clone(),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    offsets: offsets
+                        .get(id)
+                        .map(|m| {
+                            m.iter()
+                                .map(|((t, p), c)| crate::metrics::snapshot::CommittedOffset {
+                                    topic: t.clone(),
+                                    partition: *p,
+                                    offset: c.offset,
+                                    log_end: None,
+                                    lag: None,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
     pub fn describe(&self, group: &str) -> Option<GroupDescription> {
         let groups = self.groups.borrow();
         let g = groups.get(group)?;
