@@ -206,6 +206,8 @@ fn start_embedded(args: &RunArgs) -> Result<(Target, SocketAddr, BrokerInfo, Dia
             listeners: Listeners::plaintext(SocketAddr::from(([127, 0, 0, 1], 0))),
             data_dir,
             cores: args.cores,
+            // off unless --broker-config sluice.http.listen=... turns it on
+            http_listen: None,
             ..Default::default()
         };
         if let Some((_, _, broker_pem)) = &pki {

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod group;
+pub mod http;
 pub mod kvlog;
 pub mod metrics;
 pub mod security;
@@ -60,6 +61,8 @@ pub struct BrokerHandle {
     pub addr: SocketAddr,
     /// Every listener: name, security protocol and bound address, in `listeners` order.
     pub listeners: Vec<(String, SecurityProtocol, SocketAddr)>,
+    /// The HTTP listener's bound address (None: sluice.http.listen is off).
+    pub http_addr: Option<SocketAddr>,
     shared: Arc<BrokerShared>,
     threads: Vec<ExecutorJoinHandle<()>>,
     /// Cluster mode: the quorum voter and membership of this broker.
@@ -139,6 +142,7 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
         drained: std::sync::atomic::AtomicUsize::new(0),
         cluster: OnceLock::new(),
         started: std::time::Instant::now(),
+        http_bound: OnceLock::new(),
     });
     let mesh: MeshBuilder<Job, Full> = MeshBuilder::full(cores, MESH_CHANNEL_SIZE);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Vec<SocketAddr>, String>>();
@@ -212,6 +216,7 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
     Ok(BrokerHandle {
         addr: addrs[0],
         listeners,
+        http_addr: shared.http_bound.get().copied(),
         shared,
         threads,
         cluster,
@@ -367,6 +372,21 @@ async fn shard_main(
         .zip(&shared.listeners)
         .map(|(l, c)| l.local_addr().unwrap_or(c.bind))
         .collect();
+    // the HTTP listener (metrics, health, console) runs on shard 0 as its own task
+    let http = match (id, shared.config.http_listen) {
+        (0, Some(addr)) => match http::bind(addr) {
+            Ok(l) => {
+                let _ = shared.http_bound.set(l.local_addr().unwrap_or(addr));
+                Some(glommio::spawn_local(http::serve(shard.clone(), l)).detach())
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                shared.request_stop();
+                return;
+            }
+        },
+        _ => None,
+    };
     let _ = ready.send(Ok(addrs.clone()));
     drop(ready);
     for (addr, l) in addrs.iter().zip(&shared.listeners) {
@@ -410,6 +430,9 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     retention.cancel();
+    if let Some(h) = http {
+        h.cancel();
+    }
     if let Some(r) = replication {
         r.cancel();
     }

@@ -88,6 +88,9 @@ fn main() -> ExitCode {
             protocol.name()
         );
     }
+    if let Some(addr) = broker.http_addr {
+        println!("sluice-server http on {addr} (metrics: http://{addr}/metrics, console: http://{addr}/)");
+    }
     println!("sluice-server listening on {}", broker.addr);
     let stop = broker.stopper();
     std::thread::spawn(move || {

@@ -53,6 +53,8 @@ pub struct BrokerShared {
     pub cluster: OnceLock<Arc<crate::cluster::member::Member>>,
     /// When the broker started (uptime in metrics and /v1/status).
     pub started: std::time::Instant,
+    /// The HTTP listener's bound address (set by shard 0 at start when it is on).
+    pub http_bound: OnceLock<SocketAddr>,
 }
 
 impl BrokerShared {

@@ -22,6 +22,8 @@ DEFAULT_BIN = REPO / "target" / "debug" / "sluice-server"
 LISTENING = re.compile(r"sluice-server listening on (\S+):(\d+)")
 # printed before LISTENING, one per listener: name, security protocol, host, port
 LISTENER = re.compile(r"sluice-server listener (\S+) (\S+) on (\S+):(\d+)")
+# printed when the HTTP listener (metrics, health, console) is on
+HTTP = re.compile(r"sluice-server http on (\S+):(\d+)")
 BACKTRACE_FRAME = re.compile(r"^\s+(\d+: |at )")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0  # the broker waits up to 5 s for open connections before closing its logs
@@ -38,6 +40,7 @@ class Broker:
         self.overrides = list(overrides)  # "key=value" strings, passed as --override key=value
         self.advertised = advertised  # "HOST:PORT" given to clients in Metadata, or None
         self.port = 0  # 0 until the first start picks one; restarts reuse it
+        self.http_port = 0  # the HTTP listener's port, picked like `port`
         self.listeners = {}  # listener name -> (host, port) bound at the last start
         self.proc = None
         self.ended = False  # the last run was ended by stop() or kill(), not on its own
@@ -47,6 +50,11 @@ class Broker:
     @property
     def bootstrap(self):
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http(self):
+        """Base URL of the broker's HTTP listener (metrics, health, console)."""
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def running(self):
@@ -88,6 +96,8 @@ class Broker:
                     "--listen", f"127.0.0.1:{self.port}",
                     "--data-dir", str(self.data_dir),
                     "--cores", str(self.cores),
+                    # before the test's overrides, which may turn it off
+                    "--override", f"sluice.http.listen=127.0.0.1:{self.http_port}",
                     *[a for kv in self.overrides for a in ("--override", kv)],
                     *(["--advertised", self.advertised] if self.advertised else []),
                 ],
@@ -101,6 +111,9 @@ class Broker:
             match = LISTENING.search(out)
             if match:
                 self.port = int(match.group(2))
+                http = HTTP.search(out)
+                if http:
+                    self.http_port = int(http.group(2))
                 self.listeners = {
                     m.group(1): (m.group(3), int(m.group(4))) for m in LISTENER.finditer(out)
                 }

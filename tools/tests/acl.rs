@@ -25,6 +25,7 @@ impl Broker {
             listeners: Listeners::plaintext("127.0.0.1:0".parse().expect("addr")),
             data_dir: dir.path().to_path_buf(),
             cores: 2,
+            http_listen: None,
             ..ServerConfig::default()
         };
         if let Some(super_users) = authorizer {

@@ -73,6 +73,7 @@ impl Broker {
         let mut config = ServerConfig {
             data_dir: dir.path().to_path_buf(),
             cores: 1,
+            http_listen: None,
             ..ServerConfig::default()
         };
         config
@@ -474,6 +475,7 @@ fn try_start(
     let mut config = ServerConfig {
         data_dir: dir.path().to_path_buf(),
         cores: 1,
+        http_listen: None,
         ..ServerConfig::default()
     };
     config.set("listeners", listeners).ok()?;

@@ -374,3 +374,27 @@ async fn dispatch(
     }
 }
 
+/// The web console's writes (`http`): a Kafka request run for `session`'s principal through
+/// the same authorization and handler as on the Kafka port, so ACLs apply alike.
+pub async fn serve_as(
+    shard: &Rc<Shard>,
+    session: &Session,
+    body: RequestKind,
+) -> Option<kafka_protocol::messages::ResponseKind> {
+    use kafka_protocol::messages::ResponseKind;
+    let authz = Authz::new(&shard.shared, session);
+    let mut body = body;
+    let denied = match authorize::check(&authz, &mut body) {
+        Ok(d) => d,
+        Err(authorize::Refused(code)) => return authorize::refused(&body, code),
+    };
+    match body {
+        RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(
+            denied.fill_create_topics(topics::create(shard, r, 5).await),
+        )),
+        RequestKind::DeleteRecords(r) => Some(ResponseKind::DeleteRecords(
+            denied.fill_delete_records(admin::delete_records(shard, r).await),
+        )),
+        _ => None,
+    }
+}

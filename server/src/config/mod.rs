@@ -98,6 +98,12 @@ pub struct ServerConfig {
     pub min_insync_replicas: usize,
     /// replica.lag.time.max.ms: a follower that has not caught up for this long leaves the ISR.
     pub replica_lag_time_max_ms: u64,
+    /// sluice.http.listen: the HTTP listener (metrics, health, status, web console); `None`
+    /// (an empty value) turns it off.
+    pub http_listen: Option<SocketAddr>,
+    /// sluice.http.console.write.enable: the console may create topics and delete records
+    /// (for principals the authorizer allows, when ACLs are on).
+    pub http_console_write: bool,
     /// Keys seen that sluice does not know (warned about at start).
     pub unknown_keys: Vec<String>,
 }
@@ -133,6 +139,8 @@ impl Default for ServerConfig {
             transactional_id_expiration_ms: 604_800_000,
             producer_id_expiration_ms: 86_400_000,
             state_compact_min_bytes: 4 << 20,
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
+            http_console_write: false,
             quorum_voters: Vec::new(),
             broker_heartbeat_ms: 250,
             broker_session_timeout_ms: 3_000,
@@ -431,6 +439,18 @@ impl ServerConfig {
                 self.state_compact_min_bytes = parse_num(key, value)?
             }
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
+            "sluice.http.listen" => {
+                self.http_listen = if value.is_empty() {
+                    None
+                } else {
+                    Some(
+                        value
+                            .parse()
+                            .map_err(|_| bad(key, value, "expected IP:PORT, or empty for off"))?,
+                    )
+                }
+            }
+            "sluice.http.console.write.enable" => self.http_console_write = parse_bool(key, value)?,
             "sluice.hot.cache.shard.bytes" => self.hot_cache_shard_bytes = parse_num(key, value)?,
             "sluice.cpus" => self.cpus = parse_cpus(key, value)?,
             "sluice.cores" => {

@@ -26,6 +26,7 @@ pub fn config(dir: &std::path::Path, cores: usize) -> ServerConfig {
         listeners: Listeners::plaintext("127.0.0.1:0".parse().expect("addr")),
         data_dir: dir.to_path_buf(),
         cores,
+        http_listen: None,
         ..ServerConfig::default()
     }
 }
