@@ -28,6 +28,7 @@ pub mod produce;
 pub mod records;
 pub mod sasl;
 pub mod security;
+pub mod top;
 pub mod users;
 
 pub use client::{Client, ClientError};

@@ -139,7 +139,7 @@ pub fn records(g: &Global, cmd: RecordsCmd) -> Result<(), CliError> {
 }
 
 /// Bytes with a binary unit.
-fn human(bytes: i64) -> String {
+pub fn human(bytes: i64) -> String {
     if bytes < 0 {
         return "-".into();
     }

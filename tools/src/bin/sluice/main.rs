@@ -1,5 +1,6 @@
 //! `sluice`: the admin CLI. Topics, console produce/consume, consumer groups and lag, record
-//! deletion, log dirs, the cluster, SCRAM users, ACLs, and an offline dump of segment files.
+//! deletion, log dirs, the cluster, SCRAM users, ACLs, a live view (`top`), and an offline dump
+//! of segment files.
 //! Output follows Kafka's tools (kafka-topics.sh, kafka-consumer-groups.sh, kafka-acls.sh,
 //! kafka-dump-log.sh); `--output json` gives machine-readable output everywhere. Errors are one
 //! line on stderr (`sluice: error: ...`); the exit code is 0 on success, 1 when something failed
@@ -12,6 +13,7 @@ mod dump;
 mod group;
 mod out;
 mod produce;
+mod top;
 mod topic;
 mod user;
 
@@ -109,6 +111,9 @@ enum Command {
     /// ACLs: add, list and remove (kafka-acls.sh)
     #[command(subcommand)]
     Acl(acl::AclCmd),
+    /// Live view: per topic end offsets, messages/s, bytes stored and bytes/s; per consumer
+    /// group its state, members and lag (refreshed every --interval-ms)
+    Top(top::TopArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -124,6 +129,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::DumpLog(a) => dump::run(g, a),
         Command::User(c) => user::run(g, c),
         Command::Acl(c) => acl::run(g, c),
+        Command::Top(a) => top::run(g, a),
     }
 }
 
