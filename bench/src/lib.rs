@@ -3,6 +3,7 @@
 //! loadgen: [`config`] (command line), [`run`] (broker, producers, consumers, progress,
 //! sampling), [`producer`] / [`consumer`] (one thread each on `sluice-tools` connections),
 //! [`verify`] (loss, duplicates, order), [`report`] (summary.json, .hgrm, .hlog, csv),
+//! [`html`] (the report's index.html),
 //! [`hgrm`] (HdrHistogram percentile-distribution text), [`plot`], [`compare`], [`nullsink`],
 //! [`dial`] (TLS and SASL settings of the connections), [`txn`] (producer ids, transactions and batch stamping for `--idempotent` and
 //! `--transactional`).
@@ -12,6 +13,7 @@ pub mod config;
 pub mod consumer;
 pub mod dial;
 pub mod hgrm;
+pub mod html;
 pub mod nullsink;
 pub mod plot;
 pub mod producer;

@@ -1,5 +1,6 @@
 //! Reports of a run: the summary line, summary.json, .hgrm percentile distributions, V2
-//! interval logs (.hlog), throughput.csv and plots, under `<output>/<date>-<label>/`.
+//! interval logs (.hlog), throughput.csv, plots and an index.html page over them all
+//! ([`crate::html`]), under `<output>/<date>-<label>/`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -14,6 +15,7 @@ use thiserror::Error;
 
 use crate::config::ProducerMode;
 use crate::hgrm;
+use crate::html;
 use crate::plot;
 use crate::run::{BrokerInfo, RunResult, Throughput};
 use crate::verify::Verification;
@@ -500,12 +502,176 @@ pub fn write_reports(r: &RunResult, root: &Path) -> Result<PathBuf, ReportError>
             },
         )?;
     }
+    // the page over everything written above
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
+        let name = entry.map_err(io_err(&dir))?.file_name();
+        let name = name.to_string_lossy();
+        if name != html::INDEX {
+            files.push(name.into_owned());
+        }
+    }
+    files.sort();
+    write_file(
+        &dir.join(html::INDEX),
+        html::index_html(r, &summary, &files).as_bytes(),
+    )?;
     Ok(dir)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    use crate::config::Cli;
+    use crate::run::Interval;
+    use crate::stats::{new_histogram, record};
+
+    /// A small run: 1000 messages produced and consumed, latencies of 1..=1000 us (send to
+    /// ack) and 2..=2000 us (end to end), two sampling intervals, verified.
+    fn small_run(label: &str) -> RunResult {
+        let args = Cli::try_parse_from([
+            "loadgen",
+            "--messages",
+            "1000",
+            "--partitions",
+            "2",
+            "--broker-config",
+            "log.segment.bytes=1048576",
+        ])
+        .expect("args")
+        .run;
+        let mut produce_hist = new_histogram();
+        let mut e2e_hist = new_histogram();
+        for v in 1..=1000 {
+            record(&mut produce_hist, v);
+            record(&mut e2e_hist, 2 * v);
+        }
+        let interval = |start_s: f64| Interval {
+            start_s,
+            duration_s: 0.1,
+            acked: 500,
+            acked_bytes: 50_000,
+            consumed: 500,
+            consumed_bytes: 50_000,
+            produce: produce_hist.clone(),
+            e2e: e2e_hist.clone(),
+        };
+        let intervals = vec![interval(0.0), interval(0.1)];
+        let throughput = Throughput {
+            messages: 1000,
+            bytes: 100_000,
+            seconds: 0.2,
+            messages_per_sec: 5000.0,
+            mb_per_sec: 100_000.0 / 0.2 / 1048576.0,
+        };
+        RunResult {
+            args,
+            label: label.to_string(),
+            run_id: 7,
+            started_us: 1_795_315_674_000_000,
+            broker: BrokerInfo {
+                kind: "sluice (embedded)".into(),
+                address: "127.0.0.1:9092".into(),
+                cores: Some(1),
+                data_dir: None,
+                fsync_on_acks_all: Some(true),
+            },
+            produce: Some(throughput.clone()),
+            consume: Some(throughput),
+            produce_hist,
+            e2e_hist,
+            intervals,
+            verification: Some(Verification {
+                expected: 1000,
+                received: 1000,
+                lost: 0,
+                duplicated: 0,
+                out_of_order: 0,
+                unexpected: 0,
+                failed_but_stored: 0,
+                foreign: 0,
+                skipped_offsets: 0,
+                by_partition: Vec::new(),
+            }),
+            transactions: 0,
+            commit_hist: new_histogram(),
+            add_partitions_hist: new_histogram(),
+            failed: 0,
+            errors: (0, Vec::new()),
+            wall_seconds: 1.5,
+            load_average_at_start: "0.10 0.20 0.30".into(),
+        }
+    }
+
+    #[test]
+    fn index_html_shows_settings_summary_and_every_plot() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut r = small_run("small");
+        r.errors = (1, vec!["<script>alert('x')</script> & more".into()]);
+        let dir = write_reports(&r, root.path()).expect("reports");
+        let page = std::fs::read_to_string(dir.join("index.html")).expect("index.html");
+        assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+        assert!(page.trim_end().ends_with("</html>"));
+
+        // every plot written is on the page, by a relative reference
+        let mut plots = 0;
+        for entry in std::fs::read_dir(&dir).expect("dir") {
+            let name = entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            if name.ends_with(".svg") || name.ends_with(".png") {
+                plots += 1;
+                assert!(
+                    page.contains(&format!("src=\"{name}\""))
+                        || page.contains(&format!("href=\"{name}\"")),
+                    "{name} is not referenced"
+                );
+            } else if name != "index.html" {
+                assert!(page.contains(&format!("href=\"{name}\"")), "{name}");
+            }
+        }
+        assert_eq!(plots, 4, "latency-percentiles and throughput, svg and png");
+        for svg in ["latency-percentiles.svg", "throughput.svg"] {
+            assert!(page.contains(&format!("<img src=\"{svg}\"")), "{svg}");
+        }
+        // self-contained: nothing fetched from elsewhere, no scripts of its own
+        assert!(!page.contains("http://") && !page.contains("https://"));
+        assert!(!page.contains("<script"), "the error text is escaped");
+        assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more"));
+
+        // the summary's numbers: its lines verbatim, and the tables
+        for line in summary_lines(&r) {
+            assert!(page.contains(&html::escape(&line)), "{line}");
+        }
+        let l = Latency::of(&r.produce_hist);
+        let p = r.produce.as_ref().expect("produce");
+        for n in [
+            format!("{:.1}", p.messages_per_sec),
+            format!("{:.2}", p.mb_per_sec),
+            format!("{:.2}", l.avg_ms),
+            format!("{:.2}", l.p99_ms),
+            format!("{:.2}", l.max_ms),
+            format!("{:.2}", Latency::of(&r.e2e_hist).p999_ms),
+        ] {
+            assert!(page.contains(&format!(">{n}</td>")), "{n} not in a table");
+        }
+        assert!(page.contains("verified 1000/1000: 0 lost, 0 duplicated, 0 out of order"));
+
+        // every setting
+        let config = serde_json::to_value(&r.args).expect("config");
+        for (k, v) in config.as_object().expect("object") {
+            assert!(page.contains(&format!("<th>{k}</th>")), "setting {k}");
+            if let Some(s) = v.as_str() {
+                assert!(page.contains(&html::escape(s)), "{k}={s}");
+            }
+        }
+        assert!(page.contains("<td>log.segment.bytes=1048576</td>"));
+        assert!(page.contains("<td>1000</td>"), "messages");
+    }
 
     #[test]
     fn dates() {
