@@ -52,6 +52,8 @@ struct Leading {
     epoch: i32,
     since: Instant,
     followers: HashMap<BrokerId, Progress>,
+    /// The ISR the image gave at the last reconcile (metrics: shrinks and expands).
+    isr: Vec<BrokerId>,
 }
 
 struct Following {
@@ -71,7 +73,7 @@ pub struct Replication {
     /// `identity`): a replica whose topic left the image, or came back under a new id, is
     /// deleted.
     ids: RefCell<HashMap<TopicPartition, uuid::Uuid>>,
-    /// Metrics: ISR changes this broker's AlterPartitions made, and leaderships it took.
+    /// Metrics: ISR shrinks and expands of partitions led here, and leaderships taken.
     pub isr_shrinks: std::cell::Cell<u64>,
     pub isr_expands: std::cell::Cell<u64>,
     pub leader_elections: std::cell::Cell<u64>,
@@ -273,6 +275,7 @@ async fn reconcile(shard: &Rc<Shard>) {
                             epoch: st.leader_epoch,
                             since: Instant::now(),
                             followers: HashMap::new(),
+                            isr: st.isr.clone(),
                         }
                     });
                     if l.epoch != st.leader_epoch {
@@ -282,7 +285,21 @@ async fn reconcile(shard: &Rc<Shard>) {
                             epoch: st.leader_epoch,
                             since: Instant::now(),
                             followers: HashMap::new(),
+                            isr: st.isr.clone(),
                         };
+                    }
+                    if l.isr != st.isr {
+                        // the ISR of a partition led here changed (this leader's
+                        // AlterPartition, or the controller fencing a replica)
+                        let r = &shard.replication;
+                        let bump = |c: &std::cell::Cell<u64>| c.set(c.get() + 1);
+                        if l.isr.iter().any(|b| !st.isr.contains(b)) {
+                            bump(&r.isr_shrinks);
+                        }
+                        if st.isr.iter().any(|b| !l.isr.contains(b)) {
+                            bump(&r.isr_expands);
+                        }
+                        l.isr = st.isr.clone();
                     }
                 }
                 update_high_watermark(shard, &tp, &log);
@@ -470,8 +487,6 @@ fn maintain_isr(
     }
     tracing::info!(topic = %tp.topic, partition = tp.partition, from = ?isr, to = ?want, "changing ISR");
     shard.replication.altering.borrow_mut().insert(tp.clone());
-    let shrinks = isr.iter().any(|b| !want.contains(b));
-    let expands = want.iter().any(|b| !isr.contains(b));
     let cmd = Command::AlterPartition {
         topic: tp.topic.to_string(),
         partition: tp.partition,
@@ -484,20 +499,11 @@ fn maintain_isr(
         let r = glommio::executor()
             .spawn_blocking(move || member.propose(cmd))
             .await;
-        match r
+        if let Ok(Err(e)) | Err(e) = r
             .map_err(|e| e.to_string())
-            .and_then(|x| x.map_err(|e| e.to_string()))
+            .map(|x| x.map_err(|e| e.to_string()))
         {
-            Ok(_) => {
-                let bump = |c: &std::cell::Cell<u64>| c.set(c.get() + 1);
-                if shrinks {
-                    bump(&s.replication.isr_shrinks);
-                }
-                if expands {
-                    bump(&s.replication.isr_expands);
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "AlterPartition not applied"),
+            tracing::debug!(error = %e, "AlterPartition not applied");
         }
         s.replication.altering.borrow_mut().remove(&tp);
     })

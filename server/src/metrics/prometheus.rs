@@ -441,7 +441,7 @@ impl Collector for Snapshot {
             family(
                 &mut enc,
                 "sluice_cluster_isr_shrinks",
-                "ISR shrinks this broker's AlterPartition requests made.",
+                "ISR shrinks of partitions this broker leads (its AlterPartition or the controller fencing a replica).",
                 None,
                 Counter,
             )?
@@ -449,7 +449,7 @@ impl Collector for Snapshot {
             family(
                 &mut enc,
                 "sluice_cluster_isr_expands",
-                "ISR expansions this broker's AlterPartition requests made.",
+                "ISR expansions of partitions this broker leads.",
                 None,
                 Counter,
             )?
