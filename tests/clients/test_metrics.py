@@ -356,3 +356,84 @@ def test_cluster_metrics_follow_a_broker_failure(cluster):
     assert value(s, "sluice_cluster_under_replicated_partitions") == len(
         [x for x in led if len(x["isr"]) < len(x["replicas"])]
     ) >= 1
+
+
+def post(url, body, auth=None):
+    import base64
+
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(
+            f"{auth[0]}:{auth[1]}".encode()).decode()
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers,
+                                 method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_console_writes_go_through_the_switch_and_the_authorizer(broker_factory):
+    """Creating topics and deleting records over HTTP: refused while
+    sluice.http.console.write.enable is off; with it on and ACLs on, only for HTTP Basic
+    credentials of a SASL user the ACLs allow (the same check as the Kafka API)."""
+    from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType,
+                                       ResourcePatternType, ResourceType)
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient
+    from test_acls import JAAS, conf
+
+    b = broker_factory(overrides=[
+        "listeners=PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+        JAAS,
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users=User:admin",
+        "sluice.http.console.write.enable=true",
+    ])
+    topics = b.http + "/v1/topics"
+    assert post(topics, {"name": "web1", "partitions": 2})[0] == 401  # no credentials
+    code, body = post(topics, {"name": "web1", "partitions": 2}, auth=("usercc", "wrong"))
+    assert code == 401, body
+    code, body = post(topics, {"name": "web1", "partitions": 2}, auth=("usercc", "cc-secret"))
+    assert (code, body["error"]) == (403, "TOPIC_AUTHORIZATION_FAILED"), body
+    # granted CREATE on the topic, the same user may
+    a = AdminClient(conf(b, "admin", "admin-secret"))
+    fs = a.create_acls([AclBinding(ResourceType.TOPIC, "web1", ResourcePatternType.LITERAL,
+                                   "User:usercc", "*", AclOperation.CREATE,
+                                   AclPermissionType.ALLOW)])
+    for f in fs.values():
+        f.result(30)
+    code, body = post(topics, {"name": "web1", "partitions": 2}, auth=("usercc", "cc-secret"))
+    assert (code, body["error"]) == (200, "NONE"), body
+    md = a.list_topics(timeout=10)
+    assert len(md.topics["web1"].partitions) == 2
+    code, body = post(topics, {"name": "web1"}, auth=("admin", "admin-secret"))
+    assert (code, body["error"]) == (400, "TOPIC_ALREADY_EXISTS"), body
+    code, body = post(topics, {"name": "bad name!"}, auth=("admin", "admin-secret"))
+    assert code == 400 and body["error"] == "INVALID_TOPIC_EXCEPTION", body
+    code, body = post(topics, {"nam": "x"}, auth=("admin", "admin-secret"))
+    assert code == 400 and "bad JSON" in body["error"], body
+    # delete records: usercc has no DELETE; admin (super user) may
+    p = Producer(conf(b, "admin", "admin-secret"))
+    for i in range(10):
+        p.produce("web1", value=b"%d" % i, partition=0)
+    assert p.flush(30) == 0
+    url = b.http + "/v1/topics/web1/delete-records"
+    code, body = post(url, {"partition": 0, "before_offset": 4}, auth=("usercc", "cc-secret"))
+    assert (code, body["error"]) == (403, "TOPIC_AUTHORIZATION_FAILED"), body
+    code, body = post(url, {"partition": 0, "before_offset": 4}, auth=("admin", "admin-secret"))
+    assert code == 200 and body["result"]["low_watermark"] == 4, body
+    code, body = post(b.http + "/v1/topics/nope/delete-records",
+                      {"partition": 0, "before_offset": 1}, auth=("admin", "admin-secret"))
+    assert code in (400, 403), body
+    s, _ = scrape(b)
+    assert value(s, "sluice_partition_log_start_offset", topic="web1", partition=0) == 4
+
+
+def test_console_writes_are_off_by_default(broker):
+    code, body = post(broker.http + "/v1/topics", {"name": "nope"})
+    assert code == 403 and "sluice.http.console.write.enable" in body["error"]
+    code, body = post(broker.http + "/v1/topics/x/delete-records",
+                      {"partition": 0, "before_offset": 1})
+    assert code == 403
