@@ -333,6 +333,30 @@ def test_cluster_metrics_follow_a_broker_failure(cluster):
     assert value(s, "sluice_cluster_brokers", fenced="false") == 3
     st = json.loads(get(leader.http + "/v1/status")[2])
     assert st["clustered"] is True
+    # a group's lag, from the metrics of the group's coordinator and from `sluice group
+    # describe` bootstrapped at a broker that does not lead the partition
+    c = consumer(cluster.bootstrap(), group_id="cg")
+    c.commit(offsets=[TopicPartition("cm", 0, 30)], asynchronous=False)
+    c.close()
+    other = next(b for i, b in cluster.brokers.items() if i != p.leader)
+    cli = subprocess.run(
+        [broker_cli(), "-b", other.bootstrap, "--output", "json", "group", "describe", "cg"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert cli.returncode == 0, cli.stderr
+    [described] = json.loads(cli.stdout)
+    assert [(r["partition"], r["log_end_offset"], r["lag"]) for r in described["rows"]] == [
+        (0, 100, 70)
+    ]
+    def group_lags():
+        got = [v for b in cluster.brokers.values()
+               for (name, labels), v in scrape(b)[0].items()
+               if name == "sluice_group_lag" and dict(labels)["group"] == "cg"]
+        return got if got == [70] else None
+
+    # the coordinator may host a follower copy, whose high watermark trails the leader's by
+    # up to a fetch round
+    wait_until("the coordinator's lag metric", group_lags, 5)
 
     victim_id = int(followers[0])
     victim = cluster.brokers[victim_id]

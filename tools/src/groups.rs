@@ -438,9 +438,19 @@ impl Client {
         for (t, p) in parts {
             by_topic.entry(t).or_default().push(*p);
         }
+        // in a cluster the bootstrap broker may not host a partition, and a follower's high
+        // watermark lags the leader's: each partition's leader answers
+        let cluster = !by_topic.is_empty() && self.metadata_with_brokers(Some(&[]))?.0.len() > 1;
         let mut out = BTreeMap::new();
         for (t, ps) in by_topic {
-            match self.list_offsets(t, &ps, -1) {
+            let r = if cluster {
+                self.reopen("sluice")
+                    .and_then(|meta| crate::leaders::Leaders::new(meta, t, "sluice"))
+                    .and_then(|l| crate::leaders::Router::new(l).list_offsets(&ps, -1))
+            } else {
+                self.list_offsets(t, &ps, -1)
+            };
+            match r {
                 Ok(v) => {
                     for (p, o) in v {
                         out.insert((t.to_string(), p), o);

@@ -155,8 +155,8 @@ impl Sampler {
             .collect();
         let mut groups = self.groups(&md, &view, &mut errors)?;
         if view.cluster {
-            // describe_group_lag lists the log end offsets on the bootstrap broker, whose copy
-            // of a partition may lag behind the leader's or be missing: use the leaders'
+            // lag against the same leaders' end offsets as this frame's topic rows (one
+            // consistent sample, not a second ListOffsets round a moment later)
             let missing: BTreeSet<(String, i32)> = groups
                 .iter()
                 .flat_map(|g| &g.rows)
