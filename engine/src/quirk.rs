@@ -35,13 +35,21 @@ pub async fn prime_dma_probe(dir: &Path) -> Result<()> {
         // The data must be on disk, not only in the page cache: ext4 delays allocation, and a
         // direct read of a not-yet-allocated range "succeeds" like a read of an empty file,
         // which is exactly the wrong answer this file exists to prevent (seen in CI: the
-        // verification read below then failed with EOPNOTSUPP).
+        // verification read below then failed with EOPNOTSUPP). Written under a name of this
+        // thread's and renamed into place once synced: the shards of one broker start at once,
+        // and another shard must never see the file at its full length before it is allocated
+        // (that race made a start fail now and then with "reading probe ...: os error 95").
         use std::io::Write;
-        let mut f = std::fs::File::create(&path).map_err(|e| LogError::io("creating", &path, e))?;
+        let tmp = dir.join(format!(
+            "{PROBE_FILE}.tmp-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let mut f = std::fs::File::create(&tmp).map_err(|e| LogError::io("creating", &tmp, e))?;
         f.write_all(&[0x5a_u8; 4096])
-            .map_err(|e| LogError::io("writing", &path, e))?;
-        f.sync_all()
-            .map_err(|e| LogError::io("syncing", &path, e))?;
+            .map_err(|e| LogError::io("writing", &tmp, e))?;
+        f.sync_all().map_err(|e| LogError::io("syncing", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| LogError::io("renaming", &tmp, e))?;
     }
     let f = OpenOptions::new()
         .read(true)
