@@ -36,6 +36,8 @@ BAD_REQUESTS = {
         header(PRODUCE, 3) + struct.pack(">hhii", -1, 1, 30000, 2**31 - 1)
     ),
     "truncated produce": frame(header(PRODUCE, 3) + struct.pack(">hhi", -1, 1, 30000)),
+    # advertised from v0 for old librdkafka's compression check (KAFKA-18659), never served
+    "produce v2 (message format v1)": frame(header(PRODUCE, 2) + struct.pack(">hii", 1, 30000, 0)),
 }
 
 

@@ -1,4 +1,8 @@
-//! ApiVersions: the truthful list of what sluice implements.
+//! ApiVersions: the list of what sluice implements, with one deliberate exception: Produce is
+//! advertised from v0, as Kafka 4.0 does (KAFKA-18659). librdkafka before 2.10 (Debian 12's
+//! kcat has 2.0.2) enables gzip, snappy and lz4 only when the broker lists Produce v0-v2, and
+//! would otherwise send every batch uncompressed. A Produce v0-v2 request (message format v0/v1,
+//! which no maintained client sends) still closes its connection as an unsupported version.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
@@ -12,6 +16,7 @@ fn api_list() -> Vec<ApiVersion> {
         .iter()
         .map(|k| {
             let (min, max) = version_range(*k);
+            let min = if *k == ApiKey::Produce { 0 } else { min };
             ApiVersion::default()
                 .with_api_key(*k as i16)
                 .with_min_version(min)
