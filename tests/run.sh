@@ -12,6 +12,9 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 # System packages: kcat (librdkafka 2.0.x, an old strict client) for the real-client suites.
 need_apt=()
 command -v kcat >/dev/null || need_apt+=(kcat)
+# headless Chromium and its WebDriver for the web console's tests (tests/clients/test_console.py)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 command -v python3 >/dev/null || need_apt+=(python3)
 # Debian splits venv's pip bootstrap (ensurepip) into python3-venv
 python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
