@@ -16,6 +16,10 @@ command -v kcat >/dev/null || need_apt+=(kcat)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 command -v python3 >/dev/null || need_apt+=(python3)
+# node and npm for kafkajs (tests/clients/test_kafkajs.py); a node that came with its own npm
+# (NodeSource's) is kept as it is
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 # Debian splits venv's pip bootstrap (ensurepip) into python3-venv
 python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -41,6 +45,16 @@ if ! cmp -s tests/requirements.txt "$REQ_STAMP" \
 fi
 export SLUICE_PYTHON="$VENV/bin/python"
 
+# kafkajs and its codecs (pure JS / WebAssembly, no native build) for the real-client suite;
+# reinstalled when package-lock.json changes (node_modules keeps a copy of what it came from)
+JS=tests/clients/js
+JS_STAMP="$JS/node_modules/.sluice-package-lock.json"
+if ! cmp -s "$JS/package-lock.json" "$JS_STAMP"; then
+  log "npm ci --prefix $JS"
+  npm ci --prefix "$JS" --no-audit --no-fund --no-update-notifier --loglevel=error
+  cp "$JS/package-lock.json" "$JS_STAMP"
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -50,8 +64,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test"
 cargo test --workspace
 
-# Real clients (confluent-kafka, kafka-python, kcat) against the broker binary; each test starts
-# its own sluice-server on 127.0.0.1 with a fresh data dir (tests/clients/conftest.py).
+# Real clients (confluent-kafka, kafka-python, kcat, kafkajs) against the broker binary; each
+# test starts its own sluice-server on 127.0.0.1 with a fresh data dir (tests/clients/conftest.py).
 log "real-client suite (pytest tests/clients)"
 cargo build -p sluice-server -p sluice-tools
 SLUICE_SERVER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/sluice-server" \
