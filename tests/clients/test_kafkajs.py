@@ -144,3 +144,170 @@ def test_confluent_produces_kafkajs_consumes(broker):
     for p in range(parts):
         offs = [r.offset for r in got if r.partition == p]
         assert offs == sorted(offs) == list(range(len(offs)))
+
+
+# ---------------------------------------------------------------------------------------------
+# consumer groups
+
+SESSION_MS = 6000  # the broker's group.min.session.timeout.ms
+WAIT = 60.0
+
+
+class Member:
+    """One kafkajs group member: tests/clients/js/group.js in its own node process."""
+
+    def __init__(self, bootstrap, topic, group, name):
+        kjs.require_kafkajs()
+        self.name = name
+        self.events = queue.Queue()
+        self.records = []  # every "record" event, in order: (partition, offset, key, value)
+        self.owned = []  # for each record, the assignment of the member's latest join before it
+        self.joins = []  # every "joined" event, in order
+        self.lock = threading.Lock()
+        conf = {"brokers": [bootstrap], "topic": topic, "groupId": group, "clientId": name,
+                "sessionTimeout": SESSION_MS, "heartbeatInterval": 300,
+                "rebalanceTimeout": 10000}
+        self.proc = subprocess.Popen(
+            [kjs.NODE, str(kjs.JS / "group.js"), json.dumps(conf)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, KAFKAJS_NO_PARTITIONER_WARNING="1"),
+        )
+        self.stderr = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            ev = json.loads(line)
+            with self.lock:
+                if ev["event"] == "record":
+                    self.owned.append(self.joins[-1]["assignment"] if self.joins else [])
+                    self.records.append((ev["partition"], ev["offset"], kjs.unb64(ev["key"]),
+                                         kjs.unb64(ev["value"])))
+                elif ev["event"] == "joined":
+                    self.joins.append(ev)
+            self.events.put(ev)
+
+    def assignment(self):
+        with self.lock:
+            return self.joins[-1]["assignment"] if self.joins else None
+
+    def join_count(self):
+        with self.lock:
+            return len(self.joins)
+
+    def stop(self):
+        """A clean leave: disconnect() sends LeaveGroup; the process must exit 0."""
+        if self.proc.poll() is None:
+            self.proc.stdin.write("stop\n")
+            self.proc.stdin.flush()
+            self.proc.stdin.close()
+        code = self.proc.wait(30)
+        assert code == 0, f"{self.name} exited {code}:\n{self.log()}"
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log(self):
+        return "".join(self.stderr[-80:])
+
+    def crashes(self):
+        return [e for e in list(self.events.queue) if e["event"] == "crash"]
+
+
+def wait_for(cond, what, members, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {m.name}\n{m.log()}" for m in members)
+            raise AssertionError(f"timed out waiting for {what}\n{logs}")
+        time.sleep(0.05)
+
+
+def ck_committed(bootstrap, group, topic, partitions):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        got = c.committed([TopicPartition(topic, p) for p in partitions], timeout=TIMEOUT)
+        return {tp.partition: tp.offset for tp in got}
+    finally:
+        c.close()
+
+
+def cli_describe(bootstrap, group):
+    r = subprocess.run([CLI, "--bootstrap-server", bootstrap, "group", "describe", group,
+                        "--output", "json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    [g] = json.loads(r.stdout)
+    return g
+
+
+def test_kafkajs_group_splits_partitions_and_takes_over_on_leave(broker):
+    topic, group, parts, per = "kjs-group", "kjs-group-1", 4, 10
+    create_topic(broker.bootstrap, topic, parts)
+    prod = producer(broker.bootstrap)
+
+    def fill(round_):
+        out = []
+        for p in range(parts):
+            vals = [f"r{round_}-p{p}-{i}".encode() for i in range(per)]
+            d = produce_all(prod, topic, vals, keys=[f"k{i}".encode() for i in range(per)],
+                            partition=p)
+            out += [(r.partition, r.offset, r.key, r.value) for r in d.ok]
+        return out
+
+    produced = fill(1)
+    a = Member(broker.bootstrap, topic, group, "kjs-a")
+    b = Member(broker.bootstrap, topic, group, "kjs-b")
+    members = [a, b]
+    try:
+        # one generation in which the two split the four partitions, two each (round robin)
+        def split():
+            pa, pb = a.assignment(), b.assignment()
+            return pa is not None and pb is not None and sorted(pa + pb) == list(range(parts))
+        wait_for(split, "a generation with both members", members)
+        assert len(a.assignment()) == len(b.assignment()) == 2
+        wait_for(lambda: len(a.records) + len(b.records) >= len(produced),
+                 "the first round to be consumed", members)
+        time.sleep(0.5)  # nothing more may come
+        # exactly once, and each record from a partition its consumer owned
+        assert sorted(a.records + b.records) == sorted(produced)
+        joins = b.join_count()
+        for m in members:
+            assert all(r[0] in owned for r, owned in zip(m.records, m.owned)), m.name
+        assert ck_committed(broker.bootstrap, group, topic, range(parts)) == {
+            p: per for p in range(parts)}
+        g = cli_describe(broker.bootstrap, group)
+        assert g["state"] == "Stable" and len(g["members"]) == 2, g
+        assert {r["partition"]: (r["current_offset"], r["log_end_offset"], r["lag"])
+                for r in g["rows"]} == {p: (per, per, 0) for p in range(parts)}
+
+        # a leaves: b is given all four partitions in a newer generation, and reads round 2
+        a_partitions = set(a.assignment())
+        a_count = len(a.records)
+        a.stop()
+        wait_for(lambda: b.join_count() > joins and b.assignment() == list(range(parts)),
+                 "b to take over a's partitions", members)
+        produced += fill(2)
+        wait_for(lambda: len(a.records) + len(b.records) >= len(produced),
+                 "the second round to be consumed", members)
+        time.sleep(0.5)
+        assert len(a.records) == a_count
+        assert sorted(a.records + b.records) == sorted(produced)
+        assert Counter(r[0] for r in b.records[-(parts * per):]) == {p: per for p in range(parts)}
+        assert a_partitions <= {r[0] for r in b.records}
+        assert ck_committed(broker.bootstrap, group, topic, range(parts)) == {
+            p: 2 * per for p in range(parts)}
+        g = cli_describe(broker.bootstrap, group)
+        assert g["state"] == "Stable" and len(g["members"]) == 1, g
+        assert {r["partition"]: (r["current_offset"], r["log_end_offset"], r["lag"])
+                for r in g["rows"]} == {p: (2 * per, 2 * per, 0) for p in range(parts)}
+        assert not a.crashes() and not b.crashes()
+
+        b.stop()
+        g = cli_describe(broker.bootstrap, group)
+        assert g["state"] == "Empty" and g["members"] == [], g
+    finally:
+        for m in members:
+            m.kill()
