@@ -483,15 +483,15 @@ async fn bind_listeners(
     }
 }
 
-/// Accepts connections on one listener until the broker stops.
-async fn accept_loop(
-    shard: Rc<Shard>,
-    listener: TcpListener,
-    index: usize,
-    open_conns: Rc<Cell<usize>>,
+/// Accepts connections on `listener` until the broker stops, handing each to `on_accept`
+/// (Kafka listeners and the HTTP listener share it). A failed accept is logged as `what` and
+/// retried after 10 ms.
+pub(crate) async fn accept_until_stop(
+    shared: &BrokerShared,
+    listener: &TcpListener,
+    what: &str,
+    mut on_accept: impl FnMut(glommio::net::TcpStream),
 ) {
-    let shared = shard.shared.clone();
-    let tls = shared.listeners[index].protocol.tls();
     loop {
         let stop = shared.stop.listen();
         if shared.is_stopping() {
@@ -503,35 +503,47 @@ async fn accept_loop(
         })
         .await;
         match accepted {
-            Some(Ok(stream)) if tls => {
-                let s = shard.clone();
-                let c = open_conns.clone();
-                glommio::spawn_local(async move {
-                    let Some(ctx) = s.shared.security.tls.as_ref() else {
-                        return;
-                    };
-                    let peer = conn::peer_name(&stream);
-                    match ctx.accept(stream).await {
-                        Ok((tls, principal)) => {
-                            let t = conn::Transport::tls(tls, peer, principal);
-                            conn::serve(s, t, index, c).await;
-                        }
-                        Err(e) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
-                    }
-                })
-                .detach();
-            }
-            Some(Ok(stream)) => {
-                let s = shard.clone();
-                let c = open_conns.clone();
-                glommio::spawn_local(conn::serve(s, conn::Transport::tcp(stream), index, c))
-                    .detach();
-            }
+            Some(Ok(stream)) => on_accept(stream),
             Some(Err(e)) => {
-                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                tracing::warn!(listener = what, error = %e, "accept failed");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
             None => break,
         }
     }
+}
+
+/// Accepts connections on one Kafka listener until the broker stops.
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    index: usize,
+    open_conns: Rc<Cell<usize>>,
+) {
+    let shared = shard.shared.clone();
+    let tls = shared.listeners[index].protocol.tls();
+    let name = shared.listeners[index].name.clone();
+    accept_until_stop(&shared, &listener, &name, |stream| {
+        let s = shard.clone();
+        let c = open_conns.clone();
+        if !tls {
+            glommio::spawn_local(conn::serve(s, conn::Transport::tcp(stream), index, c)).detach();
+            return;
+        }
+        glommio::spawn_local(async move {
+            let Some(ctx) = s.shared.security.tls.as_ref() else {
+                return;
+            };
+            let peer = conn::peer_name(&stream);
+            match ctx.accept(stream).await {
+                Ok((tls, principal)) => {
+                    let t = conn::Transport::tls(tls, peer, principal);
+                    conn::serve(s, t, index, c).await;
+                }
+                Err(e) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+            }
+        })
+        .detach();
+    })
+    .await;
 }

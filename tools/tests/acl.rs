@@ -7,42 +7,25 @@
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
-use sluice_server::config::{Listeners, ServerConfig};
+
+mod common;
+use common::Broker;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
-struct Broker {
-    handle: Option<sluice_server::BrokerHandle>,
-    _dir: tempfile::TempDir,
-    addr: String,
-}
-
-impl Broker {
-    /// `authorizer`: `None` for none, else its super.users.
-    fn start(authorizer: Option<&str>) -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = ServerConfig {
-            listeners: Listeners::plaintext("127.0.0.1:0".parse().expect("addr")),
-            data_dir: dir.path().to_path_buf(),
-            cores: 2,
-            http_listen: None,
-            ..ServerConfig::default()
-        };
+/// A broker with the ACL authorizer on (`Some(super.users)`) or off.
+fn start(authorizer: Option<&str>) -> Broker {
+    Broker::start_with(|config| {
         if let Some(super_users) = authorizer {
             config
                 .set("authorizer.class.name", "x")
                 .expect("authorizer.class.name");
             config.set("super.users", super_users).expect("super.users");
         }
-        let handle = sluice_server::start(config).expect("broker starts");
-        let addr = handle.addr.to_string();
-        Broker {
-            handle: Some(handle),
-            _dir: dir,
-            addr,
-        }
-    }
+    })
+}
 
+impl Broker {
     fn run(&self, args: &[&str]) -> (i32, String, String) {
         let o = Command::new(BIN)
             .arg("--bootstrap-server")
@@ -100,14 +83,6 @@ impl Broker {
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.stop();
-        }
-    }
-}
-
 fn topic_header(name: &str, pattern: &str) -> String {
     format!(
         "Current ACLs for resource `ResourcePattern(resourceType=TOPIC, name={name}, \
@@ -121,7 +96,7 @@ fn usercc(operation: &str) -> String {
 
 #[test]
 fn acl_add_list_remove_as_the_seed_lab() {
-    let b = Broker::start(Some("User:ANONYMOUS"));
+    let b = start(Some("User:ANONYMOUS"));
     assert_eq!(b.ok(&["acl", "list"]), "", "no ACLs yet");
 
     // the seed lab, as kafka-acls.sh --add would make it
@@ -474,7 +449,7 @@ fn acl_add_list_remove_as_the_seed_lab() {
 
 #[test]
 fn acl_without_an_authorizer_is_security_disabled() {
-    let b = Broker::start(None);
+    let b = start(None);
     let line = b.fails(
         &[
             "acl",
@@ -508,7 +483,7 @@ fn acl_without_an_authorizer_is_security_disabled() {
 #[test]
 fn acl_without_cluster_alter_is_cluster_authorization_failed() {
     // an authorizer, but ANONYMOUS is no super user and has no ACL on the cluster
-    let b = Broker::start(Some("User:admin"));
+    let b = start(Some("User:admin"));
     b.fails(
         &[
             "acl",

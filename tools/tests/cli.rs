@@ -14,43 +14,15 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicNam
 use kafka_protocol::protocol::StrBytes;
 use serde_json::Value;
 use sluice_engine::batch::BatchHeader;
-use sluice_server::config::{Listeners, ServerConfig};
 use sluice_tools::produce::{encode_batch, OutRecord};
 use sluice_tools::{Client, Compression};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
-struct Broker {
-    handle: Option<sluice_server::BrokerHandle>,
-    dir: tempfile::TempDir,
-    addr: String,
-}
+mod common;
+use common::Broker;
 
 impl Broker {
-    fn start() -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = ServerConfig {
-            listeners: Listeners::plaintext("127.0.0.1:0".parse().expect("addr")),
-            data_dir: dir.path().to_path_buf(),
-            cores: 2,
-            http_listen: None,
-            ..ServerConfig::default()
-        };
-        let handle = sluice_server::start(config).expect("broker starts");
-        let addr = handle.addr.to_string();
-        Broker {
-            handle: Some(handle),
-            dir,
-            addr,
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.stop();
-        }
-    }
-
     /// Runs `sluice --bootstrap-server <broker> args...`.
     fn run(&self, args: &[&str]) -> Out {
         run_with(&self.addr, args, None)
@@ -69,12 +41,6 @@ impl Broker {
             .path()
             .join(format!("{topic}-{partition}"))
             .join("00000000000000000000.log")
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

@@ -10,6 +10,9 @@ use std::process::{Command, Stdio};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use sluice_server::config::{SecurityProtocol, ServerConfig};
 
+mod common;
+use common::Broker;
+
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 /// A CA that signs certificates into `dir`.
@@ -60,54 +63,28 @@ impl Ca {
     }
 }
 
-struct Broker {
-    handle: Option<sluice_server::BrokerHandle>,
-    _dir: tempfile::TempDir,
+/// A broker with a PLAINTEXT and an SSL listener.
+struct TlsBroker {
+    _broker: Broker,
     plain: String,
     ssl: String,
 }
 
-impl Broker {
-    fn start(settings: &[(&str, String)]) -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = ServerConfig {
-            data_dir: dir.path().to_path_buf(),
-            cores: 1,
-            http_listen: None,
-            ..ServerConfig::default()
-        };
-        config
-            .set("listeners", "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0")
-            .expect("listeners");
-        for (k, v) in settings {
-            config.set(k, v).expect("setting");
-        }
-        let handle = sluice_server::start(config).expect("broker starts");
-        let find = |want: SecurityProtocol| {
-            handle
-                .listeners
-                .iter()
-                .find(|(_, p, _)| *p == want)
-                .map(|(_, _, a)| a.to_string())
-                .expect("listener")
-        };
-        let (plain, ssl) = (
-            find(SecurityProtocol::Plaintext),
-            find(SecurityProtocol::Ssl),
-        );
-        Broker {
-            handle: Some(handle),
-            _dir: dir,
-            plain,
-            ssl,
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.stop();
+impl TlsBroker {
+    fn start(settings: &[(&str, String)]) -> TlsBroker {
+        let broker = Broker::start_with(|config| {
+            config.cores = 1;
+            config
+                .set("listeners", "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0")
+                .expect("listeners");
+            for (k, v) in settings {
+                config.set(k, v).expect("setting");
+            }
+        });
+        TlsBroker {
+            plain: broker.listener(SecurityProtocol::Plaintext),
+            ssl: broker.listener(SecurityProtocol::Ssl),
+            _broker: broker,
         }
     }
 }
@@ -174,7 +151,7 @@ fn ssl_through_command_config() {
         &["127.0.0.1", "localhost"],
         false,
     );
-    let b = Broker::start(&[
+    let b = TlsBroker::start(&[
         ("ssl.keystore.type", "PEM".into()),
         ("ssl.keystore.location", broker_pem.display().to_string()),
     ]);
@@ -391,7 +368,7 @@ fn mutual_tls_and_the_host_name_check() {
     // a broker certificate that does not name 127.0.0.1
     let (_, _, broker_pem) = ca.issue(dir.path(), "broker", "broker", &["wrong.example"], false);
     let (client_crt, client_key, _) = ca.issue(dir.path(), "client", "usercc", &[], true);
-    let b = Broker::start(&[
+    let b = TlsBroker::start(&[
         ("ssl.keystore.type", "PEM".into()),
         ("ssl.keystore.location", broker_pem.display().to_string()),
         ("ssl.client.auth", "required".into()),

@@ -11,51 +11,18 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use serde_json::Value;
-use sluice_server::config::{Listeners, SecurityProtocol, ServerConfig};
+use sluice_server::config::SecurityProtocol;
 use sluice_tools::produce::{encode_batch, OutRecord};
 use sluice_tools::{Client, Compression};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
-struct Broker {
-    handle: Option<sluice_server::BrokerHandle>,
-    _dir: tempfile::TempDir,
-    addr: String,
-}
+mod common;
+use common::Broker;
 
 impl Broker {
-    fn start() -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = ServerConfig {
-            listeners: Listeners::plaintext("127.0.0.1:0".parse().expect("addr")),
-            data_dir: dir.path().to_path_buf(),
-            cores: 2,
-            http_listen: None,
-            ..ServerConfig::default()
-        };
-        let handle = sluice_server::start(config).expect("broker starts");
-        let addr = handle.addr.to_string();
-        Broker {
-            handle: Some(handle),
-            _dir: dir,
-            addr,
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.stop();
-        }
-    }
-
     fn client(&self) -> Client {
         Client::connect(&self.addr, "top-test").expect("connect")
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -393,44 +360,24 @@ fn a_broker_that_goes_away_is_one_line_and_exit_1() {
 
 #[test]
 fn sasl_through_x_and_command_config() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = ServerConfig {
-        data_dir: dir.path().join("data"),
-        cores: 1,
-        http_listen: None,
-        ..ServerConfig::default()
-    };
-    for (k, v) in [
-        (
-            "listeners",
-            "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
-        ),
-        ("sasl.enabled.mechanisms", "PLAIN"),
-        (
-            "listener.name.sasl_plaintext.plain.sasl.jaas.config",
-            "org.apache.kafka.common.security.plain.PlainLoginModule required \
-             user_alice=\"alice-secret\";",
-        ),
-    ] {
-        config.set(k, v).expect("setting");
-    }
-    let h = sluice_server::start(config).expect("broker starts");
-    let addr = |p: SecurityProtocol| {
-        h.listeners
-            .iter()
-            .find(|(_, q, _)| *q == p)
-            .map(|(_, _, a)| a.to_string())
-            .expect("listener")
-    };
-    let (plain, sasl) = (
-        addr(SecurityProtocol::Plaintext),
-        addr(SecurityProtocol::SaslPlaintext),
-    );
-    let b = Broker {
-        addr: plain,
-        handle: Some(h),
-        _dir: dir,
-    };
+    let b = Broker::start_with(|config| {
+        config.cores = 1;
+        for (k, v) in [
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+            ),
+            ("sasl.enabled.mechanisms", "PLAIN"),
+            (
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config",
+                "org.apache.kafka.common.security.plain.PlainLoginModule required \
+                 user_alice=\"alice-secret\";",
+            ),
+        ] {
+            config.set(k, v).expect("setting");
+        }
+    });
+    let sasl = b.listener(SecurityProtocol::SaslPlaintext);
     let _c = setup(&b);
     let x = |pw: &str| {
         vec![
@@ -478,7 +425,7 @@ fn sasl_through_x_and_command_config() {
         "the coordinator is reached with SASL too"
     );
 
-    let props = b._dir.path().join("client.properties");
+    let props = b.dir.path().join("client.properties");
     std::fs::write(
         &props,
         "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.username=alice\n\

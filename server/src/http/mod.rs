@@ -38,37 +38,20 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
     let open = Rc::new(Cell::new(0usize));
     let shared = shard.shared.clone();
-    loop {
-        let stop = shared.stop.listen();
-        if shared.is_stopping() {
-            break;
+    crate::accept_until_stop(&shared, &listener, "http", |stream| {
+        if open.get() >= MAX_CONNECTIONS {
+            tracing::debug!("too many HTTP connections; closing a new one");
+            return;
         }
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            stop.await;
-            None
+        open.set(open.get() + 1);
+        let (s, open) = (shard.clone(), open.clone());
+        glommio::spawn_local(async move {
+            connection(s, stream).await;
+            open.set(open.get() - 1);
         })
-        .await;
-        match accepted {
-            Some(Ok(stream)) => {
-                if open.get() >= MAX_CONNECTIONS {
-                    tracing::debug!("too many HTTP connections; closing a new one");
-                    continue;
-                }
-                open.set(open.get() + 1);
-                let (s, open) = (shard.clone(), open.clone());
-                glommio::spawn_local(async move {
-                    connection(s, stream).await;
-                    open.set(open.get() - 1);
-                })
-                .detach();
-            }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "HTTP accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
-            None => break,
-        }
-    }
+        .detach();
+    })
+    .await;
 }
 
 async fn connection(shard: Rc<Shard>, stream: TcpStream) {

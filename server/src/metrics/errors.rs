@@ -8,195 +8,86 @@ pub trait ResponseErrors {
     fn each_error(&self, f: &mut dyn FnMut(i16));
 }
 
-macro_rules! top_level {
-    ($($t:ty),* $(,)?) => {$(
+/// Calls `$f` with every `error_code` at the end of a path of lists:
+/// `walk!(f, self; topics / partitions / error_code)`.
+macro_rules! walk {
+    ($f:ident, $e:expr; $code:ident) => {
+        $f($e.$code)
+    };
+    ($f:ident, $e:expr; $list:ident / $($rest:tt)+) => {
+        for x in &$e.$list {
+            walk!($f, x; $($rest)+);
+        }
+    };
+}
+
+/// `Response => [path, ...]`: the response's error codes are at these paths.
+macro_rules! errors {
+    ($($t:ty => [$($($seg:ident)/+),+]);* $(;)?) => {$(
         impl ResponseErrors for $t {
             fn each_error(&self, f: &mut dyn FnMut(i16)) {
-                f(self.error_code);
+                $(walk!(f, self; $($seg)/+);)+
             }
         }
     )*};
 }
 
-/// `$outer` holds a list of items each with `error_code`.
-macro_rules! per_item {
-    ($($t:ty => $list:ident),* $(,)?) => {$(
-        impl ResponseErrors for $t {
-            fn each_error(&self, f: &mut dyn FnMut(i16)) {
-                for i in &self.$list {
-                    f(i.error_code);
-                }
-            }
-        }
-    )*};
-}
+errors! {
+    ApiVersionsResponse => [error_code];
+    JoinGroupResponse => [error_code];
+    SyncGroupResponse => [error_code];
+    HeartbeatResponse => [error_code];
+    ListGroupsResponse => [error_code];
+    DescribeClusterResponse => [error_code];
+    DescribeQuorumResponse => [error_code];
+    InitProducerIdResponse => [error_code];
+    AddOffsetsToTxnResponse => [error_code];
+    EndTxnResponse => [error_code];
+    DescribeAclsResponse => [error_code];
+    SaslHandshakeResponse => [error_code];
+    SaslAuthenticateResponse => [error_code];
+    DescribeUserScramCredentialsResponse => [error_code];
+    ListTransactionsResponse => [error_code];
 
-/// `$outer.$topics[].$parts[].error_code`.
-macro_rules! per_partition {
-    ($($t:ty => $topics:ident . $parts:ident),* $(,)?) => {$(
-        impl ResponseErrors for $t {
-            fn each_error(&self, f: &mut dyn FnMut(i16)) {
-                for t in &self.$topics {
-                    for p in &t.$parts {
-                        f(p.error_code);
-                    }
-                }
-            }
-        }
-    )*};
-}
+    CreateTopicsResponse => [topics/error_code];
+    DeleteTopicsResponse => [responses/error_code];
+    CreatePartitionsResponse => [results/error_code];
+    DescribeConfigsResponse => [results/error_code];
+    AlterConfigsResponse => [responses/error_code];
+    IncrementalAlterConfigsResponse => [responses/error_code];
+    DeleteGroupsResponse => [results/error_code];
+    DescribeGroupsResponse => [groups/error_code];
+    DescribeTransactionsResponse => [transaction_states/error_code];
+    CreateAclsResponse => [results/error_code];
+    DeleteAclsResponse => [filter_results/error_code];
+    AlterUserScramCredentialsResponse => [results/error_code];
 
-top_level!(
-    ApiVersionsResponse,
-    JoinGroupResponse,
-    SyncGroupResponse,
-    HeartbeatResponse,
-    ListGroupsResponse,
-    DescribeClusterResponse,
-    DescribeQuorumResponse,
-    InitProducerIdResponse,
-    AddOffsetsToTxnResponse,
-    EndTxnResponse,
-    DescribeAclsResponse,
-    SaslHandshakeResponse,
-    SaslAuthenticateResponse,
-    DescribeUserScramCredentialsResponse,
-    ListTransactionsResponse,
-);
+    ProduceResponse => [responses/partition_responses/error_code];
+    ListOffsetsResponse => [topics/partitions/error_code];
+    OffsetCommitResponse => [topics/partitions/error_code];
+    TxnOffsetCommitResponse => [topics/partitions/error_code];
+    DeleteRecordsResponse => [topics/partitions/error_code];
+    OffsetForLeaderEpochResponse => [topics/partitions/error_code];
+    DescribeProducersResponse => [topics/partitions/error_code];
 
-per_item!(
-    CreateTopicsResponse => topics,
-    DeleteTopicsResponse => responses,
-    CreatePartitionsResponse => results,
-    DescribeConfigsResponse => results,
-    AlterConfigsResponse => responses,
-    IncrementalAlterConfigsResponse => responses,
-    DeleteGroupsResponse => results,
-    DescribeGroupsResponse => groups,
-    DescribeTransactionsResponse => transaction_states,
-    CreateAclsResponse => results,
-    DeleteAclsResponse => filter_results,
-    AlterUserScramCredentialsResponse => results,
-);
-
-per_partition!(
-    ProduceResponse => responses.partition_responses,
-    ListOffsetsResponse => topics.partitions,
-    OffsetCommitResponse => topics.partitions,
-    TxnOffsetCommitResponse => topics.partitions,
-    DeleteRecordsResponse => topics.partitions,
-    OffsetForLeaderEpochResponse => topics.partitions,
-    DescribeProducersResponse => topics.partitions,
-);
-
-impl ResponseErrors for MetadataResponse {
-    fn each_error(&self, f: &mut dyn FnMut(i16)) {
-        f(self.error_code);
-        for t in &self.topics {
-            f(t.error_code);
-            for p in &t.partitions {
-                f(p.error_code);
-            }
-        }
-    }
-}
-
-impl ResponseErrors for DescribeTopicPartitionsResponse {
-    fn each_error(&self, f: &mut dyn FnMut(i16)) {
-        for t in &self.topics {
-            f(t.error_code);
-            for p in &t.partitions {
-                f(p.error_code);
-            }
-        }
-    }
-}
-
-impl ResponseErrors for FindCoordinatorResponse {
-    fn each_error(&self, f: &mut dyn FnMut(i16)) {
-        f(self.error_code);
-        for c in &self.coordinators {
-            f(c.error_code);
-        }
-    }
-}
-
-impl ResponseErrors for LeaveGroupResponse {
-    fn each_error(&self, f: &mut dyn FnMut(i16)) {
-        f(self.error_code);
-        for m in &self.members {
-            f(m.error_code);
-        }
-    }
-}
-
-impl ResponseErrors for OffsetFetchResponse {
-    fn each_error(&self, f: &mut dyn FnMut(i16)) {
-        f(self.error_code);
-        for t in &self.topics {
-            for p in &t.partitions {
-                f(p.error_code);
-            }
-        }
-        for g in &self.groups {
-            f(g.error_code);
-            for t in &g.topics {
-                for p in &t.partitions {
-                    f(p.error_code);
-                }
-            }
-        }
-    }
-}
-
-impl ResponseErrors for OffsetDeleteResponse {
-    fn each_error(&self, f: &mut dyn FnMut(i16)) {
-        f(self.error_code);
-        for t in &self.topics {
-            for p in &t.partitions {
-                f(p.error_code);
-            }
-        }
-    }
-}
-
-impl ResponseErrors for DescribeLogDirsResponse {
-    fn each_error(&self, f: &mut dyn FnMut(i16)) {
-        f(self.error_code);
-        for r in &self.results {
-            f(r.error_code);
-        }
-    }
-}
-
-impl ResponseErrors for AddPartitionsToTxnResponse {
-    fn each_error(&self, f: &mut dyn FnMut(i16)) {
-        f(self.error_code);
-        for t in &self.results_by_topic_v3_and_below {
-            for p in &t.results_by_partition {
-                f(p.partition_error_code);
-            }
-        }
-        for r in &self.results_by_transaction {
-            for t in &r.topic_results {
-                for p in &t.results_by_partition {
-                    f(p.partition_error_code);
-                }
-            }
-        }
-    }
-}
-
-impl ResponseErrors for WriteTxnMarkersResponse {
-    fn each_error(&self, f: &mut dyn FnMut(i16)) {
-        for m in &self.markers {
-            for t in &m.topics {
-                for p in &t.partitions {
-                    f(p.error_code);
-                }
-            }
-        }
-    }
+    MetadataResponse => [error_code, topics/error_code, topics/partitions/error_code];
+    DescribeTopicPartitionsResponse => [topics/error_code, topics/partitions/error_code];
+    FindCoordinatorResponse => [error_code, coordinators/error_code];
+    LeaveGroupResponse => [error_code, members/error_code];
+    DescribeLogDirsResponse => [error_code, results/error_code];
+    OffsetDeleteResponse => [error_code, topics/partitions/error_code];
+    OffsetFetchResponse => [
+        error_code,
+        topics/partitions/error_code,
+        groups/error_code,
+        groups/topics/partitions/error_code
+    ];
+    AddPartitionsToTxnResponse => [
+        error_code,
+        results_by_topic_v3_and_below/results_by_partition/partition_error_code,
+        results_by_transaction/topic_results/results_by_partition/partition_error_code
+    ];
+    WriteTxnMarkersResponse => [markers/topics/partitions/error_code];
 }
 
 #[cfg(test)]
@@ -215,5 +106,24 @@ mod tests {
         let mut seen = Vec::new();
         r.each_error(&mut |c| seen.push(c));
         assert_eq!(seen, vec![6, 0, 6]);
+    }
+
+    #[test]
+    fn offset_fetch_counts_top_level_groups_and_partitions() {
+        use offset_fetch_response::*;
+        let part = |c| OffsetFetchResponsePartitions::default().with_error_code(c);
+        let r = OffsetFetchResponse::default()
+            .with_error_code(1)
+            .with_topics(vec![OffsetFetchResponseTopic::default().with_partitions(
+                vec![OffsetFetchResponsePartition::default().with_error_code(2)],
+            )])
+            .with_groups(vec![OffsetFetchResponseGroup::default()
+                .with_error_code(3)
+                .with_topics(vec![
+                    OffsetFetchResponseTopics::default().with_partitions(vec![part(4), part(5)])
+                ])]);
+        let mut seen = Vec::new();
+        r.each_error(&mut |c| seen.push(c));
+        assert_eq!(seen, vec![1, 2, 3, 4, 5]);
     }
 }

@@ -178,37 +178,21 @@ fn lag_text(lag: &GroupLag) -> String {
             .iter()
             .map(|r| r.host.as_deref().unwrap_or("-").len()),
     );
-    let line = |c: [&str; 9]| {
+    let line = |c: &[&str]| {
         format!(
             "{:<gw$} {:<tw$} {:<10} {:<15} {:<15} {:<15} {:<cw$} {:<hw$} {}\n",
             c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
         )
     };
     s.push('\n');
-    s.push_str(&line([
-        "GROUP",
-        "TOPIC",
-        "PARTITION",
-        "CURRENT-OFFSET",
-        "LOG-END-OFFSET",
-        "LAG",
-        "CONSUMER-ID",
-        "HOST",
-        "CLIENT-ID",
-    ]));
+    let mut headers = out::LAG_HEADERS.to_vec();
+    headers.extend(["HOST", "CLIENT-ID"]);
+    s.push_str(&line(&headers));
     for r in &lag.rows {
-        let cells = [
-            r.group.clone(),
-            dash(r.topic.as_ref()),
-            dash(r.partition),
-            dash(r.current_offset),
-            dash(r.log_end_offset),
-            dash(r.lag),
-            dash(r.consumer_id.as_ref()),
-            dash(r.host.as_ref()),
-            dash(r.client_id.as_ref()),
-        ];
-        s.push_str(&line(cells.each_ref().map(String::as_str)));
+        let mut cells = out::lag_cells(r);
+        cells.extend([dash(r.host.as_ref()), dash(r.client_id.as_ref())]);
+        let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+        s.push_str(&line(&cells));
     }
     s
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 use sluice_tools::client::PartitionInfo;
 use sluice_tools::conn::ConnError;
 use sluice_tools::consume::ConsumeError;
+use sluice_tools::groups::LagRow;
 use sluice_tools::produce::ProduceError;
 use sluice_tools::{Client, ClientError};
 use thiserror::Error;
@@ -241,4 +242,28 @@ pub fn print(text: &str) -> Result<(), CliError> {
 /// `-` for a missing value.
 pub fn dash<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// The columns of one partition's lag that `group describe` and `top` both print.
+pub const LAG_HEADERS: [&str; 7] = [
+    "GROUP",
+    "TOPIC",
+    "PARTITION",
+    "CURRENT-OFFSET",
+    "LOG-END-OFFSET",
+    "LAG",
+    "CONSUMER-ID",
+];
+
+/// One lag row as the cells under [`LAG_HEADERS`] (`-` for what is unknown).
+pub fn lag_cells(r: &LagRow) -> Vec<String> {
+    vec![
+        r.group.clone(),
+        dash(r.topic.as_ref()),
+        dash(r.partition),
+        dash(r.current_offset),
+        dash(r.log_end_offset),
+        dash(r.lag),
+        dash(r.consumer_id.as_ref()),
+    ]
 }

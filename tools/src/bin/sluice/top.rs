@@ -238,32 +238,11 @@ fn render(f: &Frame, sampler: &Sampler, a: &TopArgs) -> String {
             .groups
             .iter()
             .flat_map(|g| g.partitions.iter().flatten())
-            .map(|r| {
-                vec![
-                    r.group.clone(),
-                    dash(r.topic.as_ref()),
-                    dash(r.partition),
-                    dash(r.current_offset),
-                    dash(r.log_end_offset),
-                    dash(r.lag),
-                    dash(r.consumer_id.as_ref()),
-                ]
-            })
+            .map(out::lag_cells)
             .collect();
         if !rows.is_empty() {
             s.push('\n');
-            s.push_str(&out::table(
-                &[
-                    "GROUP",
-                    "TOPIC",
-                    "PARTITION",
-                    "CURRENT-OFFSET",
-                    "LOG-END-OFFSET",
-                    "LAG",
-                    "CONSUMER-ID",
-                ],
-                &rows,
-            ));
+            s.push_str(&out::table(&out::LAG_HEADERS, &rows));
         }
     }
     for e in &f.errors {
