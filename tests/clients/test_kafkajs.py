@@ -27,12 +27,13 @@ import threading
 import time
 from collections import Counter
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
+from confluent_kafka.admin import ConfigResource, ResourceType
 from kafka.partitioner.default import murmur2
 
 import kafkajs_helpers as kjs
 from conftest import REPO
-from helpers import TIMEOUT, Rec, consume, create_topic, produce_all, producer
+from helpers import TIMEOUT, Rec, admin, consume, create_topic, produce_all, producer
 
 CLI = os.environ.get("SLUICE_CLI_BIN", str(REPO / "target" / "debug" / "sluice"))
 
@@ -311,3 +312,215 @@ def test_kafkajs_group_splits_partitions_and_takes_over_on_leave(broker):
     finally:
         for m in members:
             m.kill()
+
+
+# ---------------------------------------------------------------------------------------------
+# admin
+
+TOPIC_RESOURCE = 2  # kafkajs ConfigResourceTypes.TOPIC
+SOURCE_TOPIC, SOURCE_DEFAULT = 1, 5  # DescribeConfigs config sources
+
+
+def ck_partitions(bootstrap, topic):
+    """{partition: (leader, replicas, isrs)} from confluent-kafka's Metadata, or None."""
+    md = admin(bootstrap).list_topics(timeout=TIMEOUT).topics.get(topic)
+    if md is None or md.error is not None:
+        return None
+    return {p.id: (p.leader, list(p.replicas), list(p.isrs)) for p in md.partitions.values()}
+
+
+def ck_configs(bootstrap, topic):
+    res = ConfigResource(ResourceType.TOPIC, topic)
+    a = admin(bootstrap)  # must outlive the future
+    [fut] = a.describe_configs([res], request_timeout=TIMEOUT).values()
+    return {name: (e.value, e.is_default) for name, e in fut.result(TIMEOUT).items()}
+
+
+def ck_commit(bootstrap, group, topic, offsets):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        c.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()],
+                 asynchronous=False)
+    finally:
+        c.close()
+
+
+def test_kafkajs_admin_topics_and_configs(broker):
+    bs = broker.bootstrap
+    a, b, c = "kjs-adm-a", "kjs-adm-b", "kjs-adm-c"
+    r = kjs.admin(
+        bs,
+        ("createTopics", {"topics": [
+            {"topic": a, "numPartitions": 3, "replicationFactor": 1, "configEntries": [
+                {"name": "retention.ms", "value": "123456789"},
+                {"name": "message.timestamp.type", "value": "LogAppendTime"}]},
+            {"topic": b, "numPartitions": 1}]}),
+        # already there: kafkajs resolves false on TOPIC_ALREADY_EXISTS
+        ("createTopics", {"topics": [{"topic": a, "numPartitions": 3}]}),
+        # sluice keeps only cleanup.policy=delete (docs of the key in DescribeConfigs)
+        ("createTopics", {"topics": [{"topic": c, "numPartitions": 1, "configEntries": [
+            {"name": "cleanup.policy", "value": "compact"}]}]}),
+        ("listTopics",),
+        ("fetchTopicMetadata", {"topics": [a, b]}),
+        ("describeConfigs", {"resources": [{"type": TOPIC_RESOURCE, "name": a, "configNames": [
+            "retention.ms", "message.timestamp.type", "segment.bytes"]}],
+            "includeSynonyms": False}),
+        ("describeConfigs", {"resources": [{"type": TOPIC_RESOURCE, "name": a}],
+                             "includeSynonyms": False}),
+    )
+    created, again, bad, listed, metadata, some, every = r
+    assert kjs.ok(created) is True
+    assert kjs.ok(again) is False
+    assert bad["error"]["name"] == "KafkaJSAggregateError"
+    assert [(e["type"], e["code"]) for e in bad["error"]["errors"]] == [("INVALID_CONFIG", 40)]
+    assert ck_partitions(bs, c) is None
+
+    # listTopics is what Metadata holds (no internal topics in either)
+    ck_topics = set(admin(bs).list_topics(timeout=TIMEOUT).topics)
+    assert sorted(kjs.ok(listed)) == sorted(ck_topics) == sorted([a, b])
+
+    topics = {t["name"]: t["partitions"] for t in kjs.ok(metadata)["topics"]}
+    assert sorted(topics) == [a, b]
+    for name, want_n in [(a, 3), (b, 1)]:
+        ck = ck_partitions(bs, name)
+        assert sorted(ck) == list(range(want_n))
+        assert {p["partitionId"]: (p["leader"], p["replicas"], p["isr"]) for p in topics[name]} \
+            == ck
+        assert all(p["partitionErrorCode"] == 0 and p["offlineReplicas"] == []
+                   for p in topics[name])
+
+    # DescribeConfigs: the values, defaults and sources the broker has, as confluent sees them
+    ck = ck_configs(bs, a)
+    [res] = kjs.ok(some)["resources"]
+    assert (res["errorCode"], res["resourceType"], res["resourceName"]) == (0, TOPIC_RESOURCE, a)
+    entries = {e["configName"]: e for e in res["configEntries"]}
+    assert sorted(entries) == ["message.timestamp.type", "retention.ms", "segment.bytes"]
+    assert {k: (e["configValue"], e["isDefault"], e["configSource"]) for k, e in entries.items()} \
+        == {"retention.ms": ("123456789", False, SOURCE_TOPIC),
+            "message.timestamp.type": ("LogAppendTime", False, SOURCE_TOPIC),
+            "segment.bytes": (ck["segment.bytes"][0], True, SOURCE_DEFAULT)}
+    [res] = kjs.ok(every)["resources"]
+    assert {e["configName"]: (e["configValue"], e["isDefault"]) for e in res["configEntries"]} \
+        == ck
+
+    # createPartitions grows the topic; the new partitions have a leader at once
+    r = kjs.admin(bs, ("createPartitions", {"topicPartitions": [{"topic": a, "count": 5}]}),
+                  ("createPartitions", {"topicPartitions": [{"topic": b, "count": 1}]}),
+                  ("fetchTopicMetadata", {"topics": [a]}))
+    grown, same, metadata = r
+    assert kjs.ok(grown) is None
+    assert same["error"]["type"] == "INVALID_PARTITIONS"
+    [t] = kjs.ok(metadata)["topics"]
+    ck = ck_partitions(bs, a)
+    assert sorted(ck) == list(range(5))
+    assert {p["partitionId"]: (p["leader"], p["replicas"], p["isr"]) for p in t["partitions"]} \
+        == ck
+
+    # a LogAppendTime topic: kafkajs gets the broker's append time in the Produce response
+    before = int(time.time() * 1000)
+    [res] = kjs.produce(bs, [kjs.send(a, [kjs.message(b"x", partition=4, timestamp=5)])])
+    [rec] = res["records"]
+    assert before - 1000 <= int(rec["logAppendTime"]) <= int(time.time() * 1000) + 1000
+    [got] = [r for r in consume(bs, a, [4])]
+    assert got.timestamp == int(rec["logAppendTime"])
+
+    # deleteTopics: gone from Metadata for both clients; deleting it again is an error
+    r = kjs.admin(bs, ("deleteTopics", {"topics": [b]}), ("listTopics",),
+                  ("deleteTopics", {"topics": [b]}))
+    deleted, listed, missing = r
+    assert kjs.ok(deleted) is None
+    assert kjs.ok(listed) == [a]
+    assert ck_partitions(bs, b) is None
+    assert "This server does not host this topic-partition" in missing["error"]["message"]
+
+
+def test_kafkajs_admin_offsets_and_groups(broker):
+    bs = broker.bootstrap
+    topic, group = "kjs-offsets", "kjs-adm-group"
+    create_topic(bs, topic, 3)
+    prod = producer(bs)
+    counts = {0: 4, 1: 0, 2: 7}
+    for p, n in counts.items():
+        if n:
+            produce_all(prod, topic, [f"{p}-{i}".encode() for i in range(n)], partition=p,
+                        timestamp=1_600_000_000_000 + 1000 * p)
+    # DeleteRecords moves partition 2's log start to 3 (kafkajs' deleteTopicRecords needs the
+    # topic's metadata loaded first)
+    r = kjs.admin(bs, ("fetchTopicMetadata", {"topics": [topic]}), ("deleteTopicRecords", {"topic": topic, "partitions": [
+        {"partition": 2, "offset": "3"}]}), ("fetchTopicOffsets", topic),
+        ("fetchTopicOffsetsByTimestamp", topic, 1_600_000_000_000 + 1500),
+        ("fetchOffsets", {"groupId": group, "topics": [topic]}))
+    _, deleted, offsets, by_time, fetched = r
+    assert kjs.ok(deleted) is None
+    assert sorted((o["partition"], o["low"], o["high"], o["offset"]) for o in kjs.ok(offsets)) \
+        == [(0, "0", "4", "4"), (1, "0", "0", "0"), (2, "3", "7", "7")]
+    # the first offset at or after the timestamp; none (the end) where every record is older
+    assert sorted((o["partition"], o["offset"]) for o in kjs.ok(by_time)) == [
+        (0, "4"), (1, "0"), (2, "3")]
+    assert kjs.ok(fetched) == [{"topic": topic, "partitions": [
+        {"partition": p, "offset": "-1", "metadata": None} for p in range(3)]}]
+
+    # offsets committed by confluent-kafka are what fetchOffsets reads
+    ck_commit(bs, group, topic, {0: 2, 2: 5})
+    [fetched] = kjs.admin(bs, ("fetchOffsets", {"groupId": group, "topics": [topic]}))
+    assert kjs.ok(fetched) == [{"topic": topic, "partitions": [
+        {"partition": 0, "offset": "2", "metadata": None},
+        {"partition": 1, "offset": "-1", "metadata": None},
+        {"partition": 2, "offset": "5", "metadata": None}]}]
+
+    # setOffsets (a kafkajs consumer joins, seeks and commits, then leaves; kafkajs idles 5 s,
+    # its paused consumer's maxWaitTime, before it leaves: no request is outstanding then, so
+    # each of the three calls below costs that) and resetOffsets
+    # (commits the logical offset -1 / -2, which fetchOffsets' resolveOffsets turns into the
+    # log end / start and commits again), read back by confluent-kafka
+    [set_] = kjs.admin(bs, ("setOffsets", {"groupId": group, "topic": topic, "partitions": [
+        {"partition": 0, "offset": "3"}, {"partition": 1, "offset": "0"}]}))
+    assert kjs.ok(set_) is None
+    assert ck_committed(bs, group, topic, range(3)) == {0: 3, 1: 0, 2: 5}
+    r = kjs.admin(bs, ("resetOffsets", {"groupId": group, "topic": topic, "earliest": True}),
+                  ("fetchOffsets", {"groupId": group, "topics": [topic]}),
+                  ("fetchOffsets", {"groupId": group, "topics": [topic],
+                                    "resolveOffsets": True}))
+    reset, raw, resolved = r
+    assert kjs.ok(reset) is None
+    assert [(p["partition"], p["offset"]) for p in kjs.ok(raw)[0]["partitions"]] == [
+        (0, "-2"), (1, "-2"), (2, "-2")]
+    assert [(p["partition"], p["offset"]) for p in kjs.ok(resolved)[0]["partitions"]] == [
+        (0, "0"), (1, "0"), (2, "3")]
+    assert ck_committed(bs, group, topic, range(3)) == {0: 0, 1: 0, 2: 3}
+
+    # describeGroups / listGroups while a kafkajs member is in the group, and after it left
+    m = Member(bs, topic, group, "kjs-described")
+    try:
+        wait_for(lambda: m.assignment() == [0, 1, 2], "the member's join", [m])
+        wait_for(lambda: len(m.records) == 4 + 0 + 4, "the member to consume", [m])
+        member_id = m.joins[-1]["memberId"]
+        r = kjs.admin(bs, ("describeGroups", [group, "kjs-no-such-group"]), ("listGroups",))
+        described, listed = r
+        live, none = kjs.ok(described)["groups"]
+        assert (live["groupId"], live["errorCode"], live["state"], live["protocolType"],
+                live["protocol"]) == (group, 0, "Stable", "consumer", "RoundRobinAssigner")
+        [mem] = live["members"]
+        assert (mem["memberId"], mem["clientId"]) == (member_id, "kjs-described")
+        assert mem["clientHost"].lstrip("/") == "127.0.0.1"
+        assert (none["groupId"], none["errorCode"], none["state"], none["members"]) == (
+            "kjs-no-such-group", 0, "Dead", [])
+        cadmin = admin(bs)
+        [ck] = cadmin.describe_consumer_groups([group], request_timeout=TIMEOUT).values()
+        ck = ck.result(TIMEOUT)
+        assert ck.state == ConsumerGroupState.STABLE
+        assert [x.member_id for x in ck.members] == [member_id]
+        assert {g["groupId"]: g["protocolType"] for g in kjs.ok(listed)["groups"]} == {
+            group: "consumer"}
+        m.stop()
+    finally:
+        m.kill()
+    assert ck_committed(bs, group, topic, range(3)) == {0: 4, 1: 0, 2: 7}
+    r = kjs.admin(bs, ("describeGroups", [group]), ("deleteGroups", [group]), ("listGroups",),
+                  ("fetchOffsets", {"groupId": group, "topics": [topic]}))
+    described, deleted, listed, fetched = r
+    [g] = kjs.ok(described)["groups"]
+    assert (g["state"], g["protocolType"], g["members"]) == ("Empty", "consumer", [])
+    assert kjs.ok(deleted) == [{"groupId": group, "errorCode": 0}]
+    assert kjs.ok(listed)["groups"] == []
+    assert [p["offset"] for p in kjs.ok(fetched)[0]["partitions"]] == ["-1", "-1", "-1"]
