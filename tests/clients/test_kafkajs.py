@@ -524,3 +524,100 @@ def test_kafkajs_admin_offsets_and_groups(broker):
     assert kjs.ok(deleted) == [{"groupId": group, "errorCode": 0}]
     assert kjs.ok(listed)["groups"] == []
     assert [p["offset"] for p in kjs.ok(fetched)[0]["partitions"]] == ["-1", "-1", "-1"]
+
+
+# ---------------------------------------------------------------------------------------------
+# idempotence and transactions
+
+
+def dump_batches(broker, topic, partition):
+    seg = broker.data_dir / f"{topic}-{partition}" / "00000000000000000000.log"
+    r = subprocess.run([CLI, "dump-log", "--output", "json", str(seg)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    [dump] = json.loads(r.stdout)
+    return dump["batches"]
+
+
+def test_kafkajs_idempotent_producer(broker):
+    topic = "kjs-idem"
+    create_topic(broker.bootstrap, topic, 2)
+    sends = [[kjs.message(f"s{s}-{i}".encode(), key=b"k", partition=i % 2) for i in range(n)]
+             for s, n in enumerate([5, 1, 8])]
+    results = kjs.produce(broker.bootstrap, [kjs.send(topic, m) for m in sends],
+                          idempotent=True, maxInFlightRequests=1)
+    want = []
+    for msgs, res in zip(sends, results):
+        want += [Rec(m["partition"], o, b"k", kjs.unb64(m["value"]))
+                 for m, o in zip(msgs, res["offsets"])]
+    got = consume(broker.bootstrap, topic, [0, 1])
+    assert sorted((r.partition, r.offset, r.key, r.value) for r in got) == sorted(
+        (r.partition, r.offset, r.key, r.value) for r in want)
+    # every batch carries the producer id InitProducerId gave, sequences run on per partition
+    pids = set()
+    for p in (0, 1):
+        batches = dump_batches(broker, topic, p)
+        seq = 0
+        for b in batches:
+            assert (b["base_sequence"], b["is_transactional"]) == (seq, False), b
+            assert b["last_sequence"] - b["base_sequence"] == b["count"] - 1
+            seq += b["count"]
+            pids.add((b["producer_id"], b["producer_epoch"]))
+        assert seq == sum(1 for r in want if r.partition == p)
+    assert len(pids) == 1 and next(iter(pids))[0] >= 0
+
+
+def test_kafkajs_transactions_commit_and_abort(broker):
+    topic, group = "kjs-txn", "kjs-txn-group"
+    create_topic(broker.bootstrap, topic, 2)
+    create_topic(broker.bootstrap, "kjs-txn-in", 1)
+
+    def batch(tag, n):
+        return [kjs.message(f"{tag}-{i}".encode(), key=tag.encode(), partition=i % 2,
+                            headers=[("t", tag.encode())]) for i in range(n)]
+
+    def offsets(o):
+        return {"sendOffsets": {"consumerGroupId": group, "topics": [
+            {"topic": "kjs-txn-in", "partitions": [{"partition": 0, "offset": str(o)}]}]}}
+
+    plan = [("commit", [batch("c1", 4), batch("c1b", 2)], 10),
+            ("abort", [batch("a1", 5)], 20),
+            ("commit", [batch("c2", 3)], 30),
+            ("abort", [batch("a2", 2)], 40)]
+    steps = []
+    for end, sends, offset in plan:
+        steps += [{"begin": {}}, *[kjs.send(topic, m) for m in sends], offsets(offset),
+                  {end: {}}]
+    results = iter(kjs.produce(broker.bootstrap, steps, transactionalId="kjs-txn-1",
+                               idempotent=True, maxInFlightRequests=1))
+    committed, aborted = [], []
+    for end, sends, _ in plan:
+        next(results)  # begin
+        for msgs in sends:
+            res = next(results)
+            recs = [Rec(m["partition"], o, kjs.unb64(m["key"]), kjs.unb64(m["value"]),
+                        (("t", kjs.unb64(m["key"])),)) for m, o in zip(msgs, res["offsets"])]
+            (committed if end == "commit" else aborted).extend(recs)
+        next(results), next(results)  # sendOffsets, commit/abort
+
+    def strip(recs):
+        return sorted((r.partition, r.offset, r.key, r.value, r.headers) for r in recs)
+
+    # read_committed: only the committed transactions' records, at the offsets kafkajs got
+    got = consume(broker.bootstrap, topic, [0, 1], isolation_level="read_committed")
+    assert strip(got) == strip(committed)
+    # read_uncommitted: the aborted records are in the log too
+    got = consume(broker.bootstrap, topic, [0, 1], isolation_level="read_uncommitted")
+    assert strip(got) == strip(committed + aborted)
+    # kafkajs' own consumer (read_committed by default) sees the same as confluent-kafka
+    per_partition = Counter(r.partition for r in committed)
+    got = kjs.consume(broker.bootstrap, topic, counts=dict(per_partition))
+    assert strip(got) == strip(committed)
+    # the offsets sent with the last committed transaction are the group's; the aborted
+    # transaction's later ones are not
+    assert ck_committed(broker.bootstrap, group, "kjs-txn-in", [0]) == {0: 30}
+    # the batches: transactional, each transaction closed by one control batch per partition
+    for p in (0, 1):
+        batches = dump_batches(broker, topic, p)
+        assert all(b["is_transactional"] for b in batches)
+        assert sum(b["is_control"] for b in batches) == len(plan)

@@ -3,8 +3,10 @@
 // the records.
 //
 // input: {brokers, topic, groupId?, readUncommitted?, ends?: {partition: offset},
-//         timeoutMs?}   without `ends`, each partition is read up to the high watermark that
-//                       ListOffsets gave at the start
+//         counts?: {partition: n}, timeoutMs?}
+//   a partition is done at offset `ends[p]` - 1, or after `counts[p]` records (for
+//   transactional topics, whose end is a control record kafkajs never hands over); without
+//   either, each partition is read up to the high watermark that ListOffsets gave at the start
 // output: {records: [{partition, offset, key, value, headers, timestamp}, ...]} in the order
 //   kafkajs delivered them (per partition: offset order); key/value base64 or null
 'use strict'
@@ -14,7 +16,10 @@ const { kafka, b64, emit, headersJson, main } = require('./lib')
 main(async input => {
   const client = kafka(input, 'kafkajs-consume')
   let ends = input.ends
-  if (!ends) {
+  const counts = input.counts
+  if (counts) {
+    ends = null
+  } else if (!ends) {
     const admin = client.admin()
     await admin.connect()
     ends = {}
@@ -22,11 +27,12 @@ main(async input => {
     await admin.disconnect()
   }
   const pending = new Set(
-    Object.entries(ends)
+    Object.entries(counts || ends)
       .filter(([, end]) => end > 0)
       .map(([p]) => Number(p))
   )
   const records = []
+  const seen = {}
   const consumer = client.consumer({
     groupId: input.groupId || `kafkajs-consume-${process.pid}-${Date.now()}`,
     readUncommitted: input.readUncommitted ?? false,
@@ -51,7 +57,9 @@ main(async input => {
           headers: headersJson(m.headers),
           timestamp: Number(m.timestamp),
         })
-        if (Number(m.offset) + 1 >= ends[batch.partition]) pending.delete(batch.partition)
+        seen[batch.partition] = (seen[batch.partition] || 0) + 1
+        if (counts ? seen[batch.partition] >= counts[batch.partition]
+                   : Number(m.offset) + 1 >= ends[batch.partition]) pending.delete(batch.partition)
       }
       if (pending.size === 0) finish()
     },

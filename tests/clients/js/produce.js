@@ -5,6 +5,8 @@
 //   {send: {topic, acks, compression, timeout, messages: [{key, value, headers, partition,
 //           timestamp}]}}   key/value base64 or null, headers [[name, base64], ...]
 //   {begin: {}}  {commit: {}}  {abort: {}}   a transaction (sends in between go through it)
+//   {sendOffsets: {consumerGroupId, topics: [{topic, partitions: [{partition, offset}]}]}}
+//                group offsets committed with the open transaction
 // output: {steps: [result, ...]}; a send's result is {records: kafkajs' RecordMetadata[],
 //   offsets: [offset of each message] (when every message names its partition: the
 //   partition's baseOffset plus the message's place among that partition's messages)};
@@ -41,6 +43,10 @@ main(async input => {
   async function run(step) {
     if (step.begin) {
       txn = await producer.transaction()
+      return {}
+    }
+    if (step.sendOffsets) {
+      await txn.sendOffsets(step.sendOffsets)
       return {}
     }
     if (step.commit || step.abort) {
