@@ -1,8 +1,14 @@
 """Compressed batches across clients: every producer (confluent-kafka, kafka-python with its
-codec packages, kcat) in every codec (gzip, snappy, lz4, zstd) writes keyed records with
-headers; the batches are stored as the producer compressed them (checked in the segment files
-with `sluice dump-log`), and every consumer (confluent-kafka, kafka-python, kcat) reads every
-record back, keys, values and headers intact."""
+codec packages, kcat, kafkajs) in every codec (gzip, snappy, lz4, zstd) writes keyed records
+with headers; the batches are stored as the producer compressed them (checked in the segment
+files with `sluice dump-log`), and every consumer (confluent-kafka, kafka-python, kcat,
+kafkajs) reads every record back, keys, values and headers intact.
+
+kafkajs has gzip built in; the other codecs are registered by tests/clients/js/lib.js from
+npm packages that need no native build: snappy through kafkajs-snappy (snappyjs), lz4 through
+lz4js (the LZ4 frame format in plain JS, instead of kafkajs-lz4's node-gyp addon), zstd
+through @bokuweb/zstd-wasm (libzstd in WebAssembly, instead of @kafkajs/zstd's node-gyp
+addon)."""
 
 import json
 import subprocess
@@ -10,10 +16,11 @@ import subprocess
 import pytest
 
 from conftest import REPO
+import kafkajs_helpers as kjs
 from helpers import consume, create_topic, kp_consume, kp_producer, produce_all, producer
 
 CODECS = ["gzip", "snappy", "lz4", "zstd"]
-PRODUCERS = ["confluent", "kafka-python", "kcat"]
+PRODUCERS = ["confluent", "kafka-python", "kcat", "kafkajs"]
 N = 200
 
 
@@ -44,6 +51,11 @@ def produce(broker, who, topic, codec, recs):
         for f in futures:
             f.get(30)
         p.close()
+    elif who == "kafkajs":
+        # one send: one batch of all N records
+        msgs = [kjs.message(v, key=k, headers=[("h", b"1")], partition=0) for k, v in recs]
+        [res] = kjs.produce(broker.bootstrap, [kjs.send(topic, msgs, compression=codec)])
+        assert res["offsets"] == list(range(N))
     else:
         lines = "".join(f"{k.decode()}\t{v.decode()}\n" for k, v in recs)
         r = subprocess.run(
@@ -93,3 +105,8 @@ def test_every_codec_is_stored_and_read_back_by_every_client(broker, who):
         rows = [line.split("\t") for line in out.stdout.splitlines()]
         assert [(r[1].encode(), r[2].encode()) for r in rows] == want, f"kcat read {who}/{codec}"
         assert all(r[3] == "h=1" for r in rows)
+        # kafkajs
+        got = kjs.consume(broker.bootstrap, topic)
+        assert [(r.key, r.value) for r in got] == want, f"kafkajs read {who}/{codec}"
+        assert all(r.headers == (("h", b"1"),) for r in got)
+        assert [r.offset for r in got] == list(range(N))

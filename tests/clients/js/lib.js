@@ -125,13 +125,19 @@ function headersObj(list) {
   return out
 }
 
+/** Exits once stdout is flushed: writes to a pipe are asynchronous, and process.exit() would
+ * cut a result longer than the pipe's buffer. */
+function exit(code) {
+  process.stdout.write('', () => process.exit(code))
+}
+
 function main(fn) {
   fn(input()).then(
-    () => process.exit(0),
+    () => exit(0),
     e => {
       process.stderr.write(`${e && e.stack ? e.stack : e}\n`)
       emit({ fatal: errorJson(e) })
-      process.exit(1)
+      exit(1)
     }
   )
 }
