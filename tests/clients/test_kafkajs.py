@@ -9,10 +9,11 @@ and timestamp is compared exactly:
   murmur2 key partitioning, several batches) and confluent-kafka reads; confluent-kafka
   produces and kafkajs reads;
 * two kafkajs consumers share a 4-partition topic in one group, commit every record, and one
-  leaving hands its partitions to the other: every record is consumed exactly once and the
-  committed offsets are what confluent-kafka's committed() and `sluice group describe` show;
-* the kafkajs admin client's topic, config, partition, offset and group calls, checked
-  against what the broker holds;
+  leaving (LeaveGroup) or SIGKILLed (session expiry) hands its partitions to the other: every
+  record is consumed exactly once and the committed offsets are what confluent-kafka's
+  committed() and `sluice group describe` show;
+* the kafkajs admin client's topic, config (describe and alter), partition, offset and group
+  calls, checked against what the broker holds;
 * the idempotent producer and transactions (commit and abort), read back by confluent-kafka
   with isolation.level=read_committed.
 
@@ -27,6 +28,7 @@ import threading
 import time
 from collections import Counter
 
+import pytest
 from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
 from confluent_kafka.admin import ConfigResource, ResourceType
 from kafka.partitioner.default import murmur2
@@ -244,8 +246,12 @@ def cli_describe(bootstrap, group):
     return g
 
 
-def test_kafkajs_group_splits_partitions_and_takes_over_on_leave(broker):
-    topic, group, parts, per = "kjs-group", "kjs-group-1", 4, 10
+@pytest.mark.parametrize("how", ["leave", "kill"])
+def test_kafkajs_group_splits_partitions_and_takes_over(broker, how):
+    """`leave`: a's disconnect() sends LeaveGroup, the rebalance starts at once; `kill`: a is
+    SIGKILLed while idle (everything it reported is committed) and b takes over once a's
+    session (6 s) has expired."""
+    topic, group, parts, per = "kjs-group", f"kjs-group-{how}", 4, 10
     create_topic(broker.bootstrap, topic, parts)
     prod = producer(broker.bootstrap)
 
@@ -287,9 +293,16 @@ def test_kafkajs_group_splits_partitions_and_takes_over_on_leave(broker):
         # a leaves: b is given all four partitions in a newer generation, and reads round 2
         a_partitions = set(a.assignment())
         a_count = len(a.records)
-        a.stop()
+        started = time.monotonic()
+        if how == "leave":
+            a.stop()
+        else:
+            a.kill()
         wait_for(lambda: b.join_count() > joins and b.assignment() == list(range(parts)),
                  "b to take over a's partitions", members)
+        if how == "kill":
+            # not before the session timeout (less the heartbeat's slack)
+            assert time.monotonic() - started > SESSION_MS / 1000 - 1
         produced += fill(2)
         wait_for(lambda: len(a.records) + len(b.records) >= len(produced),
                  "the second round to be consumed", members)
@@ -423,6 +436,18 @@ def test_kafkajs_admin_topics_and_configs(broker):
     assert before - 1000 <= int(rec["logAppendTime"]) <= int(time.time() * 1000) + 1000
     [got] = [r for r in consume(bs, a, [4])]
     assert got.timestamp == int(rec["logAppendTime"])
+
+    # alterConfigs (AlterConfigs, not incremental) replaces the topic's whole config set: the
+    # key it names is set, message.timestamp.type, which it leaves out, is back to its default
+    r = kjs.admin(bs, ("alterConfigs", {"resources": [{"type": TOPIC_RESOURCE, "name": a,
+                                                       "configEntries": [
+                                                           {"name": "retention.ms",
+                                                            "value": "1000000"}]}]}))
+    [res] = kjs.ok(r[0])["resources"]
+    assert (res["errorCode"], res["resourceName"]) == (0, a)
+    ck = ck_configs(bs, a)
+    assert ck["retention.ms"] == ("1000000", False)
+    assert ck["message.timestamp.type"] == ("CreateTime", True)
 
     # deleteTopics: gone from Metadata for both clients; deleting it again is an error
     r = kjs.admin(bs, ("deleteTopics", {"topics": [b]}), ("listTopics",),
