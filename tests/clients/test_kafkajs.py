@@ -471,10 +471,14 @@ def test_kafkajs_admin_offsets_and_groups(broker):
                         timestamp=1_600_000_000_000 + 1000 * p)
     # DeleteRecords moves partition 2's log start to 3 (kafkajs' deleteTopicRecords needs the
     # topic's metadata loaded first)
-    r = kjs.admin(bs, ("fetchTopicMetadata", {"topics": [topic]}), ("deleteTopicRecords", {"topic": topic, "partitions": [
-        {"partition": 2, "offset": "3"}]}), ("fetchTopicOffsets", topic),
+    r = kjs.admin(
+        bs,
+        ("fetchTopicMetadata", {"topics": [topic]}),
+        ("deleteTopicRecords", {"topic": topic, "partitions": [{"partition": 2, "offset": "3"}]}),
+        ("fetchTopicOffsets", topic),
         ("fetchTopicOffsetsByTimestamp", topic, 1_600_000_000_000 + 1500),
-        ("fetchOffsets", {"groupId": group, "topics": [topic]}))
+        ("fetchOffsets", {"groupId": group, "topics": [topic]}),
+    )
     _, deleted, offsets, by_time, fetched = r
     assert kjs.ok(deleted) is None
     assert sorted((o["partition"], o["low"], o["high"], o["offset"]) for o in kjs.ok(offsets)) \

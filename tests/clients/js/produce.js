@@ -78,7 +78,8 @@ main(async input => {
       offsets = messages.map(m => {
         const i = seen[m.partition] || 0
         seen[m.partition] = i + 1
-        return base[m.partition] === undefined || base[m.partition] < 0 ? null : base[m.partition] + i
+        const b = base[m.partition]
+        return b === undefined || b < 0 ? null : b + i
       })
     }
     return { records, offsets }
