@@ -144,6 +144,30 @@ impl Compression {
             Compression::Unknown(_) => "unknown",
         }
     }
+
+    /// The attributes bits.
+    pub fn id(self) -> i16 {
+        match self {
+            Compression::None => 0,
+            Compression::Gzip => 1,
+            Compression::Snappy => 2,
+            Compression::Lz4 => 3,
+            Compression::Zstd => 4,
+            Compression::Unknown(n) => i16::from(n),
+        }
+    }
+
+    /// Parses a codec name as Kafka's configs and clients spell it.
+    pub fn from_name(name: &str) -> Option<Compression> {
+        Some(match name {
+            "none" | "uncompressed" => Compression::None,
+            "gzip" => Compression::Gzip,
+            "snappy" => Compression::Snappy,
+            "lz4" => Compression::Lz4,
+            "zstd" => Compression::Zstd,
+            _ => return None,
+        })
+    }
 }
 
 /// CRC-32C of the bytes the batch CRC covers.
@@ -256,6 +280,51 @@ pub fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_records_is_strict_and_with_payload_recompresses() {
+        let recs: Vec<NewRecord<'_>> = (0..50)
+            .map(|i| NewRecord {
+                key: Some(b"key"),
+                value: Some(if i % 2 == 0 { b"even value" } else { b"odd" }),
+                timestamp: 1_000 + i,
+            })
+            .collect();
+        let b = build(&recs);
+        let h = *BatchHeader::parse(&b).expect("header");
+        let body = payload(&b);
+        assert_eq!(parse_records(&h, body).expect("valid").len(), 50);
+        let mut longer = body.to_vec();
+        longer.push(0);
+        assert!(matches!(
+            parse_records(&h, &longer),
+            Err(BatchError::BadRecords(_))
+        ));
+        assert!(parse_records(&h, &body[..body.len() - 1]).is_err());
+        let mut fewer = h;
+        fewer.record_count = I32::new(49);
+        assert!(parse_records(&fewer, body).is_err(), "a record left over");
+        let mut more = h;
+        more.record_count = I32::new(51);
+        assert!(parse_records(&more, body).is_err(), "a record missing");
+        for c in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let z = crate::codec::compress(c, body, Default::default()).expect("compress");
+            let cb = with_payload(&b, c, &z);
+            let ch = validate(&cb).expect("recompressed batch validates");
+            assert_eq!(ch.compression(), c);
+            assert_eq!(ch.record_count.get(), 50);
+            assert_eq!(ch.max_timestamp.get(), h.max_timestamp.get());
+            let back = uncompressed_payload(&cb, 1 << 20).expect("decompress");
+            assert_eq!(&back[..], body);
+            let plain = with_payload(&cb, Compression::None, &back);
+            assert_eq!(plain, b, "back to the producer's exact bytes");
+        }
+    }
 
     #[test]
     fn built_batches_validate_and_expose_timestamps() {
@@ -408,53 +477,120 @@ pub struct RecordView<'a> {
 
 /// The records of an uncompressed batch. `None` if the batch is compressed or malformed.
 pub fn records(batch: &[u8]) -> Option<Vec<RecordView<'_>>> {
-    fn take(buf: &[u8], pos: &mut usize) -> Option<i64> {
-        let (v, n) = read_varint(buf.get(*pos..)?)?;
-        *pos += n;
-        Some(v)
-    }
-    fn bytes_field<'b>(buf: &'b [u8], pos: &mut usize) -> Option<Option<&'b [u8]>> {
-        let len = take(buf, pos)?;
-        if len < 0 {
-            return Some(None);
-        }
-        let end = pos.checked_add(usize::try_from(len).ok()?)?;
-        let v = buf.get(*pos..end)?;
-        *pos = end;
-        Some(Some(v))
-    }
     let header = BatchHeader::parse(batch)?;
     if header.compression() != Compression::None {
         return None;
+    }
+    parse_records(header, payload(batch)).ok()
+}
+
+/// The records section of a batch (after the 61-byte header), compressed or not.
+pub fn payload(batch: &[u8]) -> &[u8] {
+    batch.get(HEADER_LEN..).unwrap_or(&[])
+}
+
+/// The uncompressed records section of a batch: borrowed when the batch is uncompressed, else
+/// decompressed into at most `limit` bytes.
+pub fn uncompressed_payload(
+    batch: &[u8],
+    limit: usize,
+) -> Result<std::borrow::Cow<'_, [u8]>, BatchError> {
+    let header = BatchHeader::parse(batch).ok_or(BatchError::TooShort { len: batch.len() })?;
+    match header.compression() {
+        Compression::None => Ok(std::borrow::Cow::Borrowed(payload(batch))),
+        c => Ok(std::borrow::Cow::Owned(crate::codec::decompress(
+            c,
+            payload(batch),
+            limit,
+        )?)),
+    }
+}
+
+/// Parses an uncompressed records section strictly: exactly `recordCount` records, each
+/// length-delimited with its fields filling that length exactly, offset deltas increasing and
+/// at most `lastOffsetDelta` (gaps are allowed: a compacted batch keeps its offsets), and no
+/// bytes after the last record.
+pub fn parse_records<'a>(
+    header: &BatchHeader,
+    body: &'a [u8],
+) -> Result<Vec<RecordView<'a>>, BatchError> {
+    fn bad(what: impl Into<String>) -> BatchError {
+        BatchError::BadRecords(what.into())
+    }
+    fn take(buf: &[u8], pos: &mut usize) -> Result<i64, BatchError> {
+        let (v, n) = buf
+            .get(*pos..)
+            .and_then(read_varint)
+            .ok_or_else(|| bad(format!("truncated varint at byte {pos}")))?;
+        *pos += n;
+        Ok(v)
+    }
+    fn bytes_field<'b>(buf: &'b [u8], pos: &mut usize) -> Result<Option<&'b [u8]>, BatchError> {
+        let len = take(buf, pos)?;
+        if len < 0 {
+            return Ok(None);
+        }
+        let v = usize::try_from(len)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+            .and_then(|end| buf.get(*pos..end))
+            .ok_or_else(|| bad(format!("field of {len} bytes runs past its record")))?;
+        *pos += v.len();
+        Ok(Some(v))
     }
     let base_ts = header.base_timestamp.get();
     let log_append = header
         .is_log_append_time()
         .then(|| header.max_timestamp.get());
-    let count = usize::try_from(header.record_count.get()).ok()?;
-    let mut out = Vec::with_capacity(count.min(batch.len() / 7));
-    let mut pos = HEADER_LEN;
-    for _ in 0..count {
-        let len = usize::try_from(take(batch, &mut pos)?).ok()?;
-        let end = pos.checked_add(len)?;
-        let body = batch.get(..end)?;
+    let count = usize::try_from(header.record_count.get())
+        .map_err(|_| bad(format!("recordCount {}", header.record_count.get())))?;
+    let last_delta = i64::from(header.last_offset_delta.get());
+    let mut out = Vec::with_capacity(count.min(body.len() / 7));
+    let mut pos = 0usize;
+    let mut prev_delta = -1i64;
+    for i in 0..count {
+        let len = take(body, &mut pos)?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+            .filter(|&e| e <= body.len())
+            .ok_or_else(|| {
+                bad(format!(
+                    "record {i} of {len} bytes runs past the batch ({count} declared)"
+                ))
+            })?;
+        let rec = &body[..end];
         let mut p = pos + 1; // attributes
-        let ts_delta = take(body, &mut p)?;
-        let off_delta = take(body, &mut p)?;
-        let key = bytes_field(body, &mut p)?;
-        let value = bytes_field(body, &mut p)?;
-        let nh = usize::try_from(take(body, &mut p)?).ok()?;
+        if p > end {
+            return Err(bad(format!("record {i} is empty")));
+        }
+        let ts_delta = take(rec, &mut p)?;
+        let off_delta = take(rec, &mut p)?;
+        if off_delta <= prev_delta || off_delta > last_delta {
+            return Err(bad(format!(
+                "record {i} has offset delta {off_delta} after {prev_delta} (lastOffsetDelta \
+                 {last_delta})"
+            )));
+        }
+        prev_delta = off_delta;
+        let key = bytes_field(rec, &mut p)?;
+        let value = bytes_field(rec, &mut p)?;
+        let nh = usize::try_from(take(rec, &mut p)?)
+            .map_err(|_| bad(format!("record {i} has a negative header count")))?;
         let mut headers = Vec::with_capacity(nh.min(64));
         for _ in 0..nh {
-            let k = bytes_field(body, &mut p)?.unwrap_or_default();
-            let v = bytes_field(body, &mut p)?;
+            let k = bytes_field(rec, &mut p)?.unwrap_or_default();
+            let v = bytes_field(rec, &mut p)?;
             headers.push((k, v));
         }
         if p != end {
-            return None;
+            return Err(bad(format!(
+                "record {i} declares {len} bytes but its fields take {}",
+                p - pos
+            )));
         }
         out.push(RecordView {
-            offset_delta: u32::try_from(off_delta).ok()?,
+            offset_delta: off_delta as u32,
             timestamp: log_append.unwrap_or(base_ts.wrapping_add(ts_delta)),
             key,
             value,
@@ -462,5 +598,27 @@ pub fn records(batch: &[u8]) -> Option<Vec<RecordView<'_>>> {
         });
         pos = end;
     }
-    Some(out)
+    if pos != body.len() {
+        return Err(bad(format!(
+            "{} bytes after the last of {count} records",
+            body.len() - pos
+        )));
+    }
+    Ok(out)
+}
+
+/// `batch` with its records section replaced by `payload` in codec `c`: attributes, producer
+/// fields, offsets and timestamps kept, batchLength and CRC-32C recomputed.
+pub fn with_payload(batch: &[u8], c: Compression, payload: &[u8]) -> Vec<u8> {
+    let mut header = *BatchHeader::parse(batch).expect("a parsed batch has a header");
+    let total = HEADER_LEN + payload.len();
+    header.batch_length = I32::new((total - LOG_OVERHEAD) as i32);
+    let attrs = header.attributes.get() & !ATTR_COMPRESSION_MASK;
+    header.attributes = I16::new(attrs | c.id());
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(payload);
+    let crc = compute_crc(&out);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
 }

@@ -25,6 +25,10 @@ pub enum BatchError {
     BadRecordCount { count: i32, last_offset_delta: i32 },
     #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
     TooLarge { size: usize, max: usize },
+    #[error("{0}")]
+    Codec(#[from] crate::codec::CodecError),
+    #[error("malformed records inside the batch: {0}")]
+    BadRecords(String),
 }
 
 /// Errors of a partition log.

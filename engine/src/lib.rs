@@ -22,6 +22,7 @@
 //! `leader-epoch-checkpoint` (see [`epoch`]) and `<offset>.producers` snapshots.
 
 pub mod batch;
+pub mod codec;
 pub mod config;
 pub mod epoch;
 pub mod error;

@@ -13,6 +13,7 @@ pub mod alloc;
 pub mod api;
 pub mod catalog;
 pub mod cluster;
+pub mod compression;
 pub mod config;
 pub mod conn;
 pub mod group;

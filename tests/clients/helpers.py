@@ -89,7 +89,7 @@ def produce_all(prod, topic, values, keys=None, partition=None, **kwargs):
 
 
 def consumer(bootstrap, **conf):
-    """A confluent-kafka consumer for assign() (sluice has no group coordinator yet)."""
+    """A confluent-kafka consumer for assign() (no group subscription)."""
     settings = {
         "bootstrap.servers": bootstrap,
         "group.id": "sluice-tests",

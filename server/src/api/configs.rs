@@ -63,6 +63,27 @@ const TOPIC_CONFIGS: &[(&str, i8, &str)] = &[
         "How old segments are discarded: only \"delete\" (retention) is supported.",
     ),
     (
+        "compression.gzip.level",
+        TYPE_INT,
+        "gzip level (1-9) when the broker compresses for compression.type=gzip.",
+    ),
+    (
+        "compression.lz4.level",
+        TYPE_INT,
+        "lz4 level (1-17) when the broker compresses for compression.type=lz4.",
+    ),
+    (
+        "compression.type",
+        TYPE_STRING,
+        "The codec batches are stored in: producer (as sent), uncompressed, gzip, snappy, lz4 \
+         or zstd (the broker recompresses batches in another codec).",
+    ),
+    (
+        "compression.zstd.level",
+        TYPE_INT,
+        "zstd level (-131072-22) when the broker compresses for compression.type=zstd.",
+    ),
+    (
         "flush.messages",
         TYPE_LONG,
         "fdatasync the log once this many messages are unsynced.",
@@ -306,6 +327,14 @@ pub(super) fn absolute(dir: &Path) -> String {
         .to_string()
 }
 
+fn validation(c: &ServerConfig) -> &'static str {
+    if c.compression.full_validation {
+        "full"
+    } else {
+        "framing"
+    }
+}
+
 /// The broker's (static, read-only) configs.
 fn broker_entries(shared: &BrokerShared) -> Vec<ConfigEntry> {
     let c = &shared.config;
@@ -395,6 +424,14 @@ fn broker_entries(shared: &BrokerShared) -> Vec<ConfigEntry> {
             d.fetch_zero_copy.to_string(),
             TYPE_BOOLEAN,
             "Send cold fetch data with sendfile(2).",
+        ),
+        (
+            crate::compression::VALIDATION_KEY.into(),
+            validation(c).into(),
+            validation(d).into(),
+            TYPE_STRING,
+            "framing: compressed batches stored as sent have their codec framing walked; full: \
+             also decompressed and every record parsed.",
         ),
     ];
     // the log defaults, under their broker-level names

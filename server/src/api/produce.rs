@@ -23,6 +23,10 @@ struct Part {
     tp: TopicPartition,
     records: Option<Bytes>,
     timestamp_type: TimestampType,
+    /// The topic's compression.type and how far batches are checked.
+    compression: crate::compression::Policy,
+    /// Produce v7+ may carry zstd batches (Kafka answers UNSUPPORTED_COMPRESSION_TYPE below).
+    allow_zstd: bool,
     /// The request's transactional id (transactional batches are verified against it).
     txn_id: Option<Arc<str>>,
     /// Cluster mode: the leader epoch stamped into the batches.
@@ -96,12 +100,17 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
         } else {
             topics::ensure_topic(shard, &name, true).await.err()
         };
-        let (owners, ts_type) = {
+        let (owners, ts_type, compression) = {
             let st = shard.shared.catalog.read();
+            let config = &shard.shared.config;
             match st.topics.get(&name) {
-                Some(info) => (
-                    info.shards.clone(),
-                    if info
+                Some(info) => {
+                    let max_bytes = info
+                        .configs
+                        .get("max.message.bytes")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(config.log.max_message_bytes);
+                    let ts = if info
                         .configs
                         .get("message.timestamp.type")
                         .map(String::as_str)
@@ -110,9 +119,20 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
                         TimestampType::LogAppendTime
                     } else {
                         TimestampType::CreateTime
-                    },
+                    };
+                    (
+                        info.shards.clone(),
+                        ts,
+                        config.compression.policy(&info.configs, max_bytes),
+                    )
+                }
+                None => (
+                    Vec::new(),
+                    TimestampType::CreateTime,
+                    config
+                        .compression
+                        .policy(&Default::default(), config.log.max_message_bytes),
                 ),
-                None => (Vec::new(), TimestampType::CreateTime),
             }
         };
         let topic: Arc<str> = Arc::from(name.as_str());
@@ -157,6 +177,8 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
                     },
                     records: p.records,
                     timestamp_type: ts_type,
+                    compression,
+                    allow_zstd: version >= 7,
                     txn_id: txn_id.clone(),
                     leader_epoch,
                     replicated,
@@ -328,9 +350,27 @@ async fn produce_local(
         let mut last = None;
         let mut err = None;
         let mut consumed = 0usize;
+        let mut refused = None;
         for b in batch::split_batches(&records) {
             consumed += b.len();
-            match log.append(b, opts).await {
+            if !p.allow_zstd
+                && batch::BatchHeader::parse(b)
+                    .is_some_and(|h| h.compression() == batch::Compression::Zstd)
+            {
+                refused = Some(PartResult::error(
+                    codes::UNSUPPORTED_COMPRESSION_TYPE,
+                    Some("zstd batches need Produce v7 or later".into()),
+                ));
+                break;
+            }
+            let stored = match crate::compression::admit(b, &p.compression) {
+                Ok(s) => s,
+                Err(e) => {
+                    err = Some(LogError::InvalidBatch(e));
+                    break;
+                }
+            };
+            match log.append(&stored, opts).await {
                 Ok(info) => {
                     first.get_or_insert(info);
                     last = Some(info);
@@ -340,6 +380,10 @@ async fn produce_local(
                     break;
                 }
             }
+        }
+        if let Some(r) = refused {
+            pending.push(Err(r));
+            continue;
         }
         if err.is_none() && consumed != records.len() {
             err = Some(LogError::InvalidBatch(

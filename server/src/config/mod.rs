@@ -65,6 +65,8 @@ pub struct ServerConfig {
     /// sluice.hot.cache.shard.bytes: bound on the in-memory hot tails of all partitions of one
     /// shard together (each partition also keeps at most its own hot cache size).
     pub hot_cache_shard_bytes: usize,
+    /// compression.type, compression.<codec>.level and sluice.compression.validation.
+    pub compression: crate::compression::Defaults,
     /// group.min.session.timeout.ms / group.max.session.timeout.ms
     pub group_min_session_ms: u64,
     pub group_max_session_ms: u64,
@@ -130,6 +132,7 @@ impl Default for ServerConfig {
             retention_check_ms: 300_000,
             fetch_zero_copy: true,
             hot_cache_shard_bytes: 256 << 20,
+            compression: Default::default(),
             group_min_session_ms: 6_000,
             group_max_session_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 0,
@@ -265,6 +268,12 @@ pub fn apply_topic_config(
                 return Err(bad(key, value, "expected CreateTime or LogAppendTime"));
             }
         }
+        "compression.type" => {
+            crate::compression::parse_type(value).map_err(|r| bad(key, value, r))?;
+        }
+        "compression.gzip.level" | "compression.lz4.level" | "compression.zstd.level" => {
+            crate::compression::parse_level(key, value).map_err(|r| bad(key, value, r))?;
+        }
         "cleanup.policy" => {
             if value != "delete" {
                 return Err(bad(key, value, "only cleanup.policy=delete is supported"));
@@ -284,6 +293,10 @@ pub fn apply_topic_config(
 /// Topic config keys sluice knows, with the broker-level key that sets their default.
 pub const TOPIC_KEYS: &[(&str, &str)] = &[
     ("cleanup.policy", "log.cleanup.policy"),
+    ("compression.gzip.level", "compression.gzip.level"),
+    ("compression.lz4.level", "compression.lz4.level"),
+    ("compression.type", "compression.type"),
+    ("compression.zstd.level", "compression.zstd.level"),
     ("flush.messages", "log.flush.interval.messages"),
     ("flush.ms", "log.flush.interval.ms"),
     ("index.interval.bytes", "log.index.interval.bytes"),
@@ -304,6 +317,13 @@ impl ServerConfig {
             return Ok(());
         }
         if self.sasl.set(key, value)? {
+            return Ok(());
+        }
+        if self
+            .compression
+            .set(key, value)
+            .map_err(|r| bad(key, value, r))?
+        {
             return Ok(());
         }
         match key {
@@ -541,7 +561,7 @@ impl ServerConfig {
         let l = &self.log;
         let never = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
         let long_max = |v: Option<u64>| v.map_or(i64::MAX.to_string(), |v| v.to_string());
-        BTreeMap::from([
+        let mut d = BTreeMap::from([
             ("cleanup.policy".into(), "delete".into()),
             ("flush.messages".into(), long_max(l.flush_messages)),
             ("flush.ms".into(), long_max(l.flush_ms)),
@@ -559,7 +579,11 @@ impl ServerConfig {
             ("retention.ms".into(), never(l.retention_ms)),
             ("segment.bytes".into(), l.segment_bytes.to_string()),
             ("segment.ms".into(), long_max(l.segment_ms)),
-        ])
+        ]);
+        for (k, v) in self.compression.topic_defaults() {
+            d.insert(k.into(), v);
+        }
+        d
     }
 }
 
