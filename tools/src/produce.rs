@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use serde::Serialize;
@@ -209,20 +208,11 @@ pub fn encode_batch(
     }
     let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
     out.resize(HEADER_LEN, 0);
-    let put = |b: &mut BytesMut| {
-        b.extend_from_slice(&body);
-        Ok(())
-    };
-    let r = match compression {
-        Compression::None => put(&mut out),
-        Compression::Gzip => Gzip::compress(&mut out, put),
-        Compression::Snappy => Snappy::compress(&mut out, put),
-        Compression::Lz4 => Lz4::compress(&mut out, put),
-        Compression::Zstd => Zstd::compress(&mut out, put),
-    };
-    r.map_err(|e| ProduceError::Compress {
-        codec: compression.name(),
-        reason: e.to_string(),
+    crate::records::compress_into(compression, &body, &mut out).map_err(|e| {
+        ProduceError::Compress {
+            codec: compression.name(),
+            reason: e.to_string(),
+        }
     })?;
     let count = records.len() as i32;
     let header = BatchHeader {

@@ -4,7 +4,6 @@
 use std::str::FromStr;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
 use sluice_engine::batch::{self as eb, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 use thiserror::Error;
 use zerocopy::byteorder::big_endian::{I16, I32, I64, U32};
@@ -254,29 +253,41 @@ impl BatchBuilder {
     }
 }
 
-fn compress_into(c: Compression, records: &[u8], out: &mut BytesMut) -> Result<(), RecordError> {
-    macro_rules! put {
-        () => {
-            |b: &mut BytesMut| {
-                b.extend_from_slice(records);
-                Ok(())
-            }
-        };
+impl Compression {
+    fn engine(self) -> eb::Compression {
+        eb::Compression::from_attributes(self.attribute())
     }
-    let r = match c {
-        Compression::None => {
-            out.extend_from_slice(records);
-            Ok(())
+}
+
+/// A client's compression levels: lz4 in its fast mode (librdkafka's default), zstd 3, gzip 6.
+const CLIENT_LEVELS: sluice_engine::codec::Levels = sluice_engine::codec::Levels {
+    gzip: None,
+    lz4: Some(1),
+    zstd: None,
+};
+
+/// Decompressed batches a client accepts (a bound against a broken or hostile stream).
+const CLIENT_INFLATE_LIMIT: usize = 1 << 30;
+
+/// Appends `records` compressed with `c` to `out` (the engine's codecs, so the broker and the
+/// tools read and write exactly the same streams).
+pub(crate) fn compress_into(
+    c: Compression,
+    records: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), RecordError> {
+    if c == Compression::None {
+        out.extend_from_slice(records);
+        return Ok(());
+    }
+    let z = sluice_engine::codec::compress(c.engine(), records, CLIENT_LEVELS).map_err(|e| {
+        RecordError::Compress {
+            codec: c.name(),
+            reason: e.to_string(),
         }
-        Compression::Gzip => Gzip::compress(out, put!()),
-        Compression::Snappy => Snappy::compress(out, put!()),
-        Compression::Lz4 => Lz4::compress(out, put!()),
-        Compression::Zstd => Zstd::compress(out, put!()),
-    };
-    r.map_err(|e| RecordError::Compress {
-        codec: c.name(),
-        reason: e.to_string(),
-    })
+    })?;
+    out.extend_from_slice(&z);
+    Ok(())
 }
 
 /// One batch of fetched data with its records section, decompressed if it was compressed.
@@ -367,25 +378,17 @@ pub fn decode_batches(data: &Bytes) -> Result<Vec<Batch>, RecordError> {
     Ok(out)
 }
 
-fn decompress(c: Compression, mut section: Bytes, offset: i64) -> Result<Bytes, RecordError> {
-    use bytes::Buf;
-    macro_rules! take {
-        () => {
-            |b: &mut Bytes| Ok(b.copy_to_bytes(b.remaining()))
-        };
+fn decompress(c: Compression, section: Bytes, offset: i64) -> Result<Bytes, RecordError> {
+    if c == Compression::None {
+        return Ok(section);
     }
-    let r = match c {
-        Compression::None => return Ok(section),
-        Compression::Gzip => Gzip::decompress(&mut section, take!()),
-        Compression::Snappy => Snappy::decompress(&mut section, take!()),
-        Compression::Lz4 => Lz4::decompress(&mut section, take!()),
-        Compression::Zstd => Zstd::decompress(&mut section, take!()),
-    };
-    r.map_err(|e| RecordError::Decompress {
-        codec: c.name(),
-        offset,
-        reason: e.to_string(),
-    })
+    sluice_engine::codec::decompress(c.engine(), &section, CLIENT_INFLATE_LIMIT)
+        .map(Bytes::from)
+        .map_err(|e| RecordError::Decompress {
+            codec: c.name(),
+            offset,
+            reason: e.to_string(),
+        })
 }
 
 /// One record, borrowed from its batch.
