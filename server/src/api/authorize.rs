@@ -13,7 +13,7 @@
 //! and AddPartitionsToTxn WRITE transactional id (AddPartitionsToTxn also WRITE topic,
 //! AddOffsetsToTxn also READ group); CreatePartitions ALTER topic; DeleteRecords DELETE topic;
 //! DescribeConfigs DESCRIBE_CONFIGS and AlterConfigs / IncrementalAlterConfigs ALTER_CONFIGS on
-//! the topic or (broker configs) the cluster; OffsetDelete DELETE group; the ACL and SCRAM APIs
+//! the topic, the group (group configs) or (broker configs) the cluster; OffsetDelete DELETE group; the ACL and SCRAM APIs
 //! ALTER / DESCRIBE cluster; DescribeQuorum DESCRIBE cluster. DescribeCluster is answered to
 //! everyone, with the cluster operations the principal may do.
 
@@ -295,7 +295,8 @@ pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refuse
     Ok(denied)
 }
 
-/// Config resources: TOPIC needs the operation on the topic, BROKER on the cluster.
+/// Config resources: TOPIC needs the operation on the topic, BROKER on the cluster, GROUP on
+/// the group.
 fn config_allowed(
     authz: &Authz<'_>,
     operation: i8,
@@ -309,6 +310,10 @@ fn config_allowed(
             TOPIC_AUTHORIZATION_FAILED,
         ),
         4 => (authz.cluster(operation), CLUSTER_AUTHORIZATION_FAILED),
+        32 => (
+            authz.group(operation, name.as_str()),
+            GROUP_AUTHORIZATION_FAILED,
+        ),
         _ => (true, 0),
     };
     if !ok {
