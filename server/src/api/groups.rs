@@ -27,6 +27,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::group::state::{err, JoinRequest};
 use crate::group::{coordinator_shard, Committed, TopicOffsets};
+use crate::security::Authz;
 use crate::shard::Shard;
 
 fn s(v: impl Into<String>) -> StrBytes {
@@ -555,17 +556,28 @@ pub async fn list_groups(
     )
 }
 
+/// DescribeGroups; v3+ with `include_authorized_operations` carries what the principal may do
+/// on each group (KIP-430), i32::MIN otherwise.
 pub async fn describe_groups(
     shard: &Rc<Shard>,
     req: DescribeGroupsRequest,
     version: i16,
+    authz: &Authz<'_>,
 ) -> DescribeGroupsResponse {
     let mut out = Vec::new();
+    let with_ops = version >= 3 && req.include_authorized_operations;
     for gid in req.groups {
         let group = gid.0.to_string();
         let g = group.clone();
         let d = on_coordinator(shard, &group, move |c| async move { c.describe(&g) }).await;
-        let entry = DescribedGroup::default().with_group_id(gid);
+        let ops = if with_ops {
+            super::authorize::group_operations(authz, &group)
+        } else {
+            i32::MIN
+        };
+        let entry = DescribedGroup::default()
+            .with_group_id(gid)
+            .with_authorized_operations(ops);
         out.push(match d {
             None => entry.with_error_code(err::COORDINATOR_NOT_AVAILABLE),
             Some(None) => entry.with_group_state(s("Dead")),

@@ -334,7 +334,9 @@ async fn dispatch(
             &authz,
             groups::list_groups(shard, r, v).await
         )),
-        RequestKind::DescribeGroups(r) => respond!(groups::describe_groups(shard, r, v).await),
+        RequestKind::DescribeGroups(r) => {
+            respond!(groups::describe_groups(shard, r, v, &authz).await)
+        }
         RequestKind::DeleteGroups(r) => respond!(groups::delete_groups(shard, r).await),
         RequestKind::OffsetDelete(r) => respond!(groups::offset_delete(shard, r).await),
         RequestKind::InitProducerId(r) if r.transactional_id.is_some() => {
