@@ -129,12 +129,16 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
             .inter_broker_index(&listeners)
             .map_err(|e| StartError::Config(e.to_string()))?
     };
+    config.consumer_group.check().map_err(StartError::Config)?;
     let security = security::Security::new(&config, &listeners).map_err(StartError::Config)?;
+    let group_configs = group::configs::LocalGroupConfigs::open(&config.data_dir)
+        .map_err(|e| StartError::Config(format!("group configs: {e}")))?;
     let catalog = Catalog::open(&config.data_dir, cores)?;
     let shared = Arc::new(BrokerShared {
         config,
         catalog,
         security,
+        group_configs,
         listeners,
         inter_broker,
         bound: OnceLock::new(),

@@ -38,6 +38,8 @@ pub struct BrokerShared {
     pub catalog: Arc<Catalog>,
     /// TLS contexts (and later SASL credentials and ACLs).
     pub security: crate::security::Security,
+    /// Dynamic group configs of a single node (a cluster keeps them in the metadata image).
+    pub group_configs: crate::group::configs::LocalGroupConfigs,
     /// The listeners, resolved from the config; connections refer to them by index.
     pub listeners: Vec<Listener>,
     /// Index into `listeners` of the one brokers reach each other on (cluster mode).

@@ -229,3 +229,47 @@ fn assignments_naming_unknown_brokers_or_duplicates_are_refused() {
     assert!(apply(&mut img, &mut i, bad(vec![vec![]])).is_err());
     assert!(img.topics.is_empty());
 }
+
+#[test]
+fn group_configs_are_set_replaced_and_cleared() {
+    let (mut img, mut i) = cluster(&[1]);
+    let set = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let cmd = |configs| Command::SetGroupConfigs {
+        group: "g".into(),
+        configs,
+    };
+    apply(
+        &mut img,
+        &mut i,
+        cmd(set(&[("consumer.session.timeout.ms", "50000")])),
+    )
+    .expect("set");
+    assert_eq!(
+        img.group_configs.get("g"),
+        Some(&set(&[("consumer.session.timeout.ms", "50000")]))
+    );
+    // an old image (without the field) still loads, with no group configs
+    let mut json = serde_json::to_value(&img).expect("json");
+    json.as_object_mut()
+        .expect("object")
+        .remove("group_configs");
+    let old: Image = serde_json::from_value(json).expect("old image");
+    assert!(old.group_configs.is_empty());
+    apply(
+        &mut img,
+        &mut i,
+        cmd(set(&[("consumer.heartbeat.interval.ms", "6000")])),
+    )
+    .expect("replace");
+    assert_eq!(
+        img.group_configs.get("g"),
+        Some(&set(&[("consumer.heartbeat.interval.ms", "6000")]))
+    );
+    apply(&mut img, &mut i, cmd(BTreeMap::new())).expect("clear");
+    assert!(img.group_configs.is_empty());
+}

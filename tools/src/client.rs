@@ -574,3 +574,41 @@ impl Default for FetchOptions {
         }
     }
 }
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+
+    /// An API the broker does not advertise (or not in a range this client speaks) is one
+    /// plain error naming it, never a request the broker would close the connection on.
+    #[test]
+    fn unadvertised_apis_are_reported_plainly() {
+        let resp = ApiVersionsResponse::default().with_api_keys(vec![
+            ApiVersion::default()
+                .with_api_key(ApiKey::Metadata as i16)
+                .with_min_version(0)
+                .with_max_version(12),
+            // only versions below what this client speaks
+            ApiVersion::default()
+                .with_api_key(ApiKey::Produce as i16)
+                .with_min_version(0)
+                .with_max_version(2),
+        ]);
+        let v = Versions::from_response(&resp);
+        assert_eq!(v.get(ApiKey::Metadata).ok(), Some(12));
+        let e = v
+            .get(ApiKey::Produce)
+            .expect_err("no common Produce version");
+        assert_eq!(
+            e.to_string(),
+            "the broker does not support Produce in a version this client speaks (3..=11)"
+        );
+        let e = v.get(ApiKey::Fetch).expect_err("Fetch not advertised");
+        assert_eq!(
+            e.to_string(),
+            "the broker does not support Fetch in a version this client speaks (4..=12)"
+        );
+        assert_eq!(v.broker_range(ApiKey::ElectLeaders), None);
+    }
+}

@@ -13,7 +13,7 @@
 //! and AddPartitionsToTxn WRITE transactional id (AddPartitionsToTxn also WRITE topic,
 //! AddOffsetsToTxn also READ group); CreatePartitions ALTER topic; DeleteRecords DELETE topic;
 //! DescribeConfigs DESCRIBE_CONFIGS and AlterConfigs / IncrementalAlterConfigs ALTER_CONFIGS on
-//! the topic or (broker configs) the cluster; OffsetDelete DELETE group; the ACL and SCRAM APIs
+//! the topic, the group (group configs) or (broker configs) the cluster; OffsetDelete DELETE group; the ACL and SCRAM APIs
 //! ALTER / DESCRIBE cluster; DescribeQuorum DESCRIBE cluster. DescribeCluster is answered to
 //! everyone, with the cluster operations the principal may do.
 
@@ -295,7 +295,8 @@ pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refuse
     Ok(denied)
 }
 
-/// Config resources: TOPIC needs the operation on the topic, BROKER on the cluster.
+/// Config resources: TOPIC needs the operation on the topic, BROKER on the cluster, GROUP on
+/// the group.
 fn config_allowed(
     authz: &Authz<'_>,
     operation: i8,
@@ -309,6 +310,10 @@ fn config_allowed(
             TOPIC_AUTHORIZATION_FAILED,
         ),
         4 => (authz.cluster(operation), CLUSTER_AUTHORIZATION_FAILED),
+        32 => (
+            authz.group(operation, name.as_str()),
+            GROUP_AUTHORIZATION_FAILED,
+        ),
         _ => (true, 0),
     };
     if !ok {
@@ -326,22 +331,58 @@ pub fn visible_groups(authz: &Authz<'_>, mut r: ListGroupsResponse) -> ListGroup
     r
 }
 
-/// The ACL operations Kafka supports on the CLUSTER resource (CREATE, ALTER, DESCRIBE,
-/// CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE) the principal may do, as
-/// the bit field DescribeCluster and Metadata report (all of them without an authorizer).
+/// The ACL operations Kafka supports on each resource type (`AclEntry.supportedOperations`):
+/// what the authorized-operations bit fields (KIP-430) are made of.
+const CLUSTER_OPS: &[i8] = &[
+    op::CREATE,
+    op::ALTER,
+    op::DESCRIBE,
+    op::CLUSTER_ACTION,
+    op::DESCRIBE_CONFIGS,
+    op::ALTER_CONFIGS,
+    op::IDEMPOTENT_WRITE,
+];
+const TOPIC_OPS: &[i8] = &[
+    op::READ,
+    op::WRITE,
+    op::CREATE,
+    op::DELETE,
+    op::ALTER,
+    op::DESCRIBE,
+    op::DESCRIBE_CONFIGS,
+    op::ALTER_CONFIGS,
+];
+/// DESCRIBE_CONFIGS / ALTER_CONFIGS: the group configs of KIP-848.
+const GROUP_OPS: &[i8] = &[
+    op::READ,
+    op::DESCRIBE,
+    op::DELETE,
+    op::DESCRIBE_CONFIGS,
+    op::ALTER_CONFIGS,
+];
+
+/// Bit `1 << code` for every operation of `ops` that `allowed` (the authorizer, with its
+/// implications: READ/WRITE/DELETE/ALTER imply DESCRIBE, ALTER_CONFIGS implies
+/// DESCRIBE_CONFIGS) grants; every one of them without an authorizer.
+fn operations(ops: &[i8], allowed: impl Fn(i8) -> bool) -> i32 {
+    ops.iter()
+        .filter(|&&o| allowed(o))
+        .fold(0i32, |bits, &o| bits | (1 << o))
+}
+
+/// What the principal may do on the cluster, as DescribeCluster and Metadata v8-v10 report it.
 pub fn cluster_operations(authz: &Authz<'_>) -> i32 {
-    [
-        op::CREATE,
-        op::ALTER,
-        op::DESCRIBE,
-        op::CLUSTER_ACTION,
-        op::DESCRIBE_CONFIGS,
-        op::ALTER_CONFIGS,
-        op::IDEMPOTENT_WRITE,
-    ]
-    .iter()
-    .filter(|&&o| authz.cluster(o))
-    .fold(0i32, |bits, &o| bits | (1 << o))
+    operations(CLUSTER_OPS, |o| authz.cluster(o))
+}
+
+/// What the principal may do on topic `name` (Metadata v8+, DescribeTopicPartitions).
+pub fn topic_operations(authz: &Authz<'_>, name: &str) -> i32 {
+    operations(TOPIC_OPS, |o| authz.topic(o, name))
+}
+
+/// What the principal may do on group `name` (DescribeGroups v3+).
+pub fn group_operations(authz: &Authz<'_>, name: &str) -> i32 {
+    operations(GROUP_OPS, |o| authz.group(o, name))
 }
 
 /// OffsetFetch: committed offsets of topics the principal may not describe are left out when
@@ -437,6 +478,12 @@ pub fn visible_topic_partitions(
             .as_ref()
             .is_none_or(|n| authz.topic(op::DESCRIBE, n.as_str()))
     });
+    // Kafka fills these in for every described topic (the request has no flag for it)
+    for t in &mut r.topics {
+        if let Some(n) = &t.name {
+            t.topic_authorized_operations = topic_operations(authz, n.as_str());
+        }
+    }
     r
 }
 

@@ -8,10 +8,12 @@
 //! - BROKER (4), named by this node's id (or "" for the cluster-wide defaults, of which there
 //!   are none): described from the static configuration. Broker configs are read-only here
 //!   (server.properties is the only source), so altering them answers POLICY_VIOLATION.
+//! - GROUP (32): a group's dynamic configs (KIP-848 keys) over the broker's `group.consumer.*`
+//!   defaults, validated against its bounds and stored durably (`api::group_configs`,
+//!   `crate::group::configs`).
 //! - Any other resource type answers INVALID_REQUEST.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::rc::Rc;
 use std::sync::OnceLock;
 
@@ -27,27 +29,30 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_engine::LogConfig;
 
 use super::admin::{check_topic_name, refuse_internal, unknown_topic};
+pub(super) use super::broker_configs::absolute;
+use super::broker_configs::{alter_broker, broker_entries, broker_target};
 use super::codes;
 use super::topics::TopicError;
 use crate::catalog::validate_configs;
-use crate::config::{apply_topic_config, format_endpoint, ConfigError, ServerConfig, TOPIC_KEYS};
+use crate::config::{apply_topic_config, ConfigError, ServerConfig, TOPIC_KEYS};
 use crate::shard::{BrokerShared, Shard};
 
 /// ConfigResource types.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_GROUP: i8 = 32;
 
 /// DescribeConfigs config sources.
-const SOURCE_DYNAMIC_TOPIC: i8 = 1;
-const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
+pub(super) const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+pub(super) const SOURCE_STATIC_BROKER: i8 = 4;
+pub(super) const SOURCE_DEFAULT: i8 = 5;
 
 /// DescribeConfigs config types (v3+).
-const TYPE_BOOLEAN: i8 = 1;
-const TYPE_STRING: i8 = 2;
-const TYPE_INT: i8 = 3;
-const TYPE_LONG: i8 = 5;
-const TYPE_LIST: i8 = 7;
+pub(super) const TYPE_BOOLEAN: i8 = 1;
+pub(super) const TYPE_STRING: i8 = 2;
+pub(super) const TYPE_INT: i8 = 3;
+pub(super) const TYPE_LONG: i8 = 5;
+pub(super) const TYPE_LIST: i8 = 7;
 
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
@@ -56,7 +61,7 @@ const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
 /// Type and documentation of every topic config sluice knows.
-const TOPIC_CONFIGS: &[(&str, i8, &str)] = &[
+pub(super) const TOPIC_CONFIGS: &[(&str, i8, &str)] = &[
     (
         "cleanup.policy",
         TYPE_LIST,
@@ -159,7 +164,7 @@ fn topic_config_doc(key: &str) -> Option<&'static str> {
 }
 
 /// The broker-level key that sets a topic config's default.
-fn broker_key(topic_key: &str) -> Option<&'static str> {
+pub(super) fn broker_key(topic_key: &str) -> Option<&'static str> {
     if topic_key == "preallocate" {
         return Some("log.preallocate");
     }
@@ -171,13 +176,13 @@ fn broker_key(topic_key: &str) -> Option<&'static str> {
 
 /// The configuration sluice starts with when nothing is set (what DEFAULT_CONFIG means).
 /// Computed once: `ServerConfig::default()` probes the CPU count.
-fn builtin() -> &'static ServerConfig {
+pub(super) fn builtin() -> &'static ServerConfig {
     static BUILTIN: OnceLock<ServerConfig> = OnceLock::new();
     BUILTIN.get_or_init(ServerConfig::default)
 }
 
 /// Every topic config's value when a topic does not override it.
-fn topic_defaults(config: &ServerConfig) -> BTreeMap<String, String> {
+pub(super) fn topic_defaults(config: &ServerConfig) -> BTreeMap<String, String> {
     let mut d = config.topic_defaults();
     d.insert(
         "preallocate".into(),
@@ -186,34 +191,12 @@ fn topic_defaults(config: &ServerConfig) -> BTreeMap<String, String> {
     d
 }
 
-/// Resolves a BROKER resource name: `Ok(true)` for this node, `Ok(false)` for "" (the
-/// cluster-wide dynamic defaults), INVALID_REQUEST for anything else (Kafka's messages).
-fn broker_target(config: &ServerConfig, name: &str) -> Result<bool, TopicError> {
-    if name.is_empty() {
-        return Ok(false);
-    }
-    let id: i32 = name.parse().map_err(|_| {
-        TopicError(
-            codes::INVALID_REQUEST,
-            format!("Broker id must be an integer, but it is: {name}"),
-        )
-    })?;
-    if id != config.node_id {
-        return Err(TopicError(
-            codes::INVALID_REQUEST,
-            format!(
-                "Unexpected broker id, expected {} or empty string, but received {name}",
-                config.node_id
-            ),
-        ));
-    }
-    Ok(true)
-}
-
 fn unsupported_resource(resource_type: i8) -> TopicError {
     TopicError(
         codes::INVALID_REQUEST,
-        format!("Unsupported resource type: {resource_type} (sluice handles TOPIC 2 and BROKER 4)"),
+        format!(
+            "Unsupported resource type: {resource_type} (sluice handles TOPIC 2, BROKER 4 and GROUP 32)"
+        ),
     )
 }
 
@@ -240,15 +223,15 @@ fn duplicate_resource() -> TopicError {
 // DescribeConfigs
 
 /// One described config.
-struct ConfigEntry {
-    name: String,
-    value: Option<String>,
-    source: i8,
-    read_only: bool,
-    config_type: i8,
-    doc: Option<&'static str>,
+pub(super) struct ConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+    pub source: i8,
+    pub read_only: bool,
+    pub config_type: i8,
+    pub doc: Option<&'static str>,
     /// (name, value, source), most specific first.
-    synonyms: Vec<(String, Option<String>, i8)>,
+    pub synonyms: Vec<(String, Option<String>, i8)>,
 }
 
 impl ConfigEntry {
@@ -320,176 +303,6 @@ fn topic_entries(config: &ServerConfig, overrides: &BTreeMap<String, String>) ->
         .collect()
 }
 
-pub(super) fn absolute(dir: &Path) -> String {
-    std::path::absolute(dir)
-        .unwrap_or_else(|_| dir.to_path_buf())
-        .display()
-        .to_string()
-}
-
-fn validation(c: &ServerConfig) -> &'static str {
-    if c.compression.full_validation {
-        "full"
-    } else {
-        "framing"
-    }
-}
-
-/// The broker's (static, read-only) configs.
-fn broker_entries(shared: &BrokerShared) -> Vec<ConfigEntry> {
-    let c = &shared.config;
-    let d = builtin();
-    // (name, value, built-in default, type, doc)
-    let mut rows: Vec<(String, String, String, i8, &'static str)> = vec![
-        (
-            "node.id".into(),
-            c.node_id.to_string(),
-            d.node_id.to_string(),
-            TYPE_INT,
-            "The node id of this broker.",
-        ),
-        (
-            "broker.id".into(),
-            c.node_id.to_string(),
-            d.node_id.to_string(),
-            TYPE_INT,
-            "The node id of this broker.",
-        ),
-        (
-            "process.roles".into(),
-            "broker,controller".into(),
-            "broker,controller".into(),
-            TYPE_LIST,
-            "sluice is a combined broker and controller.",
-        ),
-        (
-            "listeners".into(),
-            c.listeners.bind_text(),
-            d.listeners.bind_text(),
-            TYPE_LIST,
-            "The listeners the broker binds (NAME://host:port).",
-        ),
-        (
-            "log.dirs".into(),
-            absolute(&c.data_dir),
-            absolute(&d.data_dir),
-            TYPE_LIST,
-            "The directory holding the partition logs.",
-        ),
-        (
-            "num.partitions".into(),
-            c.num_partitions.to_string(),
-            d.num_partitions.to_string(),
-            TYPE_INT,
-            "Default partition count of new topics.",
-        ),
-        (
-            "default.replication.factor".into(),
-            "1".into(),
-            "1".into(),
-            TYPE_INT,
-            "Replication factor of new topics (a single node keeps one replica).",
-        ),
-        (
-            "auto.create.topics.enable".into(),
-            c.auto_create_topics.to_string(),
-            d.auto_create_topics.to_string(),
-            TYPE_BOOLEAN,
-            "Create a topic when a client asks for an unknown one.",
-        ),
-        (
-            "socket.request.max.bytes".into(),
-            c.socket_request_max_bytes.to_string(),
-            d.socket_request_max_bytes.to_string(),
-            TYPE_INT,
-            "The largest request frame accepted.",
-        ),
-        (
-            "log.retention.check.interval.ms".into(),
-            c.retention_check_ms.to_string(),
-            d.retention_check_ms.to_string(),
-            TYPE_LONG,
-            "How often retention runs.",
-        ),
-        (
-            "sluice.cores".into(),
-            c.cores.to_string(),
-            d.cores.to_string(),
-            TYPE_INT,
-            "Shards (one glommio executor per core).",
-        ),
-        (
-            "sluice.fetch.zero.copy".into(),
-            c.fetch_zero_copy.to_string(),
-            d.fetch_zero_copy.to_string(),
-            TYPE_BOOLEAN,
-            "Send cold fetch data with sendfile(2).",
-        ),
-        (
-            crate::compression::VALIDATION_KEY.into(),
-            validation(c).into(),
-            validation(d).into(),
-            TYPE_STRING,
-            "framing: compressed batches stored as sent have their codec framing walked; full: \
-             also decompressed and every record parsed.",
-        ),
-    ];
-    // the log defaults, under their broker-level names
-    let now = topic_defaults(c);
-    let builtin = topic_defaults(d);
-    for (topic_key, ty, doc) in TOPIC_CONFIGS {
-        let (Some(bk), Some(v), Some(b)) = (
-            broker_key(topic_key),
-            now.get(*topic_key),
-            builtin.get(*topic_key),
-        ) else {
-            continue;
-        };
-        rows.push((bk.to_string(), v.clone(), b.clone(), *ty, doc));
-    }
-    let mut entries: Vec<ConfigEntry> = rows
-        .into_iter()
-        .map(|(name, value, builtin, config_type, doc)| {
-            let source = if value == builtin {
-                SOURCE_DEFAULT
-            } else {
-                SOURCE_STATIC_BROKER
-            };
-            ConfigEntry {
-                synonyms: vec![(name.clone(), Some(value.clone()), source)],
-                name,
-                value: Some(value),
-                source,
-                read_only: true,
-                config_type,
-                doc: Some(doc),
-            }
-        })
-        .collect();
-    let advertised = shared
-        .endpoints()
-        .iter()
-        .map(|e| format_endpoint(&e.name, &e.host, e.port))
-        .collect::<Vec<_>>()
-        .join(",");
-    let source = if !c.listeners.advertised.is_empty() {
-        SOURCE_STATIC_BROKER
-    } else {
-        SOURCE_DEFAULT
-    };
-    entries.push(ConfigEntry {
-        name: "advertised.listeners".into(),
-        value: Some(advertised.clone()),
-        source,
-        read_only: true,
-        config_type: TYPE_LIST,
-        doc: Some("The addresses given to clients, per listener (default: the bound ones)."),
-        synonyms: vec![("advertised.listeners".into(), Some(advertised), source)],
-    });
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    entries
-}
-
 fn describe_resource(
     shared: &BrokerShared,
     resource_type: i8,
@@ -515,6 +328,7 @@ fn describe_resource(
                 Ok(Vec::new())
             }
         }
+        RESOURCE_GROUP => super::group_configs::describe(shared, name),
         other => Err(unsupported_resource(other)),
     }
 }
@@ -635,20 +449,18 @@ async fn alter_topic(
     Ok(())
 }
 
-/// Broker configs are static here: an empty change is a no-op, anything else is refused.
-fn alter_broker(config: &ServerConfig, name: &str, keys: &[String]) -> Result<(), TopicError> {
-    broker_target(config, name)?;
-    if keys.is_empty() {
-        return Ok(());
+/// The legacy AlterConfigs replaces the whole set; a null value leaves the key unset.
+fn legacy_set(
+    configs: &[kafka_protocol::messages::alter_configs_request::AlterableConfig],
+) -> BTreeMap<String, String> {
+    let mut next = BTreeMap::new();
+    for c in configs {
+        match &c.value {
+            Some(v) => next.insert(c.name.to_string(), v.to_string()),
+            None => next.remove(c.name.as_str()),
+        };
     }
-    Err(TopicError(
-        codes::POLICY_VIOLATION,
-        format!(
-            "broker configs are read-only in sluice (cannot update {} dynamically): set them in \
-             server.properties and restart, or alter the topic's configs instead",
-            keys.join(", ")
-        ),
-    ))
+    next
 }
 
 pub async fn alter_configs(shard: &Rc<Shard>, req: AlterConfigsRequest) -> AlterConfigsResponse {
@@ -665,19 +477,19 @@ pub async fn alter_configs(shard: &Rc<Shard>, req: AlterConfigsRequest) -> Alter
         } else {
             match r.resource_type {
                 RESOURCE_TOPIC => {
-                    // the legacy API replaces the whole set; a null value leaves the key unset
-                    let mut next = BTreeMap::new();
-                    for c in &r.configs {
-                        match &c.value {
-                            Some(v) => next.insert(c.name.to_string(), v.to_string()),
-                            None => next.remove(c.name.as_str()),
-                        };
-                    }
+                    let next = legacy_set(&r.configs);
                     alter_topic(shard, &name, req.validate_only, |_| Ok(next.clone())).await
                 }
                 RESOURCE_BROKER => {
                     let keys: Vec<String> = r.configs.iter().map(|c| c.name.to_string()).collect();
                     alter_broker(&shard.shared.config, &name, &keys)
+                }
+                RESOURCE_GROUP => {
+                    let next = legacy_set(&r.configs);
+                    super::group_configs::alter(shard, &name, req.validate_only, |_| {
+                        Ok(next.clone())
+                    })
+                    .await
                 }
                 other => Err(unsupported_resource(other)),
             }
@@ -816,6 +628,12 @@ pub async fn incremental_alter_configs(
                 RESOURCE_BROKER => {
                     let keys: Vec<String> = ops.iter().map(|o| o.key.clone()).collect();
                     alter_broker(&shard.shared.config, &name, &keys)
+                }
+                RESOURCE_GROUP => {
+                    super::group_configs::alter(shard, &name, req.validate_only, |cur| {
+                        apply_ops(cur, &ops, &defaults)
+                    })
+                    .await
                 }
                 other => Err(unsupported_resource(other)),
             }

@@ -27,6 +27,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::group::state::{err, JoinRequest};
 use crate::group::{coordinator_shard, Committed, TopicOffsets};
+use crate::security::Authz;
 use crate::shard::Shard;
 
 fn s(v: impl Into<String>) -> StrBytes {
@@ -267,6 +268,19 @@ pub async fn leave(shard: &Rc<Shard>, req: LeaveGroupRequest, version: i16) -> L
     }
 }
 
+/// Whether `topic` exists here with a partition `partition` (OffsetCommit and TxnOffsetCommit
+/// answer UNKNOWN_TOPIC_OR_PARTITION for the others, as Kafka's request handler does, and
+/// store only the rest).
+pub(crate) fn partition_exists(shard: &Shard, topic: &str, partition: i32) -> bool {
+    shard
+        .shared
+        .catalog
+        .read()
+        .topics
+        .get(topic)
+        .is_some_and(|t| (0..t.partitions()).contains(&partition))
+}
+
 pub async fn offset_commit(
     shard: &Rc<Shard>,
     req: OffsetCommitRequest,
@@ -291,10 +305,24 @@ pub async fn offset_commit(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
+    // per partition, in request order: None = stored with the group's answer, Some = refused
+    let mut refused: Vec<Vec<Option<i16>>> = Vec::with_capacity(req.topics.len());
     let mut entries = Vec::new();
     for (t, name) in req.topics.iter().zip(&names) {
-        let Some(name) = name else { continue };
+        let Some(name) = name else {
+            refused.push(vec![
+                Some(crate::api::codes::UNKNOWN_TOPIC_ID);
+                t.partitions.len()
+            ]);
+            continue;
+        };
+        let mut codes = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
+            if !partition_exists(shard, name, p.partition_index) {
+                codes.push(Some(crate::api::codes::UNKNOWN_TOPIC_OR_PARTITION));
+                continue;
+            }
+            codes.push(None);
             entries.push((
                 name.clone(),
                 p.partition_index,
@@ -306,6 +334,7 @@ pub async fn offset_commit(
                 },
             ));
         }
+        refused.push(codes);
     }
     let g = group.clone();
     let member = req.member_id.to_string();
@@ -313,6 +342,9 @@ pub async fn offset_commit(
     let generation = req.generation_id_or_member_epoch;
     let code = if group.is_empty() {
         err::INVALID_GROUP_ID
+    } else if entries.is_empty() && !req.topics.is_empty() {
+        // nothing left to store: Kafka answers without asking the coordinator
+        err::NONE
     } else {
         on_coordinator(shard, &group, move |c| async move {
             c.commit(&g, &member, iid.as_deref(), generation, entries)
@@ -324,23 +356,19 @@ pub async fn offset_commit(
     let topics = req
         .topics
         .iter()
-        .zip(names)
-        .map(|(t, name)| {
-            let c = if name.is_some() {
-                code
-            } else {
-                crate::api::codes::UNKNOWN_TOPIC_ID
-            };
+        .zip(refused)
+        .map(|(t, codes)| {
             OffsetCommitResponseTopic::default()
                 .with_name(t.name.clone())
                 .with_topic_id(t.topic_id)
                 .with_partitions(
                     t.partitions
                         .iter()
-                        .map(|p| {
+                        .zip(codes)
+                        .map(|(p, c)| {
                             OffsetCommitResponsePartition::default()
                                 .with_partition_index(p.partition_index)
-                                .with_error_code(c)
+                                .with_error_code(c.unwrap_or(code))
                         })
                         .collect(),
                 )
@@ -528,17 +556,28 @@ pub async fn list_groups(
     )
 }
 
+/// DescribeGroups; v3+ with `include_authorized_operations` carries what the principal may do
+/// on each group (KIP-430), i32::MIN otherwise.
 pub async fn describe_groups(
     shard: &Rc<Shard>,
     req: DescribeGroupsRequest,
     version: i16,
+    authz: &Authz<'_>,
 ) -> DescribeGroupsResponse {
     let mut out = Vec::new();
+    let with_ops = version >= 3 && req.include_authorized_operations;
     for gid in req.groups {
         let group = gid.0.to_string();
         let g = group.clone();
         let d = on_coordinator(shard, &group, move |c| async move { c.describe(&g) }).await;
-        let entry = DescribedGroup::default().with_group_id(gid);
+        let ops = if with_ops {
+            super::authorize::group_operations(authz, &group)
+        } else {
+            i32::MIN
+        };
+        let entry = DescribedGroup::default()
+            .with_group_id(gid)
+            .with_authorized_operations(ops);
         out.push(match d {
             None => entry.with_error_code(err::COORDINATOR_NOT_AVAILABLE),
             Some(None) => entry.with_group_state(s("Dead")),

@@ -1,5 +1,6 @@
 //! Metadata: the live brokers and, for each partition, its leader, leader epoch, replicas, ISR
-//! and offline replicas (a single node leads everything; a cluster's image decides).
+//! and offline replicas (a single node leads everything; a cluster's image decides), with the
+//! cluster (v8-v10) and topic (v8+) operations the principal may do when the client asks.
 
 use std::rc::Rc;
 
@@ -38,6 +39,15 @@ pub async fn handle(
                 .collect(),
         ),
     };
+    // v8+: what the principal may do on each topic it may describe, when asked (KIP-430);
+    // topics refused with TOPIC_AUTHORIZATION_FAILED keep the "not asked" value, as in Kafka
+    let topic_ops = |name: &str| {
+        if version >= 8 && req.include_topic_authorized_operations {
+            super::authorize::topic_operations(authz, name)
+        } else {
+            i32::MIN
+        }
+    };
     let mut topics_out = Vec::new();
     match requested {
         None => {
@@ -53,6 +63,7 @@ pub async fn handle(
                     Some(t.name.clone()),
                     Some(t),
                     codes::NONE,
+                    topic_ops(&t.name),
                 ));
             }
         }
@@ -96,6 +107,7 @@ pub async fn handle(
                     Some(name.clone()),
                     st.topics.get(&name),
                     code,
+                    topic_ops(&name),
                 ));
             }
         }
@@ -131,11 +143,13 @@ fn topic_entry(
     name: Option<String>,
     info: Option<&crate::catalog::TopicInfo>,
     code: i16,
+    authorized_operations: i32,
 ) -> MetadataResponseTopic {
     let name = name.map(|n| TopicName(StrBytes::from_string(n)));
     let Some(info) = info.filter(|_| code == codes::NONE) else {
         return MetadataResponseTopic::default()
             .with_name(name)
+            .with_topic_authorized_operations(authorized_operations)
             .with_error_code(if code == codes::NONE {
                 codes::UNKNOWN_TOPIC_OR_PARTITION
             } else {
@@ -159,6 +173,7 @@ fn topic_entry(
         .with_name(name)
         .with_topic_id(info.id)
         .with_is_internal(is_internal(&info.name))
+        .with_topic_authorized_operations(authorized_operations)
         .with_partitions(partitions)
 }
 

@@ -18,9 +18,11 @@ mod acls;
 mod admin;
 mod api_versions;
 mod authorize;
+mod broker_configs;
 mod configs;
 mod describe_topic_partitions;
 mod fetch;
+mod group_configs;
 mod groups;
 mod list_offsets;
 mod metadata;
@@ -333,7 +335,9 @@ async fn dispatch(
             &authz,
             groups::list_groups(shard, r, v).await
         )),
-        RequestKind::DescribeGroups(r) => respond!(groups::describe_groups(shard, r, v).await),
+        RequestKind::DescribeGroups(r) => {
+            respond!(groups::describe_groups(shard, r, v, &authz).await)
+        }
         RequestKind::DeleteGroups(r) => respond!(groups::delete_groups(shard, r).await),
         RequestKind::OffsetDelete(r) => respond!(groups::offset_delete(shard, r).await),
         RequestKind::InitProducerId(r) if r.transactional_id.is_some() => {

@@ -219,24 +219,42 @@ pub async fn txn_offset_commit(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
+    // partitions that do not exist answer UNKNOWN_TOPIC_OR_PARTITION and are not stored, as in
+    // Kafka's request handler; the others get the coordinator's answer
+    let known: Vec<Vec<bool>> = req
+        .topics
+        .iter()
+        .map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| crate::api::groups::partition_exists(shard, &t.name, p.partition_index))
+                .collect()
+        })
+        .collect();
     let entries: Vec<(String, i32, Committed)> = req
         .topics
         .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(move |p| {
-                (
-                    t.name.to_string(),
-                    p.partition_index,
-                    Committed {
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                        commit_ms: now,
-                    },
-                )
-            })
+        .zip(&known)
+        .flat_map(|(t, known)| {
+            t.partitions
+                .iter()
+                .zip(known)
+                .filter(|(_, k)| **k)
+                .map(move |(p, _)| {
+                    (
+                        t.name.to_string(),
+                        p.partition_index,
+                        Committed {
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                            commit_ms: now,
+                        },
+                    )
+                })
         })
         .collect();
+    let nothing_to_store = entries.is_empty() && !req.topics.is_empty();
     // the producer must be the transaction's current one
     let id = req.transactional_id.to_string();
     let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
@@ -252,6 +270,8 @@ pub async fn txn_offset_commit(
     .unwrap_or(err::COORDINATOR_NOT_AVAILABLE);
     let code = if owner != err::NONE {
         owner
+    } else if nothing_to_store {
+        err::NONE
     } else if group.is_empty() {
         crate::group::state::err::INVALID_GROUP_ID
     } else {
@@ -280,16 +300,22 @@ pub async fn txn_offset_commit(
     TxnOffsetCommitResponse::default().with_topics(
         req.topics
             .iter()
-            .map(|t| {
+            .zip(known)
+            .map(|(t, known)| {
                 TxnOffsetCommitResponseTopic::default()
                     .with_name(t.name.clone())
                     .with_partitions(
                         t.partitions
                             .iter()
-                            .map(|p| {
+                            .zip(known)
+                            .map(|(p, k)| {
                                 TxnOffsetCommitResponsePartition::default()
                                     .with_partition_index(p.partition_index)
-                                    .with_error_code(code)
+                                    .with_error_code(if k {
+                                        code
+                                    } else {
+                                        err::UNKNOWN_TOPIC_OR_PARTITION
+                                    })
                             })
                             .collect(),
                     )

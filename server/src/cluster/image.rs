@@ -116,6 +116,9 @@ pub struct Image {
     /// ACL bindings, the same on every broker.
     #[serde(default)]
     pub acls: std::collections::BTreeSet<AclBinding>,
+    /// Dynamic group configs (GROUP config resources), by group id.
+    #[serde(default)]
+    pub group_configs: crate::group::configs::GroupConfigMap,
     /// Index of the last command applied (the image's version).
     pub applied: u64,
 }
@@ -179,6 +182,12 @@ pub enum Command {
     ChangeAcls {
         add: Vec<AclBinding>,
         remove: Vec<AclBinding>,
+    },
+    /// AlterConfigs / IncrementalAlterConfigs on a GROUP resource: replaces the group's
+    /// overrides (validated by the broker that took the request; empty removes them).
+    SetGroupConfigs {
+        group: String,
+        configs: BTreeMap<String, String>,
     },
 }
 
@@ -361,6 +370,10 @@ impl Image {
             }
             Command::ChangeAcls { add, remove } => {
                 crate::security::acl::apply(&mut self.acls, add, remove);
+                Ok(Applied::Done)
+            }
+            Command::SetGroupConfigs { group, configs } => {
+                crate::group::configs::apply(&mut self.group_configs, group, configs);
                 Ok(Applied::Done)
             }
         }

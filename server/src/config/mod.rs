@@ -72,6 +72,9 @@ pub struct ServerConfig {
     pub group_max_session_ms: u64,
     /// group.initial.rebalance.delay.ms (0 as in Kafka's shipped server.properties)
     pub group_initial_rebalance_delay_ms: u64,
+    /// group.consumer.*: defaults and bounds of the dynamic group configs (KIP-848 keys,
+    /// stored and validated only: see `group::configs`)
+    pub consumer_group: crate::group::configs::ConsumerGroupBounds,
     /// offsets.retention.minutes
     pub offsets_retention_minutes: u64,
     /// transaction.max.timeout.ms: the largest transaction.timeout.ms a producer may ask for
@@ -136,6 +139,7 @@ impl Default for ServerConfig {
             group_min_session_ms: 6_000,
             group_max_session_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 0,
+            consumer_group: Default::default(),
             offsets_retention_minutes: 10_080,
             transaction_max_timeout_ms: 900_000,
             transaction_abort_interval_ms: 10_000,
@@ -444,6 +448,14 @@ impl ServerConfig {
             "group.initial.rebalance.delay.ms" => {
                 self.group_initial_rebalance_delay_ms = parse_num(key, value)?
             }
+            k if k.starts_with("group.consumer.") => match self.consumer_group.set(k, value) {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(key = k, "unknown configuration key ignored");
+                    self.unknown_keys.push(k.to_string());
+                }
+                Err(reason) => return Err(bad(key, value, reason)),
+            },
             "offsets.retention.minutes" => self.offsets_retention_minutes = parse_num(key, value)?,
             "transaction.max.timeout.ms" => {
                 self.transaction_max_timeout_ms = parse_num(key, value)?

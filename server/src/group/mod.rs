@@ -8,6 +8,7 @@
 //! fdatasync'd before OffsetCommit is answered and replayed (last value per key wins, a null
 //! value deletes) when the shard starts.
 
+pub mod configs;
 pub mod state;
 
 use std::cell::{Cell, RefCell};

@@ -1,0 +1,356 @@
+//! Dynamic group configs: the GROUP config resource (type 32) of DescribeConfigs, AlterConfigs
+//! and IncrementalAlterConfigs, with Kafka's KIP-848 keys `consumer.session.timeout.ms` and
+//! `consumer.heartbeat.interval.ms` (the `share.*` and `streams.*` keys belong to group types
+//! sluice does not have, so they are unknown names here).
+//!
+//! Data path: request -> `api::configs` (resource dispatch, authorization on the group) ->
+//! `api::group_configs` (entries, operations) -> [`validate`] against the broker's
+//! `group.consumer.*` bounds ([`ConsumerGroupBounds`]) -> stored per group: on a single node in
+//! `<data>/__sluice/group-configs.json` ([`LocalGroupConfigs`], replaced durably before the
+//! answer), in a cluster in the metadata image (`Command::SetGroupConfigs`), as Kafka keeps them
+//! as ConfigRecords in its metadata log. Every broker reads them from there.
+//!
+//! What uses them: nothing yet. Kafka applies them to consumer groups of the new protocol
+//! (KIP-848) only; classic groups, the only kind sluice's coordinator runs, take the session
+//! timeout from JoinGroup and Kafka does not apply these keys to them either. They are stored,
+//! described and validated so that admin tools work and a KIP-848 coordinator finds them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use thiserror::Error;
+
+pub const SESSION_TIMEOUT: &str = "consumer.session.timeout.ms";
+pub const HEARTBEAT_INTERVAL: &str = "consumer.heartbeat.interval.ms";
+
+/// Every group config sluice knows: (name, the broker key that sets its default, doc).
+pub const GROUP_CONFIGS: &[(&str, &str, &str)] = &[
+    (
+        HEARTBEAT_INTERVAL,
+        "group.consumer.heartbeat.interval.ms",
+        "The heartbeat interval given to the members.",
+    ),
+    (
+        SESSION_TIMEOUT,
+        "group.consumer.session.timeout.ms",
+        "The timeout to detect client failures when using the consumer group protocol.",
+    ),
+];
+
+/// The broker's `group.consumer.*` settings: the defaults of the group configs and the bounds
+/// an override must stay within (Kafka's GroupCoordinatorConfig defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerGroupBounds {
+    /// group.consumer.session.timeout.ms
+    pub session_timeout_ms: i32,
+    /// group.consumer.min.session.timeout.ms
+    pub min_session_timeout_ms: i32,
+    /// group.consumer.max.session.timeout.ms
+    pub max_session_timeout_ms: i32,
+    /// group.consumer.heartbeat.interval.ms
+    pub heartbeat_interval_ms: i32,
+    /// group.consumer.min.heartbeat.interval.ms
+    pub min_heartbeat_interval_ms: i32,
+    /// group.consumer.max.heartbeat.interval.ms
+    pub max_heartbeat_interval_ms: i32,
+}
+
+impl Default for ConsumerGroupBounds {
+    fn default() -> Self {
+        ConsumerGroupBounds {
+            session_timeout_ms: 45_000,
+            min_session_timeout_ms: 45_000,
+            max_session_timeout_ms: 60_000,
+            heartbeat_interval_ms: 5_000,
+            min_heartbeat_interval_ms: 5_000,
+            max_heartbeat_interval_ms: 15_000,
+        }
+    }
+}
+
+impl ConsumerGroupBounds {
+    /// Sets one `group.consumer.*` broker key; `Ok(false)` if `key` is not one of them.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        let slot = match key {
+            "group.consumer.session.timeout.ms" => &mut self.session_timeout_ms,
+            "group.consumer.min.session.timeout.ms" => &mut self.min_session_timeout_ms,
+            "group.consumer.max.session.timeout.ms" => &mut self.max_session_timeout_ms,
+            "group.consumer.heartbeat.interval.ms" => &mut self.heartbeat_interval_ms,
+            "group.consumer.min.heartbeat.interval.ms" => &mut self.min_heartbeat_interval_ms,
+            "group.consumer.max.heartbeat.interval.ms" => &mut self.max_heartbeat_interval_ms,
+            _ => return Ok(false),
+        };
+        *slot = value
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|v| *v >= 1)
+            .ok_or_else(|| "must be an integer >= 1".to_string())?;
+        Ok(true)
+    }
+
+    /// The checks Kafka's GroupCoordinatorConfig makes at start: each default within its
+    /// bounds, the heartbeat below the session timeout.
+    pub fn check(&self) -> Result<(), String> {
+        let b = self;
+        if b.min_session_timeout_ms > b.max_session_timeout_ms {
+            return Err("group.consumer.min.session.timeout.ms must be <= group.consumer.max.session.timeout.ms".into());
+        }
+        if !(b.min_session_timeout_ms..=b.max_session_timeout_ms).contains(&b.session_timeout_ms) {
+            return Err("group.consumer.session.timeout.ms must be between group.consumer.min.session.timeout.ms and group.consumer.max.session.timeout.ms".into());
+        }
+        if b.min_heartbeat_interval_ms > b.max_heartbeat_interval_ms {
+            return Err("group.consumer.min.heartbeat.interval.ms must be <= group.consumer.max.heartbeat.interval.ms".into());
+        }
+        if !(b.min_heartbeat_interval_ms..=b.max_heartbeat_interval_ms)
+            .contains(&b.heartbeat_interval_ms)
+        {
+            return Err("group.consumer.heartbeat.interval.ms must be between group.consumer.min.heartbeat.interval.ms and group.consumer.max.heartbeat.interval.ms".into());
+        }
+        if b.heartbeat_interval_ms >= b.session_timeout_ms {
+            return Err("group.consumer.heartbeat.interval.ms must be less than group.consumer.session.timeout.ms".into());
+        }
+        Ok(())
+    }
+
+    /// Every group config's value when a group does not override it.
+    pub fn defaults(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (
+                SESSION_TIMEOUT.to_string(),
+                self.session_timeout_ms.to_string(),
+            ),
+            (
+                HEARTBEAT_INTERVAL.to_string(),
+                self.heartbeat_interval_ms.to_string(),
+            ),
+        ])
+    }
+}
+
+/// Why a group's configs were refused (all INVALID_CONFIG on the wire; Kafka's messages).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GroupConfigError {
+    #[error("Unknown group config name: {0}")]
+    UnknownName(String),
+    #[error("Invalid value {value} for configuration {key}: Not a number of type INT")]
+    NotInt { key: String, value: String },
+    #[error("{key} must be greater than or equal to {bound}")]
+    BelowMin {
+        key: &'static str,
+        bound: &'static str,
+    },
+    #[error("{key} must be less than or equal to {bound}")]
+    AboveMax {
+        key: &'static str,
+        bound: &'static str,
+    },
+    #[error("{HEARTBEAT_INTERVAL} must be less than {SESSION_TIMEOUT}")]
+    HeartbeatNotBelowSession,
+}
+
+impl GroupConfigError {
+    pub fn kafka_code(&self) -> i16 {
+        crate::api::codes::INVALID_CONFIG
+    }
+}
+
+/// Checks a group's overrides as Kafka's GroupConfig.validate does: known names, INT values,
+/// each within the broker's bounds, and (with the broker defaults filling what is not
+/// overridden) the heartbeat interval below the session timeout.
+pub fn validate(
+    overrides: &BTreeMap<String, String>,
+    bounds: &ConsumerGroupBounds,
+) -> Result<(), GroupConfigError> {
+    if let Some(k) = overrides
+        .keys()
+        .find(|k| !GROUP_CONFIGS.iter().any(|(n, _, _)| n == k))
+    {
+        return Err(GroupConfigError::UnknownName(k.clone()));
+    }
+    let int = |key: &str, default: i32| -> Result<i32, GroupConfigError> {
+        match overrides.get(key) {
+            None => Ok(default),
+            Some(v) => v.trim().parse().map_err(|_| GroupConfigError::NotInt {
+                key: key.to_string(),
+                value: v.clone(),
+            }),
+        }
+    };
+    let session = int(SESSION_TIMEOUT, bounds.session_timeout_ms)?;
+    let heartbeat = int(HEARTBEAT_INTERVAL, bounds.heartbeat_interval_ms)?;
+    if heartbeat < bounds.min_heartbeat_interval_ms {
+        return Err(GroupConfigError::BelowMin {
+            key: HEARTBEAT_INTERVAL,
+            bound: "group.consumer.min.heartbeat.interval.ms",
+        });
+    }
+    if heartbeat > bounds.max_heartbeat_interval_ms {
+        return Err(GroupConfigError::AboveMax {
+            key: HEARTBEAT_INTERVAL,
+            bound: "group.consumer.max.heartbeat.interval.ms",
+        });
+    }
+    if session < bounds.min_session_timeout_ms {
+        return Err(GroupConfigError::BelowMin {
+            key: SESSION_TIMEOUT,
+            bound: "group.consumer.min.session.timeout.ms",
+        });
+    }
+    if session > bounds.max_session_timeout_ms {
+        return Err(GroupConfigError::AboveMax {
+            key: SESSION_TIMEOUT,
+            bound: "group.consumer.max.session.timeout.ms",
+        });
+    }
+    if heartbeat >= session {
+        return Err(GroupConfigError::HeartbeatNotBelowSession);
+    }
+    Ok(())
+}
+
+/// Overrides of every group that has some: group id -> (name -> value).
+pub type GroupConfigMap = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Replaces `group`'s overrides (an empty set removes the group's entry).
+pub fn apply(map: &mut GroupConfigMap, group: &str, configs: &BTreeMap<String, String>) {
+    if configs.is_empty() {
+        map.remove(group);
+    } else {
+        map.insert(group.to_string(), configs.clone());
+    }
+}
+
+/// The single-node store.
+pub struct LocalGroupConfigs {
+    path: PathBuf,
+    map: RwLock<Arc<GroupConfigMap>>,
+}
+
+impl LocalGroupConfigs {
+    pub fn open(data_dir: &std::path::Path) -> Result<LocalGroupConfigs, String> {
+        let path = data_dir.join("__sluice").join("group-configs.json");
+        let map = match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => GroupConfigMap::new(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        Ok(LocalGroupConfigs {
+            path,
+            map: RwLock::new(Arc::new(map)),
+        })
+    }
+
+    pub fn all(&self) -> Arc<GroupConfigMap> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces `group`'s overrides, durably; on a write error nothing changes.
+    pub fn set(&self, group: &str, configs: &BTreeMap<String, String>) -> Result<(), String> {
+        let mut guard = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**guard).clone();
+        apply(&mut next, group, configs);
+        let bytes = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        sluice_engine::meta::durable_replace(&self.path, &bytes)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        *guard = Arc::new(next);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn validation_follows_kafkas_bounds() {
+        let b = ConsumerGroupBounds::default();
+        assert_eq!(validate(&m(&[]), &b), Ok(()));
+        assert_eq!(
+            validate(
+                &m(&[(SESSION_TIMEOUT, "50000"), (HEARTBEAT_INTERVAL, "6000")]),
+                &b
+            ),
+            Ok(())
+        );
+        let e = validate(&m(&[("consumer.nope", "1")]), &b).expect_err("unknown");
+        assert_eq!(e.to_string(), "Unknown group config name: consumer.nope");
+        assert_eq!(e.kafka_code(), 40);
+        let e = validate(&m(&[(SESSION_TIMEOUT, "abc")]), &b).expect_err("not int");
+        assert_eq!(
+            e.to_string(),
+            "Invalid value abc for configuration consumer.session.timeout.ms: Not a number of type INT"
+        );
+        let e = validate(&m(&[(SESSION_TIMEOUT, "44999")]), &b).expect_err("below min");
+        assert_eq!(
+            e.to_string(),
+            "consumer.session.timeout.ms must be greater than or equal to group.consumer.min.session.timeout.ms"
+        );
+        let e = validate(&m(&[(SESSION_TIMEOUT, "60001")]), &b).expect_err("above max");
+        assert_eq!(
+            e.to_string(),
+            "consumer.session.timeout.ms must be less than or equal to group.consumer.max.session.timeout.ms"
+        );
+        let e = validate(&m(&[(HEARTBEAT_INTERVAL, "15001")]), &b).expect_err("above max");
+        assert!(e
+            .to_string()
+            .contains("group.consumer.max.heartbeat.interval.ms"));
+        // wider broker bounds: the heartbeat must stay below the session timeout
+        let wide = ConsumerGroupBounds {
+            min_session_timeout_ms: 1_000,
+            ..b
+        };
+        let e = validate(&m(&[(SESSION_TIMEOUT, "5000")]), &wide).expect_err("hb >= session");
+        assert_eq!(e, GroupConfigError::HeartbeatNotBelowSession);
+        assert_eq!(validate(&m(&[(SESSION_TIMEOUT, "5001")]), &wide), Ok(()));
+    }
+
+    #[test]
+    fn broker_bounds_are_checked() {
+        let mut b = ConsumerGroupBounds::default();
+        assert_eq!(b.check(), Ok(()));
+        assert_eq!(
+            b.set("group.consumer.session.timeout.ms", "30000"),
+            Ok(true)
+        );
+        assert!(b.check().is_err());
+        assert_eq!(
+            b.set("group.consumer.min.session.timeout.ms", "10000"),
+            Ok(true)
+        );
+        assert_eq!(b.check(), Ok(()));
+        assert!(b.set("group.consumer.heartbeat.interval.ms", "x").is_err());
+        assert_eq!(b.set("group.min.session.timeout.ms", "1"), Ok(false));
+    }
+
+    #[test]
+    fn store_is_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = LocalGroupConfigs::open(dir.path()).expect("open");
+        assert!(s.all().is_empty());
+        s.set("g", &m(&[(SESSION_TIMEOUT, "50000")])).expect("set");
+        let again = LocalGroupConfigs::open(dir.path()).expect("reopen");
+        assert_eq!(
+            again.all().get("g"),
+            Some(&m(&[(SESSION_TIMEOUT, "50000")]))
+        );
+        again.set("g", &BTreeMap::new()).expect("clear");
+        assert!(LocalGroupConfigs::open(dir.path())
+            .expect("reopen")
+            .all()
+            .is_empty());
+    }
+}
