@@ -267,6 +267,35 @@ def test_deny_wins_and_prefixed_patterns(broker_factory):
     assert produce_error(cc, "logs-secret") == KafkaError.TOPIC_AUTHORIZATION_FAILED
 
 
+def test_describe_and_delete_groups_answer_each_group(broker_factory):
+    """DescribeGroups and DeleteGroups refuse only the groups the principal may not touch; the
+    others in the same request are answered (Kafka's per-group answers)."""
+    b = broker_factory(overrides=SECURED)
+    admin = AdminClient(conf(b, "admin", "admin-secret"))
+    acls = [
+        AclBinding(ResourceType.GROUP, g, ResourcePatternType.LITERAL, "User:usercc", "*", o,
+                   AclPermissionType.ALLOW)
+        for g in ("mine", "mine-too")
+        for o in (AclOperation.DESCRIBE, AclOperation.DELETE)
+    ]
+    for f in admin.create_acls(acls).values():
+        f.result(TIMEOUT)
+    cc = AdminClient(conf(b, "usercc", "cc-secret"))
+    futures = cc.describe_consumer_groups(["mine", "theirs"], request_timeout=TIMEOUT)
+    assert futures["mine"].result(TIMEOUT).group_id == "mine"
+    with pytest.raises(KafkaException) as e:
+        futures["theirs"].result(TIMEOUT)
+    assert e.value.args[0].code() == KafkaError.GROUP_AUTHORIZATION_FAILED
+    futures = cc.delete_consumer_groups(["mine-too", "theirs"], request_timeout=TIMEOUT)
+    with pytest.raises(KafkaException) as e:
+        futures["theirs"].result(TIMEOUT)
+    assert e.value.args[0].code() == KafkaError.GROUP_AUTHORIZATION_FAILED
+    # an empty group that does not exist: Kafka's GROUP_ID_NOT_FOUND, not an authorization error
+    with pytest.raises(KafkaException) as e:
+        futures["mine-too"].result(TIMEOUT)
+    assert e.value.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND
+
+
 def test_acl_apis_without_an_authorizer(broker):
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     acl = AclBinding(ResourceType.TOPIC, "t", ResourcePatternType.LITERAL, "User:u", "*",

@@ -46,6 +46,8 @@ pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 pub struct Denied {
     pub topics: Vec<(TopicName, Vec<i32>)>,
     pub configs: Vec<(i8, StrBytes, i16)>,
+    /// DescribeGroups / DeleteGroups: groups answered GROUP_AUTHORIZATION_FAILED one by one.
+    pub groups: Vec<GroupId>,
 }
 
 /// A whole request refused: this error code goes in the API's top-level answer.
@@ -223,16 +225,21 @@ pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refuse
                 group(&g.group_id, op::DESCRIBE)?;
             }
         }
-        RequestKind::DescribeGroups(r) => {
-            for g in &r.groups {
-                group(g, op::DESCRIBE)?;
+        // each group on its own, as Kafka answers these two
+        RequestKind::DescribeGroups(r) => r.groups.retain(|g| {
+            let ok = authz.group(op::DESCRIBE, g.as_str());
+            if !ok {
+                denied.groups.push(g.clone());
             }
-        }
-        RequestKind::DeleteGroups(r) => {
-            for g in &r.groups_names {
-                group(g, op::DELETE)?;
+            ok
+        }),
+        RequestKind::DeleteGroups(r) => r.groups_names.retain(|g| {
+            let ok = authz.group(op::DELETE, g.as_str());
+            if !ok {
+                denied.groups.push(g.clone());
             }
-        }
+            ok
+        }),
         RequestKind::FindCoordinator(r) => {
             let keys: Vec<&StrBytes> = if r.coordinator_keys.is_empty() {
                 vec![&r.key]
@@ -660,6 +667,30 @@ impl Denied {
         r
     }
 
+    pub fn fill_describe_groups(self, mut r: DescribeGroupsResponse) -> DescribeGroupsResponse {
+        for g in self.groups {
+            r.groups.push(
+                describe_groups_response::DescribedGroup::default()
+                    .with_group_id(g)
+                    .with_error_code(GROUP_AUTHORIZATION_FAILED)
+                    .with_error_message(msg(GROUP_AUTHORIZATION_FAILED))
+                    .with_authorized_operations(i32::MIN),
+            );
+        }
+        r
+    }
+
+    pub fn fill_delete_groups(self, mut r: DeleteGroupsResponse) -> DeleteGroupsResponse {
+        for g in self.groups {
+            r.results.push(
+                delete_groups_response::DeletableGroupResult::default()
+                    .with_group_id(g)
+                    .with_error_code(GROUP_AUTHORIZATION_FAILED),
+            );
+        }
+        r
+    }
+
     pub fn fill_offset_commit(self, mut r: OffsetCommitResponse) -> OffsetCommitResponse {
         for (name, parts) in self.topics {
             r.topics.push(
@@ -692,7 +723,7 @@ pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
                     .iter()
                     .map(|t| (t.name.clone(), t.partition_data.iter().map(|p| p.index).collect()))
                     .collect(),
-                configs: Vec::new(),
+                ..Denied::default()
             }
             .fill_produce_code(code),
         ),

@@ -336,9 +336,11 @@ async fn dispatch(
             groups::list_groups(shard, r, v).await
         )),
         RequestKind::DescribeGroups(r) => {
-            respond!(groups::describe_groups(shard, r, v, &authz).await)
+            respond!(denied.fill_describe_groups(groups::describe_groups(shard, r, v, &authz).await))
         }
-        RequestKind::DeleteGroups(r) => respond!(groups::delete_groups(shard, r).await),
+        RequestKind::DeleteGroups(r) => {
+            respond!(denied.fill_delete_groups(groups::delete_groups(shard, r).await))
+        }
         RequestKind::OffsetDelete(r) => respond!(groups::offset_delete(shard, r).await),
         RequestKind::InitProducerId(r) if r.transactional_id.is_some() => {
             respond!(txn::init_producer_id(shard, r).await)
