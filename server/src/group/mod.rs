@@ -9,6 +9,7 @@
 //! value deletes) when the shard starts.
 
 pub mod configs;
+pub mod consumer;
 pub mod state;
 
 use std::cell::{Cell, RefCell};
