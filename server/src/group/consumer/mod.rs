@@ -12,4 +12,5 @@
 //! records in the offsets partitions, as the classic groups' are.
 
 pub mod assignor;
+pub mod group;
 pub mod reconcile;
