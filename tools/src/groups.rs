@@ -106,6 +106,8 @@ pub struct ListedGroupInfo {
     pub protocol_type: String,
     /// ListGroups v4+.
     pub state: Option<String>,
+    /// ListGroups v5+: `classic` or `consumer` (KIP-848).
+    pub group_type: Option<String>,
 }
 
 /// One member of a described group.
@@ -248,6 +250,7 @@ impl Client {
                 group: g.group_id.0.to_string(),
                 protocol_type: g.protocol_type.to_string(),
                 state: (v >= 4).then(|| g.group_state.to_string()),
+                group_type: (v >= 5).then(|| g.group_type.to_string()),
             })
             .collect();
         out.sort_by(|a, b| a.group.cmp(&b.group));

@@ -7,7 +7,9 @@
 //! Operations checked (Kafka's): Produce WRITE topic (and WRITE transactional id);
 //! Fetch READ topic; ListOffsets, OffsetForLeaderEpoch and Metadata DESCRIBE topic;
 //! CreateTopics CREATE cluster or topic; DeleteTopics DELETE topic; JoinGroup, SyncGroup,
-//! Heartbeat, LeaveGroup and OffsetCommit READ group (OffsetCommit also READ topic);
+//! Heartbeat, LeaveGroup, ConsumerGroupHeartbeat and OffsetCommit READ group (OffsetCommit
+//! also READ topic, ConsumerGroupHeartbeat DESCRIBE on the topics it names; regex matches are
+//! not filtered, Fetch still checks READ); ConsumerGroupDescribe DESCRIBE group, per group;
 //! OffsetFetch and DescribeGroups DESCRIBE group (OffsetFetch also DESCRIBE topic); DeleteGroups DELETE group; FindCoordinator
 //! DESCRIBE group or transactional id; InitProducerId (transactional), EndTxn, AddOffsetsToTxn
 //! and AddPartitionsToTxn WRITE transactional id (AddPartitionsToTxn also WRITE topic,
@@ -201,6 +203,7 @@ pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refuse
         }),
         RequestKind::OffsetDelete(r) => group(&r.group_id, op::DELETE)?,
         RequestKind::JoinGroup(r) => group(&r.group_id, op::READ)?,
+        RequestKind::ConsumerGroupHeartbeat(r) => group(&r.group_id, op::READ)?,
         RequestKind::SyncGroup(r) => group(&r.group_id, op::READ)?,
         RequestKind::Heartbeat(r) => group(&r.group_id, op::READ)?,
         RequestKind::LeaveGroup(r) => group(&r.group_id, op::READ)?,
@@ -730,6 +733,12 @@ pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
         RequestKind::JoinGroup(_) => {
             ResponseKind::JoinGroup(JoinGroupResponse::default().with_error_code(code).with_generation_id(-1))
         }
+        RequestKind::ConsumerGroupHeartbeat(_) => ResponseKind::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(code)
+                .with_error_message(m.clone())
+                .with_member_epoch(-1),
+        ),
         RequestKind::SyncGroup(_) => ResponseKind::SyncGroup(SyncGroupResponse::default().with_error_code(code)),
         RequestKind::Heartbeat(_) => ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code)),
         RequestKind::LeaveGroup(_) => ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(code)),

@@ -26,7 +26,7 @@ fn check_group_name(name: &str) -> Result<(), TopicError> {
 }
 
 /// The overrides `group` has (none: empty).
-fn overrides(shared: &BrokerShared, group: &str) -> BTreeMap<String, String> {
+pub(crate) fn overrides(shared: &BrokerShared, group: &str) -> BTreeMap<String, String> {
     let found = match shared.image() {
         Some(img) => img.group_configs.get(group).cloned(),
         None => shared.group_configs.all().get(group).cloned(),

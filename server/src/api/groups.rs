@@ -35,7 +35,7 @@ fn s(v: impl Into<String>) -> StrBytes {
 }
 
 /// Runs `f` with the coordinator of `group` on its shard.
-async fn on_coordinator<R, F, Fut>(shard: &Rc<Shard>, group: &str, f: F) -> Option<R>
+pub(super) async fn on_coordinator<R, F, Fut>(shard: &Rc<Shard>, group: &str, f: F) -> Option<R>
 where
     R: Send + 'static,
     F: FnOnce(Rc<crate::group::Coordinator>) -> Fut + Send + 'static,
@@ -410,11 +410,20 @@ async fn fetch_group(
     group: String,
     wanted: Wanted,
     require_stable: bool,
+    member: Option<(String, i32)>,
 ) -> (i16, Vec<(String, Vec<(i32, Fetched)>)>) {
     let g = group.clone();
     match on_coordinator(shard, &group, move |c| async move {
+        // v9+ from a member of a consumer group: its epoch must be current (KIP-848)
+        if let Some((m, epoch)) = &member {
+            if let Some(code) = c.consumer_validate_offsets(&g, m, *epoch) {
+                if code != err::NONE {
+                    return Err(code);
+                }
+            }
+        }
         let topics: TopicOffsets = c.fetch_offsets(&g, wanted);
-        topics
+        let fetched: Vec<(String, Vec<(i32, Fetched)>)> = topics
             .into_iter()
             .map(|(t, ps)| {
                 let ps = ps
@@ -429,11 +438,13 @@ async fn fetch_group(
                     .collect();
                 (t, ps)
             })
-            .collect::<Vec<_>>()
+            .collect();
+        Ok(fetched)
     })
     .await
     {
-        Some(v) => (err::NONE, v),
+        Some(Ok(v)) => (err::NONE, v),
+        Some(Err(code)) => (code, Vec::new()),
         None => (err::COORDINATOR_NOT_AVAILABLE, Vec::new()),
     }
 }
@@ -450,7 +461,8 @@ pub async fn offset_fetch(
                 .collect()
         });
         let stable = version >= 7 && req.require_stable;
-        let (code, topics) = fetch_group(shard, req.group_id.0.to_string(), wanted, stable).await;
+        let (code, topics) =
+            fetch_group(shard, req.group_id.0.to_string(), wanted, stable, None).await;
         return OffsetFetchResponse::default()
             .with_error_code(code)
             .with_topics(
@@ -486,8 +498,19 @@ pub async fn offset_fetch(
                 })
                 .collect()
         });
-        let (code, topics) =
-            fetch_group(shard, g.group_id.0.to_string(), wanted, req.require_stable).await;
+        let member = g
+            .member_id
+            .as_ref()
+            .filter(|m| !m.is_empty() && version >= 9)
+            .map(|m| (m.to_string(), g.member_epoch));
+        let (code, topics) = fetch_group(
+            shard,
+            g.group_id.0.to_string(),
+            wanted,
+            req.require_stable,
+            member,
+        )
+        .await;
         let st = shard.shared.catalog.read();
         groups.push(
             OffsetFetchResponseGroup::default()
@@ -523,9 +546,7 @@ pub async fn list_groups(
 ) -> ListGroupsResponse {
     let states: Vec<String> = req.states_filter.iter().map(|x| x.to_string()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|x| x.to_string()).collect();
-    if types.iter().any(|t| !t.eq_ignore_ascii_case("classic")) && !types.is_empty() {
-        return ListGroupsResponse::default();
-    }
+    let typed = |t: &str| types.is_empty() || types.iter().any(|x| x.eq_ignore_ascii_case(t));
     let mut all = Vec::new();
     for target in 0..shard.nr {
         let st = states.clone();
@@ -537,10 +558,11 @@ pub async fn list_groups(
             .unwrap_or_default();
         all.extend(v);
     }
+    all.retain(|(_, _, _, kind)| typed(kind));
     all.sort();
     ListGroupsResponse::default().with_groups(
         all.into_iter()
-            .map(|(g, pt, state)| {
+            .map(|(g, pt, state, kind)| {
                 let mut e = ListedGroup::default()
                     .with_group_id(GroupId(s(g)))
                     .with_protocol_type(s(pt));
@@ -548,7 +570,7 @@ pub async fn list_groups(
                     e = e.with_group_state(s(state));
                 }
                 if version >= 5 {
-                    e = e.with_group_type(s("classic"));
+                    e = e.with_group_type(s(kind));
                 }
                 e
             })

@@ -20,6 +20,7 @@ mod api_versions;
 mod authorize;
 mod broker_configs;
 mod configs;
+mod consumer_groups;
 mod describe_topic_partitions;
 mod fetch;
 mod group_configs;
@@ -107,6 +108,8 @@ pub const SUPPORTED: &[ApiKey] = &[
     ApiKey::DescribeGroups,
     ApiKey::DeleteGroups,
     ApiKey::OffsetDelete,
+    ApiKey::ConsumerGroupHeartbeat,
+    ApiKey::ConsumerGroupDescribe,
     ApiKey::InitProducerId,
     ApiKey::AddPartitionsToTxn,
     ApiKey::AddOffsetsToTxn,
@@ -315,6 +318,14 @@ async fn dispatch(
             let peer = &*session.peer;
             let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(h, _)| h));
             respond!(groups::join(shard, r, v, client_id, host).await)
+        }
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            let peer = &*session.peer;
+            let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(h, _)| h));
+            respond!(consumer_groups::heartbeat(shard, r, v, client_id, host, &authz).await)
+        }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            respond!(consumer_groups::describe(shard, r, &authz).await)
         }
         RequestKind::SyncGroup(r) => respond!(groups::sync(shard, r, v).await),
         RequestKind::Heartbeat(r) => respond!(groups::heartbeat(shard, r).await),

@@ -556,6 +556,7 @@ impl ServerConfig {
             },
             offsets_retention: Duration::from_secs(self.offsets_retention_minutes * 60),
             compact_min_bytes: self.state_compact_min_bytes,
+            consumer: self.consumer_group,
         }
     }
 

@@ -10,16 +10,18 @@
 //! answer), in a cluster in the metadata image (`Command::SetGroupConfigs`), as Kafka keeps them
 //! as ConfigRecords in its metadata log. Every broker reads them from there.
 //!
-//! What uses them: nothing yet. Kafka applies them to consumer groups of the new protocol
-//! (KIP-848) only; classic groups, the only kind sluice's coordinator runs, take the session
-//! timeout from JoinGroup and Kafka does not apply these keys to them either. They are stored,
-//! described and validated so that admin tools work and a KIP-848 coordinator finds them.
+//! What uses them: consumer groups of the new protocol (KIP-848, `group::consumer`), through
+//! [`ConsumerGroupBounds::settings`] on every ConsumerGroupHeartbeat. Classic groups take the
+//! session timeout from JoinGroup, and Kafka does not apply these keys to them either.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use thiserror::Error;
+
+use super::consumer::assignor::Assignor;
+use super::consumer::group::Settings;
 
 pub const SESSION_TIMEOUT: &str = "consumer.session.timeout.ms";
 pub const HEARTBEAT_INTERVAL: &str = "consumer.heartbeat.interval.ms";
@@ -54,6 +56,52 @@ pub struct ConsumerGroupBounds {
     pub min_heartbeat_interval_ms: i32,
     /// group.consumer.max.heartbeat.interval.ms
     pub max_heartbeat_interval_ms: i32,
+    /// group.consumer.max.size
+    pub max_size: i32,
+    /// group.consumer.assignors, in order (the first is the default)
+    pub assignors: [Option<Assignor>; 2],
+    /// group.consumer.migration.policy
+    pub migration: MigrationPolicy,
+}
+
+/// group.consumer.migration.policy: which way an *empty* group may change protocol (sluice
+/// converts empty groups only; a group with members keeps its protocol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationPolicy {
+    Disabled,
+    Upgrade,
+    Downgrade,
+    Bidirectional,
+}
+
+impl MigrationPolicy {
+    /// classic -> consumer (a ConsumerGroupHeartbeat finds an empty classic group)
+    pub fn upgrades(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Upgrade | MigrationPolicy::Bidirectional
+        )
+    }
+    /// consumer -> classic (a JoinGroup finds an empty consumer group)
+    pub fn downgrades(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Downgrade | MigrationPolicy::Bidirectional
+        )
+    }
+}
+
+/// An assignor name of `group.consumer.assignors`: Kafka's short names or its class names.
+fn assignor_named(name: &str) -> Option<Assignor> {
+    match name.trim() {
+        "uniform" | "org.apache.kafka.coordinator.group.assignor.UniformAssignor" => {
+            Some(Assignor::Uniform)
+        }
+        "range" | "org.apache.kafka.coordinator.group.assignor.RangeAssignor" => {
+            Some(Assignor::Range)
+        }
+        _ => None,
+    }
 }
 
 impl Default for ConsumerGroupBounds {
@@ -65,6 +113,9 @@ impl Default for ConsumerGroupBounds {
             heartbeat_interval_ms: 5_000,
             min_heartbeat_interval_ms: 5_000,
             max_heartbeat_interval_ms: 15_000,
+            max_size: i32::MAX,
+            assignors: [Some(Assignor::Uniform), Some(Assignor::Range)],
+            migration: MigrationPolicy::Bidirectional,
         }
     }
 }
@@ -72,6 +123,44 @@ impl Default for ConsumerGroupBounds {
 impl ConsumerGroupBounds {
     /// Sets one `group.consumer.*` broker key; `Ok(false)` if `key` is not one of them.
     pub fn set(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        match key {
+            "group.consumer.assignors" => {
+                let mut list = [None; 2];
+                let mut n = 0;
+                for name in value.split(',').filter(|n| !n.trim().is_empty()) {
+                    let a = assignor_named(name).ok_or_else(|| {
+                        format!(
+                            "unknown assignor {}: sluice has uniform and range",
+                            name.trim()
+                        )
+                    })?;
+                    if !list.contains(&Some(a)) && n < list.len() {
+                        list[n] = Some(a);
+                        n += 1;
+                    }
+                }
+                if n == 0 {
+                    return Err("must name at least one assignor".into());
+                }
+                self.assignors = list;
+                return Ok(true);
+            }
+            "group.consumer.migration.policy" => {
+                self.migration = match value.trim().to_ascii_lowercase().as_str() {
+                    "disabled" => MigrationPolicy::Disabled,
+                    "upgrade" => MigrationPolicy::Upgrade,
+                    "downgrade" => MigrationPolicy::Downgrade,
+                    "bidirectional" => MigrationPolicy::Bidirectional,
+                    _ => {
+                        return Err(
+                            "must be one of disabled, upgrade, downgrade, bidirectional".into()
+                        )
+                    }
+                };
+                return Ok(true);
+            }
+            _ => {}
+        }
         let slot = match key {
             "group.consumer.session.timeout.ms" => &mut self.session_timeout_ms,
             "group.consumer.min.session.timeout.ms" => &mut self.min_session_timeout_ms,
@@ -79,6 +168,7 @@ impl ConsumerGroupBounds {
             "group.consumer.heartbeat.interval.ms" => &mut self.heartbeat_interval_ms,
             "group.consumer.min.heartbeat.interval.ms" => &mut self.min_heartbeat_interval_ms,
             "group.consumer.max.heartbeat.interval.ms" => &mut self.max_heartbeat_interval_ms,
+            "group.consumer.max.size" => &mut self.max_size,
             _ => return Ok(false),
         };
         *slot = value
@@ -126,6 +216,28 @@ impl ConsumerGroupBounds {
                 self.heartbeat_interval_ms.to_string(),
             ),
         ])
+    }
+}
+
+impl ConsumerGroupBounds {
+    /// The settings a consumer group runs with: the broker's, with the group's own
+    /// `consumer.session.timeout.ms` / `consumer.heartbeat.interval.ms` overrides (validated
+    /// when they were stored).
+    pub fn settings(&self, overrides: Option<&BTreeMap<String, String>>) -> Settings {
+        let int = |key: &str, default: i32| {
+            overrides
+                .and_then(|o| o.get(key))
+                .and_then(|v| v.trim().parse::<i32>().ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(default)
+        };
+        let ms = |v: i32| std::time::Duration::from_millis(v.max(1) as u64);
+        Settings {
+            session_timeout: ms(int(SESSION_TIMEOUT, self.session_timeout_ms)),
+            heartbeat_interval: ms(int(HEARTBEAT_INTERVAL, self.heartbeat_interval_ms)),
+            max_size: self.max_size.max(1) as usize,
+            assignors: self.assignors.iter().flatten().copied().collect(),
+        }
     }
 }
 

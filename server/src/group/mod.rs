@@ -103,6 +103,8 @@ pub struct CoordinatorConfig {
     pub offsets_retention: Duration,
     /// sluice.state.compact.min.bytes: offsets partitions smaller than this are not compacted
     pub compact_min_bytes: u64,
+    /// group.consumer.*: the migration policy (per-group settings come with each heartbeat)
+    pub consumer: configs::ConsumerGroupBounds,
 }
 
 enum Waiter {
@@ -114,6 +116,9 @@ enum Waiter {
 pub struct Coordinator {
     cfg: CoordinatorConfig,
     groups: RefCell<HashMap<String, Group>>,
+    /// Consumer groups of the new protocol (KIP-848; `consumer::serve`); a group id is in
+    /// `groups` or here, never both.
+    consumer: RefCell<HashMap<String, consumer::group::ConsumerGroup>>,
     offsets: RefCell<HashMap<String, GroupOffsets>>,
     /// Offsets committed inside open transactions (TxnOffsetCommit), by group and producer
     /// id: invisible until the transaction commits.
@@ -175,6 +180,7 @@ impl Coordinator {
         let c = Rc::new(Coordinator {
             cfg,
             groups: RefCell::new(groups),
+            consumer: RefCell::new(HashMap::new()),
             offsets: RefCell::new(offsets),
             pending: RefCell::new(pending),
             logs: RefCell::new(logs),
@@ -203,6 +209,7 @@ impl Coordinator {
                         .collect()
                 };
                 me.deliver(replies);
+                me.consumer_tick(now);
                 if now.duration_since(last_retention) >= Duration::from_secs(60) {
                     last_retention = now;
                     me.expire_offsets().await;
@@ -266,6 +273,7 @@ impl Coordinator {
         }
         let mine = |g: &String| offsets_partition(g) == p;
         self.groups.borrow_mut().retain(|g, _| !mine(g));
+        self.consumer.borrow_mut().retain(|g, _| !mine(g));
         self.offsets.borrow_mut().retain(|g, _| !mine(g));
         self.pending.borrow_mut().retain(|g, _| !mine(g));
         let dropped: Vec<Waiter> = {
@@ -328,6 +336,15 @@ impl Coordinator {
     }
 
     pub async fn join(&self, group: &str, req: JoinRequest) -> JoinResponse {
+        let code = self.classic_join_allowed(group);
+        if code != err::NONE {
+            return JoinResponse {
+                error: code,
+                generation: -1,
+                member_id: req.member_id,
+                ..JoinResponse::default()
+            };
+        }
         let (tx, rx) = oneshot::channel();
         let w = self.waiter(group, Waiter::Join(tx));
         let member = req.member_id.clone();
@@ -431,10 +448,13 @@ impl Coordinator {
         generation: i32,
         entries: Vec<(String, i32, Committed)>,
     ) -> i16 {
-        let code = match self.groups.borrow().get(group) {
-            Some(g) => g.validate_commit(member_id, instance_id, generation),
-            None if generation < 0 => err::NONE,
-            None => err::UNKNOWN_MEMBER_ID,
+        let code = match self.consumer_validate_offsets(group, member_id, generation) {
+            Some(code) => code,
+            None => match self.groups.borrow().get(group) {
+                Some(g) => g.validate_commit(member_id, instance_id, generation),
+                None if generation < 0 => err::NONE,
+                None => err::UNKNOWN_MEMBER_ID,
+            },
         };
         if code != err::NONE {
             return code;
@@ -456,11 +476,19 @@ impl Coordinator {
             tracing::debug!(group, member_id, generation, topic = %t, partition = p, offset = c.offset, "offset committed");
             map.insert((t, p), c);
         }
-        self.groups
-            .borrow_mut()
-            .entry(group.to_string())
-            .or_insert_with(|| Group::new(group));
+        self.keep_group(group);
         err::NONE
+    }
+
+    /// A group with committed offsets is listed (an empty classic group unless it is a
+    /// consumer group).
+    fn keep_group(&self, group: &str) {
+        if !self.is_consumer_group(group) {
+            self.groups
+                .borrow_mut()
+                .entry(group.to_string())
+                .or_insert_with(|| Group::new(group));
+        }
     }
 
     /// Appends records to the group's offsets partition and waits for the fdatasync.
@@ -553,9 +581,12 @@ impl Coordinator {
     ) -> i16 {
         if let Some((member_id, instance_id, generation)) = member {
             if generation >= 0 {
-                let code = match self.groups.borrow().get(group) {
-                    Some(g) => g.validate_commit(member_id, instance_id, generation),
-                    None => err::UNKNOWN_MEMBER_ID,
+                let code = match self.consumer_validate_offsets(group, member_id, generation) {
+                    Some(code) => code,
+                    None => match self.groups.borrow().get(group) {
+                        Some(g) => g.validate_commit(member_id, instance_id, generation),
+                        None => err::UNKNOWN_MEMBER_ID,
+                    },
                 };
                 if code != err::NONE {
                     return code;
@@ -579,10 +610,7 @@ impl Coordinator {
         for (t, p, c) in entries {
             map.insert((t, p), c);
         }
-        self.groups
-            .borrow_mut()
-            .entry(group.to_string())
-            .or_insert_with(|| Group::new(group));
+        self.keep_group(group);
         err::NONE
     }
 
@@ -687,8 +715,31 @@ impl Coordinator {
         }
     }
 
-    /// (group id, protocol type, state) of every group, optionally filtered by state names.
-    pub fn list(&self, states: &[String]) -> Vec<(String, String, &'static str)> {
+    /// (group id, protocol type, state, group type) of every group, optionally filtered by
+    /// state names.
+    pub fn list(&self, states: &[String]) -> Vec<(String, String, &'static str, &'static str)> {
+        let wanted =
+            |name: &str| states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(name));
+        let mut v: Vec<_> = self
+            .consumer
+            .borrow()
+            .values()
+            .filter(|g| wanted(g.state().name()))
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    "consumer".to_string(),
+                    g.state().name(),
+                    "consumer",
+                )
+            })
+            .collect();
+        v.extend(self.classic_list(states));
+        v.sort();
+        v
+    }
+
+    fn classic_list(&self, states: &[String]) -> Vec<(String, String, &'static str, &'static str)> {
         let groups = self.groups.borrow();
         let mut v: Vec<_> = groups
             .values()
@@ -704,6 +755,7 @@ impl Coordinator {
                     g.id.clone(),
                     g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
                     g.state.name(),
+                    "classic",
                 )
             })
             .collect();
@@ -715,20 +767,56 @@ impl Coordinator {
     /// with its state, member count and committed offsets.
     pub fn snapshot(&self) -> Vec<crate::metrics::snapshot::GroupSnapshot> {
         let groups = self.groups.borrow();
+        let consumer = self.consumer.borrow();
         let offsets = self.offsets.borrow();
         let mut ids: std::collections::BTreeSet<&String> = groups
             .values()
             .filter(|g| g.state != GroupState::Dead)
             .map(|g| &g.id)
             .collect();
+        ids.extend(consumer.keys());
         ids.extend(
             offsets
                 .iter()
                 .filter(|(_, m)| !m.is_empty())
                 .map(|(g, _)| g),
         );
+        let committed = |id: &String| {
+            offsets
+                .get(id)
+                .map(|m| {
+                    m.iter()
+                        .map(|((t, p), c)| crate::metrics::snapshot::CommittedOffset {
+                            topic: t.clone(),
+                            partition: *p,
+                            offset: c.offset,
+                            log_end: None,
+                            lag: None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         ids.into_iter()
             .map(|id| {
+                if let Some(g) = consumer.get(id) {
+                    return crate::metrics::snapshot::GroupSnapshot {
+                        group: id.clone(),
+                        state: g.state().name().to_string(),
+                        protocol_type: "consumer".into(),
+                        members: g.members.len() as u64,
+                        member_list: g
+                            .members
+                            .values()
+                            .map(|m| crate::metrics::snapshot::MemberRow {
+                                member_id: m.id.clone(),
+                                client_id: m.client_id.clone(),
+                                host: m.client_host.clone(),
+                            })
+                            .collect(),
+                        offsets: committed(id),
+                    };
+                }
                 let g = groups.get(id).filter(|g| g.state != GroupState::Dead);
                 crate::metrics::snapshot::GroupSnapshot {
                     group: id.clone(),
@@ -749,26 +837,16 @@ impl Coordinator {
                                 .collect()
                         })
                         .unwrap_or_default(),
-                    offsets: offsets
-                        .get(id)
-                        .map(|m| {
-                            m.iter()
-                                .map(|((t, p), c)| crate::metrics::snapshot::CommittedOffset {
-                                    topic: t.clone(),
-                                    partition: *p,
-                                    offset: c.offset,
-                                    log_end: None,
-                                    lag: None,
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
+                    offsets: committed(id),
                 }
             })
             .collect()
     }
 
     pub fn describe(&self, group: &str) -> Option<GroupDescription> {
+        if let Some(g) = self.consumer.borrow().get(group) {
+            return Some(consumer::serve::classic_view(g));
+        }
         let groups = self.groups.borrow();
         let g = groups.get(group)?;
         let protocol = g.protocol.clone().unwrap_or_default();
@@ -800,10 +878,15 @@ impl Coordinator {
 
     /// Deletes an empty group and its offsets.
     pub async fn delete_group(&self, group: &str) -> i16 {
-        match self.groups.borrow().get(group) {
-            None => return err::GROUP_ID_NOT_FOUND,
-            Some(g) if !g.is_empty() => return err::NON_EMPTY_GROUP,
-            Some(_) => {}
+        let consumer = self.consumer.borrow().get(group).map(|g| g.is_empty());
+        match consumer {
+            Some(false) => return err::NON_EMPTY_GROUP,
+            Some(true) => {}
+            None => match self.groups.borrow().get(group) {
+                None => return err::GROUP_ID_NOT_FOUND,
+                Some(g) if !g.is_empty() => return err::NON_EMPTY_GROUP,
+                Some(_) => {}
+            },
         }
         let keys: Vec<(String, i32)> = self
             .offsets
@@ -817,6 +900,7 @@ impl Coordinator {
         };
         self.offsets.borrow_mut().remove(group);
         self.groups.borrow_mut().remove(group);
+        self.consumer.borrow_mut().remove(group);
         err::NONE
     }
 
@@ -842,21 +926,29 @@ impl Coordinator {
         group: &str,
         wanted: Vec<(String, Vec<i32>)>,
     ) -> (i16, Vec<(String, Vec<(i32, i16)>)>) {
-        let subscribed: Vec<String> = {
-            let groups = self.groups.borrow();
-            let Some(g) = groups.get(group) else {
-                return (err::GROUP_ID_NOT_FOUND, Vec::new());
-            };
-            let protocol = g.protocol.clone().unwrap_or_default();
-            g.members
-                .values()
-                .flat_map(|m| subscribed_topics(&m.metadata(&protocol)))
-                .collect()
+        let consumer = self.consumer.borrow().get(group).cloned();
+        let subscribed: Vec<String> = match &consumer {
+            Some(_) => Vec::new(),
+            None => {
+                let groups = self.groups.borrow();
+                let Some(g) = groups.get(group) else {
+                    return (err::GROUP_ID_NOT_FOUND, Vec::new());
+                };
+                let protocol = g.protocol.clone().unwrap_or_default();
+                g.members
+                    .values()
+                    .flat_map(|m| subscribed_topics(&m.metadata(&protocol)))
+                    .collect()
+            }
         };
         let mut doomed = Vec::new();
         let mut out = Vec::new();
         for (t, ps) in wanted {
-            let code = if subscribed.contains(&t) {
+            let in_use = match &consumer {
+                Some(g) => g.subscribes_to(&t),
+                None => subscribed.contains(&t),
+            };
+            let code = if in_use {
                 err::GROUP_SUBSCRIBED_TO_TOPIC
             } else {
                 err::NONE
@@ -887,6 +979,7 @@ impl Coordinator {
                 .borrow()
                 .iter()
                 .filter(|(g, _)| groups.get(*g).is_none_or(|x| x.is_empty()))
+                .filter(|(g, _)| self.consumer.borrow().get(*g).is_none_or(|x| x.is_empty()))
                 .filter(|(_, m)| m.values().all(|c| c.commit_ms < cutoff))
                 .map(|(g, m)| (g.clone(), m.keys().cloned().collect()))
                 .collect()
@@ -896,6 +989,7 @@ impl Coordinator {
                 tracing::info!(group = %g, "committed offsets expired");
                 self.offsets.borrow_mut().remove(&g);
                 self.groups.borrow_mut().remove(&g);
+                self.consumer.borrow_mut().remove(&g);
             }
         }
     }

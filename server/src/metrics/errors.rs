@@ -37,6 +37,7 @@ errors! {
     JoinGroupResponse => [error_code];
     SyncGroupResponse => [error_code];
     HeartbeatResponse => [error_code];
+    ConsumerGroupHeartbeatResponse => [error_code];
     ListGroupsResponse => [error_code];
     DescribeClusterResponse => [error_code];
     DescribeQuorumResponse => [error_code];
@@ -57,6 +58,7 @@ errors! {
     IncrementalAlterConfigsResponse => [responses/error_code];
     DeleteGroupsResponse => [results/error_code];
     DescribeGroupsResponse => [groups/error_code];
+    ConsumerGroupDescribeResponse => [groups/error_code];
     DescribeTransactionsResponse => [transaction_states/error_code];
     CreateAclsResponse => [results/error_code];
     DeleteAclsResponse => [filter_results/error_code];

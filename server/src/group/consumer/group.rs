@@ -242,6 +242,13 @@ impl ConsumerGroup {
     }
 
     /// Marks the group epoch for a bump; several changes in one step make one bump.
+    /// Whether a member subscribes to `topic` (by name or regex): OffsetDelete refuses it.
+    pub fn subscribes_to(&self, topic: &str) -> bool {
+        self.members.values().any(|m| {
+            m.subscribed.contains(topic) || m.compiled.as_ref().is_some_and(|re| re.is_match(topic))
+        })
+    }
+
     fn bump(&mut self) {
         self.dirty = true;
     }
@@ -280,22 +287,23 @@ impl ConsumerGroup {
                 );
             }
         }
-        let compiled =
-            match hb.subscribed_regex.as_deref() {
-                Some(re) if !re.is_empty() => match compile(re) {
-                    Ok(c) => Some(Some(c)),
-                    Err(e) => return HeartbeatReply::error(
+        let compiled = match hb.subscribed_regex.as_deref() {
+            Some(re) if !re.is_empty() => match compile(re) {
+                Ok(c) => Some(Some(c)),
+                Err(e) => {
+                    return HeartbeatReply::error(
                         code::INVALID_REGULAR_EXPRESSION,
                         format!(
                             "SubscribedTopicRegex `{re}` is not a valid regular expression: {e}"
                         ),
                         &hb.member_id,
                         hb.member_epoch,
-                    ),
-                },
-                Some(_) => Some(None),
-                None => None,
-            };
+                    )
+                }
+            },
+            Some(_) => Some(None),
+            None => None,
+        };
         let full = hb.member_epoch == 0;
         let id = match hb.member_epoch {
             LEAVE_EPOCH | STATIC_LEAVE_EPOCH => return self.leave(&hb, now),

@@ -14,3 +14,4 @@
 pub mod assignor;
 pub mod group;
 pub mod reconcile;
+pub mod serve;

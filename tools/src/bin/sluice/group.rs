@@ -131,10 +131,14 @@ fn list(g: &Global) -> Result<(), CliError> {
                 } else {
                     l.protocol_type.clone()
                 },
+                l.group_type.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    out::print(&out::table(&["GROUP", "STATE", "PROTOCOL-TYPE"], &rows))
+    out::print(&out::table(
+        &["GROUP", "STATE", "PROTOCOL-TYPE", "TYPE"],
+        &rows,
+    ))
 }
 
 fn no_group(group: &str) -> CliError {
