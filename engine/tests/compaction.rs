@@ -69,12 +69,21 @@ struct Log {
 }
 
 async fn open_log(dir: &Path, clock: Rc<ManualClock>, faults: Option<Rc<FaultPlan>>) -> Log {
+    open_with(dir, clock, faults, config()).await
+}
+
+async fn open_with(
+    dir: &Path,
+    clock: Rc<ManualClock>,
+    faults: Option<Rc<FaultPlan>>,
+    config: LogConfig,
+) -> Log {
     let env = LogEnv {
         clock: clock.clone(),
         faults,
         ..LogEnv::default()
     };
-    let log = PartitionLog::open(dir, config(), env).await.expect("open");
+    let log = PartitionLog::open(dir, config, env).await.expect("open");
     Log {
         log,
         clock,
@@ -668,4 +677,112 @@ proptest! {
         });
         prop_assert!(ok);
     }
+}
+
+/// A follower that copies the leader's cleaned log over the Fetch path (read_replica /
+/// append_replica at the leader's offsets) gets the gaps as they are, keeps them through a
+/// crash, and cleans its own copy with its own cleaner.
+#[test]
+fn a_follower_catches_up_through_a_cleaned_region() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (lp, fp) = (dir.path().join("leader"), dir.path().join("follower"));
+    run(move || async move {
+        let mut leader = open_log(&lp, clock(), None).await;
+        history(&mut leader).await;
+        leader.clean().await.expect("leader pass");
+        let want = records(&leader.log).await;
+        let follower = open_log(&fp, clock(), None).await;
+        let mut gaps = 0;
+        loop {
+            let from = follower.log.offsets().log_end;
+            let r = leader
+                .log
+                .read_replica(from, 4096)
+                .await
+                .expect("replica read");
+            if r.data.is_empty() {
+                break;
+            }
+            let bytes = r.data.to_vec().expect("bytes");
+            for b in batch::split_batches(&bytes) {
+                let end = follower.log.offsets().log_end;
+                let info = follower
+                    .log
+                    .append_replica(b)
+                    .await
+                    .expect("append_replica");
+                gaps += usize::from(info.base_offset > end);
+            }
+        }
+        assert!(gaps > 0, "the copy went through gaps");
+        let end = follower.log.offsets().log_end;
+        assert_eq!(end, leader.log.offsets().log_end);
+        follower
+            .log
+            .wait_durable(Offset(end.0 - 1), Durability::Synced)
+            .await
+            .expect("synced");
+        assert_eq!(records(&follower.log).await, want);
+        // a crash of the follower: its recovery scan expects the gaps it copied
+        drop(follower);
+        let mut follower = open_log(&fp, clock(), None).await;
+        assert_eq!(follower.log.offsets().log_end, end);
+        assert_eq!(records(&follower.log).await, want);
+        // the follower's own cleaner works on its copy
+        follower.roll();
+        follower.put(&[("k1", Some("follower-side"))]).await;
+        follower.roll();
+        follower.put(&[("k9", Some("after"))]).await;
+        follower.clean().await.expect("follower pass");
+        let recs = records(&follower.log).await;
+        let m = fold(&recs);
+        assert_eq!(
+            m.get(&b"k1"[..]).map(Vec::as_slice),
+            Some(&b"follower-side"[..])
+        );
+        assert_eq!(recs.iter().filter(|(_, (k, _))| k == b"k1").count(), 1);
+        follower.log.close().await.expect("close");
+        leader.log.close().await.expect("close");
+    });
+}
+
+/// min.compaction.lag.ms holds young records back; max.compaction.lag.ms forces a pass over a
+/// dirty section older than it, however small its ratio.
+#[test]
+fn compaction_lags_and_the_dirty_ratio_decide_when_a_pass_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let mut cfg = config();
+        cfg.compaction.min_lag_ms = 5_000;
+        cfg.compaction.max_lag_ms = Some(20_000);
+        cfg.compaction.min_dirty_ratio = DirtyRatio::new(0.9).expect("ratio");
+        let mut l = open_with(&path, clock(), None, cfg).await;
+        history(&mut l).await;
+        assert!(
+            l.clean().await.is_none(),
+            "every record is younger than the lag"
+        );
+        l.advance(5_000);
+        let s = l.clean().await.expect("old enough, and all dirty");
+        assert!(s.records_removed > 0);
+        // a little new dirty data: below the 0.9 ratio
+        l.put(&[("k1", Some("new"))]).await;
+        l.roll();
+        l.put(&[("k2", Some("new"))]).await;
+        l.advance(5_000);
+        assert!(
+            l.clean().await.is_none(),
+            "dirty ratio below 0.9, lag not reached"
+        );
+        l.advance(20_000);
+        l.clean().await.expect("max.compaction.lag.ms forces it");
+        let recs = records(&l.log).await;
+        assert_eq!(recs.iter().filter(|(_, (k, _))| k == b"k1").count(), 1);
+        assert_eq!(
+            fold(&recs).get(&b"k1"[..]).map(Vec::as_slice),
+            Some(&b"new"[..])
+        );
+        l.log.close().await.expect("close");
+    });
 }

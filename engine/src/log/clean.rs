@@ -257,11 +257,14 @@ impl PartitionLog {
             let active = st.active().base;
             let mut uncleanable = active.min(st.last_stable()).min(st.high_watermark());
             // min.compaction.lag.ms: the first segment with younger records stops the range
-            if let Some(young) = st.segments.values().find(|s| {
-                s.max_timestamp()
-                    .is_some_and(|m| m > now.saturating_sub(c.min_lag_ms as i64))
-            }) {
-                uncleanable = uncleanable.min(young.base);
+            // (as in Kafka, only when set: 0 ignores timestamps, even ones in the future)
+            if c.min_lag_ms > 0 {
+                if let Some(young) = st.segments.values().find(|s| {
+                    s.max_timestamp()
+                        .is_some_and(|m| m > now.saturating_sub(c.min_lag_ms as i64))
+                }) {
+                    uncleanable = uncleanable.min(young.base);
+                }
             }
             let log_start = st.log_start;
             let mut sources = Vec::new();
