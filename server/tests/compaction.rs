@@ -186,5 +186,18 @@ fn the_broker_cleans_a_compacted_topic() {
     }
     assert_eq!(c.list_offset("table", 0, -1), (0, 200), "offsets kept");
     assert_eq!(c.list_offset("table", 0, -2), (0, 0));
+    // Kafka refuses DeleteRecords on a compact-only topic
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+            .with_name(name("table"))
+            .with_partitions(vec![
+                delete_records_request::DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(10),
+            ])]);
+    let r: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req);
+    assert_eq!(r.topics[0].partitions[0].error_code, 44, "POLICY_VIOLATION");
+    assert_eq!(c.list_offset("table", 0, -2), (0, 0));
     broker.stop();
 }
