@@ -786,3 +786,74 @@ fn compaction_lags_and_the_dirty_ratio_decide_when_a_pass_runs() {
         l.log.close().await.expect("close");
     });
 }
+
+/// Reads running beside a pass (the swaps of several groups) always see a consistent log:
+/// every record they get is the one appended at its offset and the latest values are there.
+/// The reader goes one batch at a time from offset 0, so it reaches segments it never read
+/// before while their group is being swapped.
+#[test]
+fn reads_beside_a_pass_see_the_old_or_the_new_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let mut cfg = config();
+        cfg.hot_cache_bytes = 4096; // reads go to the segment files
+        cfg.segment_bytes = 2048; // many groups, so many swaps
+        let mut l = open_with(&path, clock(), None, cfg).await;
+        for _ in 0..3 {
+            history(&mut l).await;
+            l.roll();
+        }
+        l.put(&[("end", Some("1"))]).await;
+        let model: Vec<(u64, Rec)> = l.appended.iter().map(|(o, r)| (*o, r.clone())).collect();
+        let want = fold(&model);
+        let l = Rc::new(l);
+        let stop = Rc::new(Cell::new(false));
+        let reader = {
+            let (l, stop, want) = (l.clone(), stop.clone(), want.clone());
+            glommio::spawn_local(async move {
+                let mut passes = 0u32;
+                while !stop.get() {
+                    let mut recs: Vec<(u64, Rec)> = Vec::new();
+                    let mut next = Offset(0);
+                    loop {
+                        let r = l
+                            .log
+                            .read(next, 1, FirstBatch::Always)
+                            .await
+                            .expect("a read beside the cleaner");
+                        if r.data.is_empty() {
+                            break;
+                        }
+                        let bytes = r.data.to_vec().expect("bytes");
+                        for b in batch::split_batches(&bytes) {
+                            let h = batch::validate_stored(b).expect("valid batch");
+                            let body = batch::uncompressed_payload(b, 1 << 20).expect("body");
+                            for rec in batch::parse_records(h, &body).expect("records") {
+                                let o = h.base().0 + u64::from(rec.offset_delta);
+                                let got = (
+                                    rec.key.unwrap_or_default().to_vec(),
+                                    rec.value.map(<[u8]>::to_vec),
+                                );
+                                assert_eq!(l.appended.get(&o), Some(&got), "offset {o}");
+                                recs.push((o, got));
+                            }
+                            next = h.last().plus(1);
+                        }
+                        // slower than the cleaner: its swaps happen in the middle of a pass
+                        glommio::timer::sleep(std::time::Duration::from_micros(300)).await;
+                    }
+                    assert_eq!(fold(&recs), want);
+                    passes += 1;
+                }
+                passes
+            })
+        };
+        let stats = l.clean().await.expect("pass");
+        assert!(stats.segments_in > 2, "{stats:?}");
+        stop.set(true);
+        assert!(reader.await > 0);
+        assert_eq!(fold(&records(&l.log).await), want);
+        l.log.close().await.expect("close");
+    });
+}

@@ -538,12 +538,23 @@ impl PartitionLog {
         if self.stop_here(6) {
             return Err(crashed(6));
         }
+        // the new .log is opened before its rename (the fd follows the inode), so the renames
+        // and the in-memory switch happen with no await between them: no reader can look up
+        // a replaced segment by its name while the name points at the cleaned file
+        let dma = open_cleaned(dir, cleaned.base).await?;
         let stop = self.armed_stop();
+        {
+            let mut st = self.inner.borrow_mut();
+            // readers of the replaced segments keep their old inodes: open the fds they use
+            for r in &record.replaced {
+                if let Some(seg) = st.segments.get_mut(&Offset(*r)) {
+                    seg.plain_file(dir)?;
+                }
+            }
+        }
         if !compact::apply_swap(dir, record, stop)? {
             return Err(crashed(stop.unwrap_or(0)));
         }
-        compact::sync_dir_async(dir).await?;
-        let dma = Segment::open_dma(dir, cleaned.base, false).await?;
         {
             // the switch: one step, no await; readers holding the old files keep them
             let mut st = self.inner.borrow_mut();
@@ -565,6 +576,7 @@ impl PartitionLog {
             st.hot.drop_below(cleaned.next);
             st.meta().store(&st.dir)?;
         }
+        compact::sync_dir_async(dir).await?;
         if self.stop_here(12) {
             return Err(crashed(12));
         }
@@ -574,6 +586,19 @@ impl PartitionLog {
             .map_err(|e| LogError::io("deleting", &path, e.into()))?;
         compact::sync_dir_async(dir).await
     }
+}
+
+/// Opens the cleaned `.log` of `base` (still under its `.cleaned` name) for O_DIRECT reads,
+/// as segment files are opened (read+write, see `Segment::open_dma`).
+async fn open_cleaned(dir: &Path, base: Offset) -> Result<Rc<DmaFile>> {
+    let path = compact::segment_file(dir, base, "log", true);
+    let f = glommio::io::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .dma_open(&path)
+        .await
+        .map_err(|e| LogError::io("opening", &path, e.into()))?;
+    Ok(Rc::new(f))
 }
 
 /// The cleaned `.log` being written, a chunk at a time.
