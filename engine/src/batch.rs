@@ -19,6 +19,9 @@ pub const ATTR_COMPRESSION_MASK: i16 = 0x07;
 pub const ATTR_TIMESTAMP_LOG_APPEND: i16 = 0x08;
 pub const ATTR_TRANSACTIONAL: i16 = 0x10;
 pub const ATTR_CONTROL: i16 = 0x20;
+/// KIP-534: baseTimestamp holds the delete horizon set by the log cleaner (tombstones and
+/// removable transaction markers in the batch go once it has passed).
+pub const ATTR_DELETE_HORIZON: i16 = 0x40;
 
 /// The fixed 61-byte v2 record batch header, big-endian on the wire and on disk.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -83,6 +86,11 @@ impl BatchHeader {
 
     pub fn is_log_append_time(&self) -> bool {
         self.attributes.get() & ATTR_TIMESTAMP_LOG_APPEND != 0
+    }
+
+    /// The delete horizon the log cleaner set (KIP-534), if any.
+    pub fn delete_horizon(&self) -> Option<TimestampMs> {
+        (self.attributes.get() & ATTR_DELETE_HORIZON != 0).then(|| self.base_timestamp.get())
     }
 }
 
@@ -175,9 +183,41 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[CRC_START..])
 }
 
-/// Validates one complete v2 batch occupying exactly `batch`, as received from a producer or read
-/// back in recovery: length, magic, CRC-32C and record count against lastOffsetDelta.
+/// Validates one complete v2 batch occupying exactly `batch`, as received from a producer:
+/// length, magic, CRC-32C and record count against lastOffsetDelta (exactly
+/// `lastOffsetDelta + 1` records).
 pub fn validate(batch: &[u8]) -> Result<&BatchHeader, BatchError> {
+    let header = validate_frame(batch)?;
+    let count = header.record_count.get();
+    let delta = header.last_offset_delta.get();
+    if count < 1 || delta != count - 1 {
+        return Err(BatchError::BadRecordCount {
+            count,
+            last_offset_delta: delta,
+        });
+    }
+    Ok(header)
+}
+
+/// Validates a batch as stored in a log: like [`validate`], except that a batch the log
+/// cleaner rewrote keeps its lastOffsetDelta with fewer records (offset gaps) or none at all
+/// (an emptied batch kept for its producer's sequence), so `0 <= recordCount <=
+/// lastOffsetDelta + 1`. Used by recovery scans and follower appends.
+pub fn validate_stored(batch: &[u8]) -> Result<&BatchHeader, BatchError> {
+    let header = validate_frame(batch)?;
+    let count = header.record_count.get();
+    let delta = header.last_offset_delta.get();
+    if count < 0 || delta < 0 || i64::from(count) > i64::from(delta) + 1 {
+        return Err(BatchError::BadRecordCount {
+            count,
+            last_offset_delta: delta,
+        });
+    }
+    Ok(header)
+}
+
+/// Length, magic and CRC-32C of one complete batch occupying exactly `batch`.
+fn validate_frame(batch: &[u8]) -> Result<&BatchHeader, BatchError> {
     let header = BatchHeader::parse(batch).ok_or(BatchError::TooShort { len: batch.len() })?;
     let total = header.total_len().ok_or(BatchError::BadLength {
         declared: header.batch_length.get(),
@@ -195,14 +235,6 @@ pub fn validate(batch: &[u8]) -> Result<&BatchHeader, BatchError> {
     let computed = compute_crc(batch);
     if stored != computed {
         return Err(BatchError::CrcMismatch { stored, computed });
-    }
-    let count = header.record_count.get();
-    let delta = header.last_offset_delta.get();
-    if count < 1 || delta != count - 1 {
-        return Err(BatchError::BadRecordCount {
-            count,
-            last_offset_delta: delta,
-        });
     }
     Ok(header)
 }

@@ -29,6 +29,74 @@ pub struct LogConfig {
     pub write_buffer_bytes: usize,
     /// Recent batches kept in memory to serve tailing consumers without disk reads.
     pub hot_cache_bytes: usize,
+    /// cleanup.policy: delete (retention), compact (the log cleaner), or both.
+    #[serde(default)]
+    pub cleanup: CleanupPolicy,
+    /// The log cleaner's per-topic settings (used when `cleanup.compact`).
+    #[serde(default)]
+    pub compaction: CompactionConfig,
+}
+
+/// cleanup.policy: `delete`, `compact` or `compact,delete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupPolicy {
+    /// retention.ms / retention.bytes delete old segments.
+    pub delete: bool,
+    /// The log cleaner keeps the latest record per key (see [`crate::compact`]).
+    pub compact: bool,
+}
+
+impl Default for CleanupPolicy {
+    fn default() -> Self {
+        CleanupPolicy {
+            delete: true,
+            compact: false,
+        }
+    }
+}
+
+/// min.cleanable.dirty.ratio: a fraction in [0, 1] (validated where it is parsed).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+pub struct DirtyRatio(f64);
+
+// the value is never NaN (`DirtyRatio::new` refuses it)
+impl Eq for DirtyRatio {}
+
+impl DirtyRatio {
+    /// `None` unless `0 <= v <= 1`.
+    pub fn new(v: f64) -> Option<DirtyRatio> {
+        (0.0..=1.0).contains(&v).then_some(DirtyRatio(v))
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+/// The topic configs of the log cleaner, named after Kafka's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactionConfig {
+    /// delete.retention.ms: how long a tombstone (and a removable transaction marker) stays
+    /// after the cleaner first saw it (KIP-534's delete horizon).
+    pub delete_retention_ms: u64,
+    /// min.compaction.lag.ms: records younger than this are not compacted.
+    pub min_lag_ms: u64,
+    /// max.compaction.lag.ms: a dirty segment older than this is cleaned whatever the dirty
+    /// ratio (`None`: Long.MAX, never).
+    pub max_lag_ms: Option<u64>,
+    /// min.cleanable.dirty.ratio: clean once dirty bytes / cleanable bytes reaches this.
+    pub min_dirty_ratio: DirtyRatio,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            delete_retention_ms: 86_400_000,
+            min_lag_ms: 0,
+            max_lag_ms: None,
+            min_dirty_ratio: DirtyRatio(0.5),
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -45,6 +113,8 @@ impl Default for LogConfig {
             preallocate_bytes: 0,
             write_buffer_bytes: 8 << 20,
             hot_cache_bytes: 8 << 20,
+            cleanup: CleanupPolicy::default(),
+            compaction: CompactionConfig::default(),
         }
     }
 }

@@ -13,6 +13,11 @@ pub enum Fault {
     ShortWrite,
     /// The next fdatasync of a segment fails with EIO.
     SyncEio,
+    /// The log cleaner's next pass stops dead after step `n` of its swap, as if the process
+    /// had been killed there (1-4: after writing that many `.cleaned` files; 5: after the
+    /// directory fsync; 6: after the commit record; 7-10: after that many renames; 11: after
+    /// the replaced segments' deletion; 12: after partition.meta, before the record goes).
+    CleanerStop(u8),
 }
 
 /// A queue-less, one-shot fault plan: arm a fault, and the next matching operation takes it.

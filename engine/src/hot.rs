@@ -166,6 +166,19 @@ impl HotTail {
         }
     }
 
+    /// Drops every batch below `end` (the log cleaner replaced those segments: reads go to
+    /// the cleaned files). Callers pass an offset everything below which is written.
+    pub fn drop_below(&mut self, end: Offset) {
+        while let Some(b) = self.batches.front() {
+            if b.last >= end {
+                break;
+            }
+            let len = b.bytes.len();
+            self.batches.pop_front();
+            self.account(0, len);
+        }
+    }
+
     pub fn set_limit(&mut self, limit: usize) {
         self.limit = limit;
     }

@@ -23,6 +23,7 @@
 
 pub mod batch;
 pub mod codec;
+pub mod compact;
 pub mod config;
 pub mod epoch;
 pub mod error;
@@ -37,7 +38,8 @@ pub mod segment;
 pub mod stats;
 pub mod types;
 
-pub use config::LogConfig;
+pub use compact::{CleanStats, CleanerConfig};
+pub use config::{CleanupPolicy, CompactionConfig, DirtyRatio, LogConfig};
 pub use error::{BatchError, LogError};
 pub use fault::{Fault, FaultPlan};
 pub use hot::HotBudget;

@@ -29,6 +29,25 @@ pub struct PartitionMeta {
     pub recovery_point: u64,
     /// Present only between a clean close and the next open (the clean-shutdown marker).
     pub clean_shutdown: Option<CleanShutdown>,
+    /// The log cleaner's progress (compacted topics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleaner: Option<CleanerCheckpoint>,
+    /// Base offsets of the segments whose batches may leave offset gaps between them
+    /// (segments the cleaner wrote, and follower segments that copied such gaps). Recovery
+    /// scans of every other segment insist on contiguous offsets.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub gapped_segments: std::collections::BTreeSet<u64>,
+}
+
+/// Where the log cleaner got to (Kafka's cleaner-offset-checkpoint, per partition).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanerCheckpoint {
+    /// Offsets below this were deduplicated by a pass; the dirty section starts here.
+    pub first_dirty: u64,
+    /// The latest delete horizon a pass set (KIP-534): once it has passed, a pass is due to
+    /// remove the tombstones and markers it covers, however clean the log is.
+    #[serde(default)]
+    pub delete_horizon: Option<i64>,
 }
 
 impl PartitionMeta {

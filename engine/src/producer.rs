@@ -261,7 +261,8 @@ impl ProducerStates {
             return Ok(Admit::Append);
         }
         let first = h.base_sequence.get();
-        let last = last_seq(first, h.record_count.get());
+        // lastSequence = baseSequence + lastOffsetDelta (a cleaned batch keeps the delta)
+        let last = last_seq(first, h.last_offset_delta.get().saturating_add(1));
         if let Some(e) = entry {
             if epoch == e.epoch {
                 if let Some(d) = e
@@ -349,7 +350,7 @@ impl ProducerStates {
             }
             e.batches.push_back(BatchMeta {
                 first_seq,
-                last_seq: last_seq(first_seq, h.record_count.get()),
+                last_seq: last_seq(first_seq, h.last_offset_delta.get().saturating_add(1)),
                 base: base.0,
                 last: last.0,
             });

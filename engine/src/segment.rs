@@ -212,14 +212,17 @@ pub struct ScanOutcome {
 }
 
 /// Reads the segment from position 0 and keeps the longest prefix of valid batches: complete,
-/// magic 2, CRC-32C correct, record count consistent, offsets contiguous from `base`.
-/// Rebuilds the indexes on the way. Never allocates more than `SCAN_CHUNK` + one batch.
+/// magic 2, CRC-32C correct, record count consistent, offsets contiguous from `base` (with
+/// `allow_gaps`, for segments the log cleaner wrote: increasing, gaps allowed, as Kafka's
+/// recovery checks). Rebuilds the indexes on the way. Never allocates more than `SCAN_CHUNK`
+/// + one batch.
 pub async fn scan(
     file: &DmaFile,
     base: Offset,
     file_len: u64,
     index_interval: u64,
     max_batch: usize,
+    allow_gaps: bool,
 ) -> Result<ScanOutcome> {
     let mut index = SegmentIndex::default();
     let mut pos = 0u64;
@@ -273,14 +276,18 @@ pub async fn scan(
         }
         let off = (pos - buf_pos) as usize;
         let bytes = &buf[off..off + total];
-        let header = match batch::validate(bytes) {
+        // stored batches: a cleaned one keeps its offsets with fewer records
+        let header = match batch::validate_stored(bytes) {
             Ok(h) => h,
             Err(e) => {
                 stopped = Some(format!("batch at position {pos}: {e}"));
                 break;
             }
         };
-        if header.base() != next {
+        if header.base() < next
+            || (!allow_gaps && header.base() != next)
+            || header.base_offset.get() < 0
+        {
             stopped = Some(format!(
                 "batch at position {pos} has base offset {} where {next} was expected",
                 header.base_offset.get()

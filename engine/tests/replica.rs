@@ -123,7 +123,7 @@ fn replica_appends_keep_the_leaders_bytes_offsets_and_epochs() {
 }
 
 #[test]
-fn a_replica_batch_must_start_at_the_log_end() {
+fn a_replica_batch_must_not_start_below_the_log_end() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (lp, fp) = (dir.path().join("leader"), dir.path().join("follower"));
     run(move || async move {
@@ -133,47 +133,56 @@ fn a_replica_batch_must_start_at_the_log_end() {
             lead(&leader, &tagged_batch(i, 2, 10), 1).await;
         }
         let batches = read_all(&leader, Offset(0), 1 << 20).await;
-        // the batch at offset 2 cannot come first
-        let err = follower
-            .append_replica(&batches[1].1)
-            .await
-            .expect_err("refused");
-        assert!(
-            matches!(
-                err,
-                LogError::OffsetMismatch {
-                    expected: Offset(0),
-                    got: 2
-                }
-            ),
-            "{err}"
-        );
-        assert_eq!(err.kafka_code(), 1);
         follower
             .append_replica(&batches[0].1)
             .await
             .expect("in order");
-        // neither a repeat nor a producer's batch (base offset 0) fits at offset 2
-        for b in [&batches[0].1, &tagged_batch(7, 1, 1)] {
+        // a gap (the leader's cleaner removed offsets 2-3) is accepted, as Kafka's follower
+        // only needs increasing offsets
+        let info = follower
+            .append_replica(&batches[2].1)
+            .await
+            .expect("above the log end");
+        assert_eq!(info.base_offset, Offset(4));
+        assert_eq!(follower.offsets().log_end, Offset(6));
+        // below the log end: the skipped batch, a repeat, a producer's batch (base offset 0)
+        for (b, got) in [
+            (&batches[1].1, 2),
+            (&batches[0].1, 0),
+            (&tagged_batch(7, 1, 1), 0),
+        ] {
             let err = follower.append_replica(b).await.expect_err("refused");
             assert!(
-                matches!(
-                    err,
-                    LogError::OffsetMismatch {
-                        expected: Offset(2),
-                        got: 0
-                    }
-                ),
+                matches!(err, LogError::OffsetMismatch { expected: Offset(6), got: g } if g == got),
                 "{err}"
             );
+            assert_eq!(err.kafka_code(), 1);
         }
         // validated like a produce: a flipped byte fails the CRC
-        let mut bad = batches[1].1.clone();
+        let mut bad = batches[2].1.clone();
+        BatchHeader::mut_from(&mut bad)
+            .expect("header")
+            .base_offset
+            .set(6);
         let n = bad.len();
         bad[n - 1] ^= 1;
         let err = follower.append_replica(&bad).await.expect_err("refused");
         assert!(matches!(err, LogError::InvalidBatch(_)), "{err}");
-        assert_eq!(follower.offsets().log_end, Offset(2));
+        assert_eq!(follower.offsets().log_end, Offset(6));
+        // the gap survives a crash: the recovery scan of the active segment expects it
+        follower
+            .wait_durable(Offset(5), sluice_engine::Durability::Synced)
+            .await
+            .expect("synced");
+        drop(follower);
+        let follower = open(&fp).await;
+        assert_eq!(follower.offsets().log_end, Offset(6));
+        let got: Vec<u64> = read_all(&follower, Offset(0), 1 << 20)
+            .await
+            .into_iter()
+            .map(|(b, _)| b)
+            .collect();
+        assert_eq!(got, vec![0, 4]);
         follower.close().await.expect("close");
         leader.close().await.expect("close");
     });

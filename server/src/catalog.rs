@@ -128,7 +128,7 @@ pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), Config
             });
         }
     }
-    Ok(())
+    crate::config::check_topic_config(&scratch)
 }
 
 impl Catalog {

@@ -409,6 +409,23 @@ async fn shard_main(
         })
         .detach()
     };
+    // the log cleaner of compacted topics: one per shard, for its own logs (leaders and
+    // followers alike: every replica cleans its own copy)
+    let cleaner = shared.config.cleaner.enable.then(|| {
+        let shard = shard.clone();
+        let cfg = shared
+            .config
+            .cleaner
+            .per_shard(shard.nr, shared.config.message_max_bytes);
+        let backoff = Duration::from_millis(shared.config.cleaner.backoff_ms.max(1));
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(backoff).await;
+                shard.clean_logs(&cfg).await;
+            }
+        })
+        .detach()
+    });
     // cluster mode: replicas of this shard's partitions follow their leaders
     let replication = shared
         .is_clustered()
@@ -435,6 +452,10 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     retention.cancel();
+    if let Some(c) = cleaner {
+        // a pass cut short leaves its .cleaned files (or a committed swap) to the next open
+        c.cancel();
+    }
     if let Some(h) = http {
         h.cancel();
     }

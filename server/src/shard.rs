@@ -369,6 +369,31 @@ impl Shard {
         }
     }
 
+    /// Runs a log cleaner pass on each of this shard's compacted logs that is due (see
+    /// `sluice_engine::compact`), one log at a time. Returns how many passes ran.
+    pub async fn clean_logs(&self, cfg: &sluice_engine::CleanerConfig) -> usize {
+        let mut ran = 0;
+        for (tp, log) in self.logs() {
+            if self.shared.is_stopping() {
+                break;
+            }
+            if !log.config().cleanup.compact {
+                continue;
+            }
+            match log.clean(cfg).await {
+                Ok(Some(s)) => {
+                    ran += 1;
+                    tracing::debug!(topic = %tp.topic, partition = tp.partition, removed = s.records_removed, bytes_in = s.bytes_in, bytes_out = s.bytes_out, "cleaned");
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "log cleaner pass failed")
+                }
+            }
+        }
+        ran
+    }
+
     /// Runs retention on this shard's logs and forgets idle producers
     /// (producer.id.expiration.ms).
     pub fn enforce_retention(&self) {

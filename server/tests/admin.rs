@@ -748,10 +748,45 @@ fn alter_configs_replaces_overrides_and_survives_restart() {
             v,
             TOPIC,
             "alt",
-            &[("cleanup.policy", Some("compact"))],
+            &[("cleanup.policy", Some("compact,shred"))],
             true,
         );
         assert_eq!(code, INVALID_CONFIG, "v{v}: validate_only validates");
+        // compaction is a policy like any other (validate_only: nothing stored)
+        let (code, msg) = alter(
+            &mut c,
+            v,
+            TOPIC,
+            "alt",
+            &[
+                ("cleanup.policy", Some("compact,delete")),
+                ("min.cleanable.dirty.ratio", Some("0.01")),
+                ("delete.retention.ms", Some("1000")),
+            ],
+            true,
+        );
+        assert_eq!(code, NONE, "v{v}: {msg:?}");
+        let (code, _) = alter(
+            &mut c,
+            v,
+            TOPIC,
+            "alt",
+            &[("min.cleanable.dirty.ratio", Some("1.5"))],
+            true,
+        );
+        assert_eq!(code, INVALID_CONFIG, "v{v}: a ratio is at most 1");
+        let (code, _) = alter(
+            &mut c,
+            v,
+            TOPIC,
+            "alt",
+            &[
+                ("min.compaction.lag.ms", Some("10")),
+                ("max.compaction.lag.ms", Some("5")),
+            ],
+            true,
+        );
+        assert_eq!(code, INVALID_CONFIG, "v{v}: min lag above max lag");
         assert_eq!(
             topic_configs(&mut c, "alt")["segment.bytes"].0.as_deref(),
             Some("65536")
@@ -905,13 +940,30 @@ fn incremental_alter_configs_ops() {
             &[("cleanup.policy", APPEND, Some("compact"))],
             false,
         );
-        assert_eq!(r.0, INVALID_CONFIG, "v{v}: compaction is not supported");
+        assert_eq!(r.0, NONE, "v{v}: {:?}", r.1);
+        assert_eq!(
+            topic_configs(&mut c, "inc")["cleanup.policy"],
+            (Some("delete,compact".into()), 1)
+        );
         let r = incremental(
             &mut c,
             v,
             TOPIC,
             "inc",
             &[("cleanup.policy", SUBTRACT, Some("delete"))],
+            false,
+        );
+        assert_eq!(r.0, NONE, "v{v}: {:?}", r.1);
+        assert_eq!(
+            topic_configs(&mut c, "inc")["cleanup.policy"],
+            (Some("compact".into()), 1)
+        );
+        let r = incremental(
+            &mut c,
+            v,
+            TOPIC,
+            "inc",
+            &[("cleanup.policy", SUBTRACT, Some("compact"))],
             false,
         );
         assert_eq!(

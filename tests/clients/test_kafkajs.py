@@ -370,9 +370,9 @@ def test_kafkajs_admin_topics_and_configs(broker):
             {"topic": b, "numPartitions": 1}]}),
         # already there: kafkajs resolves false on TOPIC_ALREADY_EXISTS
         ("createTopics", {"topics": [{"topic": a, "numPartitions": 3}]}),
-        # sluice keeps only cleanup.policy=delete (docs of the key in DescribeConfigs)
+        # a cleanup.policy that is neither delete nor compact is refused
         ("createTopics", {"topics": [{"topic": c, "numPartitions": 1, "configEntries": [
-            {"name": "cleanup.policy", "value": "compact"}]}]}),
+            {"name": "cleanup.policy", "value": "compact,shred"}]}]}),
         ("listTopics",),
         ("fetchTopicMetadata", {"topics": [a, b]}),
         ("describeConfigs", {"resources": [{"type": TOPIC_RESOURCE, "name": a, "configNames": [

@@ -56,6 +56,10 @@ pub struct BatchLine {
     pub compresscodec: &'static str,
     pub crc: u32,
     pub isvalid: bool,
+    /// KIP-534's delete horizon, set by the log cleaner on batches keeping tombstones or a
+    /// removable transaction marker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_horizon_ms: Option<i64>,
     /// Why the batch is invalid.
     pub error: Option<String>,
     pub records: Option<Vec<RecordLine>>,
@@ -156,6 +160,9 @@ pub struct SegmentSummary {
     pub damage: Option<Damage>,
     /// Things worth knowing that are not damage (offset gaps).
     pub notes: Vec<String>,
+    /// Offsets of the valid range that hold no record: removed by the log cleaner (between
+    /// batches, and inside batches that keep their offset range with fewer records).
+    pub absent_offsets: u64,
 }
 
 /// What to decode.
@@ -243,7 +250,8 @@ fn record_lines(batch: &[u8], h: &BatchHeader) -> Result<Vec<RecordLine>, String
 }
 
 fn batch_line(batch: &[u8], h: &BatchHeader, position: u64, opts: DumpOptions) -> BatchLine {
-    let (isvalid, mut error) = match eb::validate(batch) {
+    // a stored batch: the log cleaner may have left fewer records than its offset range
+    let (isvalid, mut error) = match eb::validate_stored(batch) {
         Ok(_) => (true, None),
         Err(e) => (false, Some(e.to_string())),
     };
@@ -287,6 +295,7 @@ fn batch_line(batch: &[u8], h: &BatchHeader, position: u64, opts: DumpOptions) -
         compresscodec: h.compression().name(),
         crc: h.crc.get(),
         isvalid,
+        delete_horizon_ms: h.delete_horizon(),
         error,
         records,
     }
@@ -344,6 +353,7 @@ pub fn dump_segment(
         zero_padding: 0,
         damage: None,
         notes: Vec::new(),
+        absent_offsets: 0,
     };
     let mut pos: u64 = 0;
     let mut next_offset: Option<i64> = base_offset;
@@ -418,7 +428,7 @@ pub fn dump_segment(
         let h = BatchHeader::parse(&batch).copied().unwrap_or(*h);
         let mut line = batch_line(&batch, &h, pos, opts);
         s.batches += 1;
-        // offsets must go forward; gaps are legal in Kafka (compaction) but not in sluice
+        // offsets must go forward; gaps are what the log cleaner leaves (compacted topics)
         let base = h.base_offset.get();
         if line.isvalid && s.damage.is_none() {
             if let Some(expected) = next_offset {
@@ -428,13 +438,18 @@ pub fn dump_segment(
                         "base offset {base} goes backwards (expected {expected} or more)"
                     ));
                 } else if base > expected {
+                    s.absent_offsets += (base - expected) as u64;
                     s.notes.push(format!(
-                        "offset gap at position {pos}: base offset {base} where {expected} was expected"
+                        "offset gap at position {pos}: base offset {base} where {expected} was \
+                         expected (offsets {expected}..{} removed by the log cleaner)",
+                        base - 1
                     ));
                 }
             }
         }
         if line.isvalid && s.damage.is_none() {
+            let range = line.last_offset - base + 1;
+            s.absent_offsets += (range - i64::from(line.count.max(0))).max(0) as u64;
             s.valid_batches += 1;
             s.records += line.count.max(0) as u64;
             s.valid_bytes = pos + total as u64;
@@ -578,6 +593,60 @@ mod tests {
         assert!(lines[0]
             .kafka_line()
             .starts_with("baseOffset: 0 lastOffset: 0 count: 1 "));
+    }
+
+    /// A cleaned segment: a batch that kept 2 of its 4 offsets, then a gap of 3 offsets.
+    #[test]
+    fn cleaned_segments_show_their_gaps_and_stay_valid() {
+        use sluice_engine::compact::{filter_batch, FilterCtx, OffsetMap, TxnTracker, Verdict};
+        let recs: Vec<eb::NewRecord<'_>> = ["a", "b", "a", "c"]
+            .iter()
+            .map(|k| eb::NewRecord {
+                key: Some(k.as_bytes()),
+                value: Some(b"v"),
+                timestamp: 5,
+            })
+            .collect();
+        let first = eb::build(&recs);
+        let mut map = OffsetMap::new(1 << 20);
+        map.insert(b"a", 2);
+        map.insert(b"c", 9);
+        let ctx = FilterCtx {
+            now: 0,
+            delete_retention_ms: 0,
+            max_inflate_bytes: 1 << 20,
+        };
+        let (v, _) = filter_batch(&first, &map, &mut TxnTracker::new(&[]), &ctx, false);
+        let Verdict::Rewrite(cleaned) = v else {
+            panic!("{v:?}")
+        };
+        let mut later = eb::build_uniform(1, 3, 7);
+        later[..8].copy_from_slice(&7i64.to_be_bytes());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("00000000000000000000.log");
+        let mut f = File::create(&path).expect("create");
+        f.write_all(&cleaned).expect("write");
+        f.write_all(&later).expect("write");
+        drop(f);
+        let (s, lines) = dump_with_records(&path);
+        assert!(s.damage.is_none(), "{s:?}");
+        assert!(lines.iter().all(|l| l.isvalid), "{lines:?}");
+        assert_eq!(
+            (lines[0].base_offset, lines[0].last_offset, lines[0].count),
+            (0, 3, 2)
+        );
+        let offsets: Vec<i64> = lines[0]
+            .records
+            .as_ref()
+            .expect("records")
+            .iter()
+            .map(|r| r.offset)
+            .collect();
+        assert_eq!(offsets, vec![1, 2], "records keep their offsets");
+        assert_eq!(s.absent_offsets, 2 + 3);
+        assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+        assert!(s.notes[0].contains("offsets 4..6 removed"), "{:?}", s.notes);
+        assert_eq!(s.last_valid_offset, Some(7));
     }
 
     #[test]

@@ -115,9 +115,10 @@ impl Inner {
             }
             Origin::Replica => {
                 // checked here, under the append order, not before the gate: the log end
-                // may move while an appender waits
+                // may move while an appender waits. A base above the log end is a gap the
+                // leader's cleaner left (Kafka's follower only needs increasing offsets).
                 let got = header.base_offset.get();
-                if u64::try_from(got).ok() != Some(self.leo.0) {
+                if u64::try_from(got).map_or(true, |g| g < self.leo.0) {
                     return Err(LogError::OffsetMismatch {
                         expected: self.leo,
                         got,
@@ -131,9 +132,14 @@ impl Inner {
         }
         let now = self.env.clock.now_ms();
         let size = batch.len();
-        let count = header.record_count.get() as u64;
-        let base = self.leo;
-        let last = base.plus(count - 1);
+        let count = header.record_count.get().max(0) as u64;
+        // a leader assigns the log end; a replica keeps the leader's offsets
+        let base = match origin {
+            Origin::Leader(_) => self.leo,
+            Origin::Replica => header.base(),
+        };
+        // lastOffsetDelta, not the record count: a cleaned batch keeps its offset range
+        let last = base.plus(header.last_offset_delta.get().max(0) as u64);
         let roll = {
             let a = self.active();
             !a.is_empty()
@@ -147,6 +153,10 @@ impl Inner {
         };
         if roll {
             self.roll();
+        }
+        if base > self.leo && self.gapped.insert(self.active().base) {
+            // the flusher stores this before the batch reaches the disk
+            self.meta_dirty = true;
         }
         if self.pending.room() < size && self.pending.new_bytes() > 0 {
             // full: hand it over whole and continue in a fresh buffer
@@ -242,8 +252,9 @@ impl PartitionLog {
     }
 
     /// Appends one batch copied from the partition leader, at the leader's offsets: the
-    /// batch's baseOffset must be the log end offset ([`LogError::OffsetMismatch`] otherwise),
-    /// and its bytes are stored unchanged (baseOffset, partitionLeaderEpoch, timestamps and
+    /// batch's baseOffset must be at or above the log end offset
+    /// ([`LogError::OffsetMismatch`] otherwise; above it is a gap the leader's log cleaner
+    /// left, recorded so recovery expects it), and its bytes are stored unchanged (baseOffset, partitionLeaderEpoch, timestamps and
     /// CRC as the leader wrote them). Validated like [`append`](Self::append) (length, magic,
     /// CRC, max.message.bytes, control markers), with the same back-pressure and ordering;
     /// producer state (sequences, transactions, aborted index) is recorded but not checked,
@@ -264,7 +275,11 @@ impl PartitionLog {
             }
             .into());
         }
-        let header = *batch::validate(batch)?;
+        let header = *match origin {
+            Origin::Leader(_) => batch::validate(batch)?,
+            // a leader's cleaned batch may hold fewer records than its offset range
+            Origin::Replica => batch::validate_stored(batch)?,
+        };
         let marker = if header.is_control() {
             Some(producer::parse_marker(batch)?)
         } else {

@@ -23,6 +23,8 @@ use crate::types::Offset;
 enum Job {
     /// Persist the leader epoch cache (it changed).
     Checkpoint(LeaderEpochCache, PathBuf),
+    /// Persist partition.meta (the gapped segments grew).
+    Meta(crate::meta::PartitionMeta, PathBuf),
     Write(Vec<Chunk>),
     Sync {
         dma: Rc<DmaFile>,
@@ -43,6 +45,10 @@ fn next_job(st: &mut Inner, signals: &Signals) -> Job {
         // before the data: the checkpoint must cover every batch that reaches the disk
         st.epochs_dirty = false;
         return Job::Checkpoint(st.epochs.clone(), st.dir.clone());
+    }
+    if st.meta_dirty {
+        st.meta_dirty = false;
+        return Job::Meta(st.meta(), st.dir.clone());
     }
     if st.queue.is_empty() {
         st.take_pending();
@@ -123,6 +129,7 @@ async fn flusher(inner: Rc<RefCell<Inner>>, signals: Rc<Signals>) {
                 Ok(())
             }
             Job::Checkpoint(cache, dir) => cache.store(&dir),
+            Job::Meta(meta, dir) => meta.store(&dir),
             Job::Write(chunks) => write_chunks(&inner, &signals, chunks).await,
             Job::Sync { dma, target } => {
                 // the fdatasync runs beside the flusher: the next round's writes overlap it

@@ -24,6 +24,7 @@
 //! accessors, the high watermark, retention and DeleteRecords.
 
 mod append;
+mod clean;
 mod flusher;
 mod read;
 mod recovery;
@@ -37,7 +38,7 @@ pub use types::{
 };
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -49,7 +50,7 @@ use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{LogError, Result};
 use crate::hot::HotTail;
-use crate::meta::{sync_dir, PartitionMeta};
+use crate::meta::{sync_dir, CleanerCheckpoint, PartitionMeta};
 use crate::producer::{AbortedTxn, ProducerEntry, ProducerStates};
 use crate::segment::Segment;
 use crate::stats::{LogCounters, LogStats};
@@ -182,6 +183,15 @@ struct Inner {
     flusher_running: bool,
     /// What producers appended (metrics).
     counters: LogCounters,
+    /// The log cleaner's checkpoint (compacted topics).
+    cleaner: CleanerCheckpoint,
+    /// Segments whose batches may leave offset gaps (see `PartitionMeta::gapped_segments`).
+    gapped: BTreeSet<Offset>,
+    /// `gapped` grew and partition.meta is behind: the flusher stores it before any more data
+    /// is written, so a recovery scan knows the gap is expected.
+    meta_dirty: bool,
+    /// A cleaner pass is running (one at a time).
+    cleaning: bool,
 }
 
 /// Wake-ups between appenders, waiters and the flusher.
@@ -298,6 +308,8 @@ impl Inner {
             log_start_offset: self.log_start.0,
             recovery_point: self.recovery_point.0,
             clean_shutdown: None,
+            cleaner: (self.cleaner != CleanerCheckpoint::default()).then_some(self.cleaner),
+            gapped_segments: self.gapped.iter().map(|o| o.0).collect(),
         }
     }
 
@@ -545,7 +557,8 @@ impl PartitionLog {
             let hw = st.high_watermark();
             for seg in st.segments.values() {
                 // replicated mode: never what consumers cannot see yet (Kafka's rule)
-                if !seg.sealed || seg.next_offset > hw {
+                if !seg.sealed || seg.next_offset > hw || !st.config.cleanup.delete {
+                    // cleanup.policy=compact alone: retention does not delete
                     break;
                 }
                 let by_time = st.config.retention_ms.is_some_and(|ms| {
@@ -581,6 +594,7 @@ impl PartitionLog {
             .collect();
         for b in &doomed {
             st.segments.remove(b);
+            st.gapped.remove(b);
             Segment::remove_files(&st.dir, *b)?;
         }
         if !doomed.is_empty() {

@@ -2,7 +2,7 @@
 //! keep the longest valid prefix, and rebuild the in-memory state.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs;
 use std::path::Path;
 use std::rc::Rc;
@@ -28,7 +28,8 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
         let entry = entry.map_err(|e| LogError::io("listing", dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".tmp") {
+        if name.ends_with(".tmp") || name.ends_with(crate::compact::CLEANED_SUFFIX) {
+            // a temp file, or the output of a cleaner pass that never committed its swap
             let _ = fs::remove_file(entry.path());
             continue;
         }
@@ -58,6 +59,7 @@ async fn recover_segment(
     config: &LogConfig,
     base: Offset,
     trusted_next: Option<Offset>,
+    gapped: bool,
 ) -> Result<Recovered> {
     let dma = Segment::open_dma(dir, base, false).await?;
     let path = segment::log_path(dir, base);
@@ -90,6 +92,7 @@ async fn recover_segment(
         file_len,
         config.index_interval_bytes,
         config.max_message_bytes,
+        gapped,
     )
     .await?;
     let cut = out.valid_size < file_len;
@@ -160,8 +163,16 @@ impl PartitionLog {
         );
         fs::create_dir_all(dir).map_err(|e| LogError::io("creating", dir, e))?;
         prime_dma_probe(dir).await?;
+        // a cleaner swap cut short by a crash: finish it (committed) or drop its files
+        crate::compact::recover_swap(dir)?;
         let mut meta = PartitionMeta::load(dir)?.unwrap_or_default();
         let mut bases = list_segments(dir)?;
+        let mut gapped: BTreeSet<Offset> = meta
+            .gapped_segments
+            .iter()
+            .map(|b| Offset(*b))
+            .filter(|b| bases.contains(b))
+            .collect();
         if bases.is_empty() {
             let base = Offset(meta.log_start_offset);
             segment::create_file(dir, base).await?;
@@ -207,9 +218,17 @@ impl PartitionLog {
                 Some(_) => None,
                 None => clean.map(|c| Offset(c.log_end_offset)),
             };
-            let r = recover_segment(dir, &config, base, trusted_next).await?;
+            let is_gapped = gapped.contains(&base);
+            let mut r = recover_segment(dir, &config, base, trusted_next, is_gapped).await?;
+            if let Some(next) = bases.get(i + 1).filter(|_| is_gapped && !r.cut) {
+                // a cleaned segment may end in a gap: it reaches up to the next one
+                if r.segment.next_offset < *next {
+                    r.segment.next_offset = *next;
+                }
+            }
             expected = Some(r.segment.next_offset);
-            let empty_tail = r.segment.is_empty() && i > 0;
+            // (a cleaned segment may be empty and still sealed)
+            let empty_tail = r.segment.is_empty() && i > 0 && !is_gapped;
             if empty_tail {
                 // nothing valid in it: drop the file, the previous segment stays active
                 discard_from = Some(i);
@@ -231,6 +250,7 @@ impl PartitionLog {
         if let Some(from) = discard_from {
             for &b in &bases[from..] {
                 segments.remove(&b);
+                gapped.remove(&b);
                 Segment::remove_files(dir, b)?;
             }
             sync_dir(dir)?;
@@ -272,6 +292,7 @@ impl PartitionLog {
         meta.log_start_offset = log_start.0;
         meta.recovery_point = recovery_point.0;
         meta.clean_shutdown = None;
+        meta.gapped_segments = gapped.iter().map(|o| o.0).collect();
         // the marker must be gone before the first append can change the files
         meta.store(dir)?;
         let inner = Inner {
@@ -304,6 +325,10 @@ impl PartitionLog {
             pause_flusher: false,
             flusher_running: false,
             counters: Default::default(),
+            cleaner: meta.cleaner.unwrap_or_default(),
+            gapped,
+            meta_dirty: false,
+            cleaning: false,
         };
         let inner = Rc::new(RefCell::new(inner));
         let signals = Rc::new(Signals::default());

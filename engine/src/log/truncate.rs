@@ -205,7 +205,8 @@ impl PartitionLog {
             )
         };
         let found = segment::walk_headers(&dma, hint.0, size, |b| b.last < offset).await?;
-        let Some(b) = found.filter(|b| b.base <= offset && offset <= b.last) else {
+        // (`offset` may fall in a gap the log cleaner left: the batch after it is cut then)
+        let Some(b) = found.filter(|b| offset <= b.last) else {
             let path = segment::log_path(&self.dir(), base);
             return Err(LogError::io(
                 "truncating",
@@ -222,7 +223,7 @@ impl PartitionLog {
             _ => Cut {
                 base,
                 size: b.pos,
-                end: b.base,
+                end: b.base.min(offset),
             },
         })
     }

@@ -265,6 +265,10 @@ async fn delete_records_local(shard: &Rc<Shard>, tp: TopicPartition, offset: i64
             return (codes::KAFKA_STORAGE_ERROR, -1);
         }
     };
+    if !log.config().cleanup.delete {
+        // Kafka: records of a compact-only topic cannot be deleted
+        return (codes::POLICY_VIOLATION, -1);
+    }
     let before = match offset {
         HIGH_WATERMARK => log.offsets().high_watermark,
         o if o >= 0 => Offset(o as u64),

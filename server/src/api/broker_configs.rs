@@ -8,7 +8,7 @@ use std::path::Path;
 use super::codes;
 use super::configs::{
     broker_key, builtin, topic_defaults, ConfigEntry, SOURCE_DEFAULT, SOURCE_STATIC_BROKER,
-    TOPIC_CONFIGS, TYPE_BOOLEAN, TYPE_INT, TYPE_LIST, TYPE_LONG, TYPE_STRING,
+    TOPIC_CONFIGS, TYPE_BOOLEAN, TYPE_DOUBLE, TYPE_INT, TYPE_LIST, TYPE_LONG, TYPE_STRING,
 };
 use super::topics::TopicError;
 use crate::config::{format_endpoint, ServerConfig};
@@ -43,6 +43,13 @@ pub(super) fn absolute(dir: &Path) -> String {
         .unwrap_or_else(|_| dir.to_path_buf())
         .display()
         .to_string()
+}
+
+/// log.cleaner.io.max.bytes.per.second as Kafka prints it (its default is Double.MAX_VALUE).
+fn io_rate(c: &ServerConfig) -> String {
+    c.cleaner
+        .io_max_bytes_per_sec
+        .map_or("1.7976931348623157E308".to_string(), |r| format!("{r}.0"))
 }
 
 /// The broker's (static, read-only) configs.
@@ -128,6 +135,34 @@ pub(super) fn broker_entries(shared: &BrokerShared) -> Vec<ConfigEntry> {
             d.retention_check_ms.to_string(),
             TYPE_LONG,
             "How often retention runs.",
+        ),
+        (
+            "log.cleaner.enable".into(),
+            c.cleaner.enable.to_string(),
+            d.cleaner.enable.to_string(),
+            TYPE_BOOLEAN,
+            "Run the log cleaner (one per shard) for compacted topics.",
+        ),
+        (
+            "log.cleaner.io.max.bytes.per.second".into(),
+            io_rate(c),
+            io_rate(d),
+            TYPE_DOUBLE,
+            "The cleaners' read plus write budget, shared by the shards.",
+        ),
+        (
+            "log.cleaner.dedupe.buffer.size".into(),
+            c.cleaner.dedupe_buffer_bytes.to_string(),
+            d.cleaner.dedupe_buffer_bytes.to_string(),
+            TYPE_LONG,
+            "Memory for the cleaners' key-to-offset maps, shared by the shards.",
+        ),
+        (
+            "log.cleaner.backoff.ms".into(),
+            c.cleaner.backoff_ms.to_string(),
+            d.cleaner.backoff_ms.to_string(),
+            TYPE_LONG,
+            "How long a shard's cleaner sleeps when no log needs cleaning.",
         ),
         (
             "sluice.cores".into(),

@@ -52,6 +52,7 @@ pub(super) const TYPE_BOOLEAN: i8 = 1;
 pub(super) const TYPE_STRING: i8 = 2;
 pub(super) const TYPE_INT: i8 = 3;
 pub(super) const TYPE_LONG: i8 = 5;
+pub(super) const TYPE_DOUBLE: i8 = 6;
 pub(super) const TYPE_LIST: i8 = 7;
 
 /// IncrementalAlterConfigs operations.
@@ -65,7 +66,8 @@ pub(super) const TOPIC_CONFIGS: &[(&str, i8, &str)] = &[
     (
         "cleanup.policy",
         TYPE_LIST,
-        "How old segments are discarded: only \"delete\" (retention) is supported.",
+        "delete (retention.ms / retention.bytes remove old segments), compact (the log cleaner \
+         keeps the latest record per key; keyless records are refused) or compact,delete.",
     ),
     (
         "compression.gzip.level",
@@ -89,6 +91,12 @@ pub(super) const TOPIC_CONFIGS: &[(&str, i8, &str)] = &[
         "zstd level (-131072-22) when the broker compresses for compression.type=zstd.",
     ),
     (
+        "delete.retention.ms",
+        TYPE_LONG,
+        "Compacted topics: how long a tombstone (and a removable transaction marker) stays \
+         after the cleaner first kept it.",
+    ),
+    (
         "flush.messages",
         TYPE_LONG,
         "fdatasync the log once this many messages are unsynced.",
@@ -104,6 +112,12 @@ pub(super) const TOPIC_CONFIGS: &[(&str, i8, &str)] = &[
         "Bytes of log between two entries of the sparse offset index.",
     ),
     (
+        "max.compaction.lag.ms",
+        TYPE_LONG,
+        "Compacted topics: clean a record at the latest this long after it was written, \
+         whatever the dirty ratio.",
+    ),
+    (
         "max.message.bytes",
         TYPE_INT,
         "The largest record batch the topic accepts.",
@@ -112,6 +126,16 @@ pub(super) const TOPIC_CONFIGS: &[(&str, i8, &str)] = &[
         "message.timestamp.type",
         TYPE_STRING,
         "CreateTime or LogAppendTime.",
+    ),
+    (
+        "min.cleanable.dirty.ratio",
+        TYPE_DOUBLE,
+        "Compacted topics: clean once this fraction of the cleanable log is not yet cleaned.",
+    ),
+    (
+        "min.compaction.lag.ms",
+        TYPE_LONG,
+        "Compacted topics: records younger than this are not compacted.",
     ),
     (
         "min.insync.replicas",

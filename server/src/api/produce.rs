@@ -9,7 +9,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use sluice_engine::{batch, AppendOptions, Durability, LogError, TimestampType};
@@ -33,6 +35,8 @@ struct Part {
     leader_epoch: i32,
     /// Cluster mode with acks=all: also wait for the in-sync replicas, until this deadline.
     replicated: Option<std::time::Instant>,
+    /// cleanup.policy includes compact: every record needs a key.
+    compacted: bool,
 }
 
 /// The owner's answer for one partition.
@@ -43,6 +47,8 @@ struct PartResult {
     base_offset: i64,
     log_append_time: i64,
     log_start_offset: i64,
+    /// KIP-467: the records (index within their batch) that made the batch fail.
+    record_errors: Vec<(i32, String)>,
 }
 
 impl PartResult {
@@ -53,8 +59,51 @@ impl PartResult {
             base_offset: -1,
             log_append_time: -1,
             log_start_offset: -1,
+            record_errors: Vec::new(),
         }
     }
+}
+
+/// Kafka's refusal of keyless records on a compacted topic (LogValidator): INVALID_RECORD
+/// with one record error per keyless record, and Kafka's summary as the error message.
+/// `None` when every record of the batch has a key (or the batch is a control batch).
+fn keyless_records(batch: &[u8], tp: &TopicPartition, inflate_limit: usize) -> Option<PartResult> {
+    let h = batch::BatchHeader::parse(batch)?;
+    if h.is_control() {
+        return None;
+    }
+    // the batch passed admission, so its records parse; a failure here is the log's to report
+    let body = batch::uncompressed_payload(batch, inflate_limit).ok()?;
+    let records = batch::parse_records(h, &body).ok()?;
+    let message = format!(
+        "Compacted topic cannot accept message without key in topic partition {}-{}.",
+        tp.topic, tp.partition
+    );
+    let errors: Vec<(i32, String)> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.key.is_none())
+        .map(|(i, _)| (i as i32, message.clone()))
+        .collect();
+    if errors.is_empty() {
+        return None;
+    }
+    let shown: Vec<String> = errors
+        .iter()
+        .take(3)
+        .map(|(i, m)| format!("RecordError(batchIndex={i}, message={m})"))
+        .collect();
+    let mut r = PartResult::error(
+        codes::INVALID_RECORD,
+        Some(format!(
+            "One or more records have been rejected due to {} record errors in total, and only \
+             showing the first three errors at most: [{}]",
+            errors.len(),
+            shown.join(", ")
+        )),
+    );
+    r.record_errors = errors;
+    Some(r)
 }
 
 pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> ProduceResponse {
@@ -100,7 +149,7 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
         } else {
             topics::ensure_topic(shard, &name, true).await.err()
         };
-        let (owners, ts_type, compression) = {
+        let (owners, ts_type, compression, compacted) = {
             let st = shard.shared.catalog.read();
             let config = &shard.shared.config;
             match st.topics.get(&name) {
@@ -120,10 +169,16 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
                     } else {
                         TimestampType::CreateTime
                     };
+                    let cleanup = info
+                        .configs
+                        .get("cleanup.policy")
+                        .and_then(|v| crate::config::parse_cleanup_policy("cleanup.policy", v).ok())
+                        .unwrap_or(config.log.cleanup);
                     (
                         info.shards.clone(),
                         ts,
                         config.compression.policy(&info.configs, max_bytes),
+                        cleanup.compact,
                     )
                 }
                 None => (
@@ -132,6 +187,7 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
                     config
                         .compression
                         .policy(&Default::default(), config.log.max_message_bytes),
+                    config.log.cleanup.compact,
                 ),
             }
         };
@@ -182,6 +238,7 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
                     txn_id: txn_id.clone(),
                     leader_epoch,
                     replicated,
+                    compacted,
                 }),
             }
         }
@@ -232,6 +289,16 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pro
                     .with_log_append_time_ms(r.log_append_time)
                     .with_log_start_offset(r.log_start_offset)
                     .with_error_message(r.message.map(StrBytes::from_string))
+                    .with_record_errors(
+                        r.record_errors
+                            .into_iter()
+                            .map(|(i, m)| {
+                                BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(i)
+                                    .with_batch_index_error_message(Some(StrBytes::from_string(m)))
+                            })
+                            .collect(),
+                    )
             })
             .collect();
     }
@@ -346,6 +413,16 @@ async fn produce_local(
                 continue;
             }
         }
+        // compacted topics: every record needs a key; checked for all batches before any is
+        // appended, as Kafka validates the whole set
+        if p.compacted {
+            if let Some(r) = batch::split_batches(&records)
+                .find_map(|b| keyless_records(b, &p.tp, p.compression.inflate_limit))
+            {
+                pending.push(Err(r));
+                continue;
+            }
+        }
         let mut first = None;
         let mut last = None;
         let mut err = None;
@@ -370,6 +447,7 @@ async fn produce_local(
                     break;
                 }
             };
+
             match log.append(&stored, opts).await {
                 Ok(info) => {
                     first.get_or_insert(info);
@@ -430,6 +508,7 @@ async fn produce_local(
                         base_offset: first.base_offset.get() as i64,
                         log_append_time: first.log_append_time.unwrap_or(-1),
                         log_start_offset: log.offsets().log_start.get() as i64,
+                        record_errors: Vec::new(),
                     },
                     Err((code, msg)) => PartResult::error(code, Some(msg)),
                 }

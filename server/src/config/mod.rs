@@ -8,9 +8,11 @@ use std::path::PathBuf;
 
 use sluice_engine::LogConfig;
 
+mod cleaner;
 mod listeners;
 mod sasl;
 mod tls;
+pub use cleaner::{check_topic_config, cleanup_policy_text, parse_cleanup_policy, CleanerSettings};
 pub use listeners::{format_endpoint, Endpoint, Listener, Listeners, SecurityProtocol};
 pub use sasl::{SaslKeys, MECHANISMS};
 use thiserror::Error;
@@ -59,6 +61,8 @@ pub struct ServerConfig {
     pub socket_request_max_bytes: usize,
     /// Defaults for every partition log (log.* keys); topics override them.
     pub log: LogConfig,
+    /// The log cleaner of compacted topics (log.cleaner.* keys).
+    pub cleaner: CleanerSettings,
     pub retention_check_ms: u64,
     /// sluice.fetch.zero.copy: send cold fetch data with sendfile(2) (true) or copy it.
     pub fetch_zero_copy: bool,
@@ -132,6 +136,7 @@ impl Default for ServerConfig {
             message_max_bytes: 1_048_588,
             socket_request_max_bytes: 104_857_600,
             log: LogConfig::default(),
+            cleaner: CleanerSettings::default(),
             retention_check_ms: 300_000,
             fetch_zero_copy: true,
             hot_cache_shard_bytes: 256 << 20,
@@ -278,18 +283,13 @@ pub fn apply_topic_config(
         "compression.gzip.level" | "compression.lz4.level" | "compression.zstd.level" => {
             crate::compression::parse_level(key, value).map_err(|r| bad(key, value, r))?;
         }
-        "cleanup.policy" => {
-            if value != "delete" {
-                return Err(bad(key, value, "only cleanup.policy=delete is supported"));
-            }
-        }
         "min.insync.replicas" => {
             let v: i32 = parse_num(key, value)?;
             if v < 1 {
                 return Err(bad(key, value, "must be >= 1"));
             }
         }
-        _ => return Ok(false),
+        _ => return cleaner::apply_topic_config(base, key, value),
     }
     Ok(true)
 }
@@ -301,11 +301,18 @@ pub const TOPIC_KEYS: &[(&str, &str)] = &[
     ("compression.lz4.level", "compression.lz4.level"),
     ("compression.type", "compression.type"),
     ("compression.zstd.level", "compression.zstd.level"),
+    ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
     ("flush.messages", "log.flush.interval.messages"),
     ("flush.ms", "log.flush.interval.ms"),
     ("index.interval.bytes", "log.index.interval.bytes"),
+    ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"),
     ("max.message.bytes", "message.max.bytes"),
     ("message.timestamp.type", "log.message.timestamp.type"),
+    (
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+    ),
+    ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
     ("min.insync.replicas", "min.insync.replicas"),
     ("retention.bytes", "log.retention.bytes"),
     ("retention.ms", "log.retention.ms"),
@@ -443,6 +450,47 @@ impl ServerConfig {
                 apply_topic_config(&mut self.log, "index.interval.bytes", value)?;
             }
             "log.retention.check.interval.ms" => self.retention_check_ms = parse_num(key, value)?,
+            "log.cleanup.policy" => {
+                apply_topic_config(&mut self.log, "cleanup.policy", value)?;
+            }
+            "log.cleaner.delete.retention.ms" => {
+                apply_topic_config(&mut self.log, "delete.retention.ms", value)?;
+            }
+            "log.cleaner.min.compaction.lag.ms" => {
+                apply_topic_config(&mut self.log, "min.compaction.lag.ms", value)?;
+            }
+            "log.cleaner.max.compaction.lag.ms" => {
+                apply_topic_config(&mut self.log, "max.compaction.lag.ms", value)?;
+            }
+            "log.cleaner.min.cleanable.ratio" => {
+                apply_topic_config(&mut self.log, "min.cleanable.dirty.ratio", value)?;
+            }
+            "log.cleaner.enable" => self.cleaner.enable = parse_bool(key, value)?,
+            "log.cleaner.io.max.bytes.per.second" => {
+                let v: f64 = parse_num(key, value)?;
+                if v.is_nan() || v <= 0.0 {
+                    return Err(bad(key, value, "must be > 0"));
+                }
+                // Kafka's default is Double.MAX_VALUE: no limit
+                self.cleaner.io_max_bytes_per_sec = (v < u64::MAX as f64).then_some(v as u64);
+            }
+            "log.cleaner.dedupe.buffer.size" => {
+                let v: u64 = parse_num(key, value)?;
+                if v < 1024 {
+                    return Err(bad(key, value, "must be >= 1024"));
+                }
+                self.cleaner.dedupe_buffer_bytes = v;
+            }
+            "log.cleaner.backoff.ms" => {
+                self.cleaner.backoff_ms = parse_num(key, value)?;
+                if self.cleaner.backoff_ms == 0 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+            }
+            // one cleaner per shard; Kafka's thread count has no meaning here
+            "log.cleaner.threads" => {
+                parse_num::<u32>(key, value)?;
+            }
             "group.min.session.timeout.ms" => self.group_min_session_ms = parse_num(key, value)?,
             "group.max.session.timeout.ms" => self.group_max_session_ms = parse_num(key, value)?,
             "group.initial.rebalance.delay.ms" => {
@@ -575,7 +623,26 @@ impl ServerConfig {
         let never = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
         let long_max = |v: Option<u64>| v.map_or(i64::MAX.to_string(), |v| v.to_string());
         let mut d = BTreeMap::from([
-            ("cleanup.policy".into(), "delete".into()),
+            (
+                "cleanup.policy".into(),
+                cleanup_policy_text(l.cleanup).into(),
+            ),
+            (
+                "delete.retention.ms".into(),
+                l.compaction.delete_retention_ms.to_string(),
+            ),
+            (
+                "min.compaction.lag.ms".into(),
+                l.compaction.min_lag_ms.to_string(),
+            ),
+            (
+                "max.compaction.lag.ms".into(),
+                long_max(l.compaction.max_lag_ms),
+            ),
+            (
+                "min.cleanable.dirty.ratio".into(),
+                l.compaction.min_dirty_ratio.get().to_string(),
+            ),
             ("flush.messages".into(), long_max(l.flush_messages)),
             ("flush.ms".into(), long_max(l.flush_ms)),
             (

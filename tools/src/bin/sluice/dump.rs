@@ -126,6 +126,9 @@ pub fn run(g: &Global, a: DumpLogArgs) -> Result<(), CliError> {
         let summary = dump_segment(path, opts, |b| {
             if text {
                 writeln!(w, "{}", b.kafka_line())?;
+                if let Some(t) = b.delete_horizon_ms {
+                    writeln!(w, "  deleteHorizonMs: {t} (set by the log cleaner)")?;
+                }
                 if let Some(e) = &b.error {
                     writeln!(w, "  invalid: {e}")?;
                 }
@@ -141,6 +144,14 @@ pub fn run(g: &Global, a: DumpLogArgs) -> Result<(), CliError> {
         if text {
             for n in &summary.notes {
                 writeln!(w, "Note: {n}")?;
+            }
+            if summary.absent_offsets > 0 {
+                writeln!(
+                    w,
+                    "Note: {} offsets hold no record (a cleaned segment of a compacted topic: \
+                     batches keep their offsets, gaps are expected)",
+                    summary.absent_offsets
+                )?;
             }
             if summary.zero_padding > 0 {
                 writeln!(
