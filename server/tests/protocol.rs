@@ -110,11 +110,15 @@ fn api_versions_negotiation() {
             .expect("produce");
         // from v0 as Kafka 4.0 (KAFKA-18659): old librdkafka compresses only then
         assert_eq!((produce.min_version, produce.max_version), (0, 13));
-        // only what is implemented: the KIP-848 group protocol is not (yet)
+        // only what is implemented: the KIP-848 group protocol is, share groups are not (yet)
+        assert!(r
+            .api_keys
+            .iter()
+            .any(|k| k.api_key == ApiKey::ConsumerGroupHeartbeat as i16));
         assert!(
             r.api_keys
                 .iter()
-                .all(|k| k.api_key != ApiKey::ConsumerGroupHeartbeat as i16),
+                .all(|k| k.api_key != ApiKey::ShareGroupHeartbeat as i16),
             "only what is implemented"
         );
         // cross-broker transaction markers are

@@ -611,7 +611,8 @@ fn groups_offsets_lag_reset_and_delete() {
     let l = b.ok(&["group", "list"]);
     assert!(
         l.lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["g", "Empty", "consumer"]),
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["g", "Empty", "consumer", "classic"]),
         "{l}"
     );
 
