@@ -36,7 +36,16 @@ from kafka.structs import OffsetAndMetadata
 
 from helpers import TIMEOUT, Rec, admin, create_topic, produce_all, producer
 
-CLIENTS = ["kafka-python", "confluent"]
+# "confluent-848": confluent-kafka with group.protocol=consumer (KIP-848, broker-side assignment)
+CLIENTS = ["kafka-python", "confluent", "confluent-848"]
+# the KIP-848 timers shortened (Kafka's defaults: 5 s heartbeat, 45 s session) so that the seeds'
+# scenarios take about as long with the new protocol as with the classic one
+KIP848_TIMERS = [
+    "group.consumer.min.heartbeat.interval.ms=100",
+    "group.consumer.heartbeat.interval.ms=250",
+    "group.consumer.min.session.timeout.ms=2000",
+    "group.consumer.session.timeout.ms=6000",
+]
 SESSION_MS = 6000  # the broker's group.min.session.timeout.ms, like Kafka's
 HEARTBEAT_MS = 500
 MAX_POLL_MS = 10000  # also the JoinGroup rebalance timeout
@@ -48,17 +57,19 @@ PARTITIONS = 3
 # consumers
 
 
-def ck_consumer(bootstrap, group, name, **extra):
+def ck_consumer(bootstrap, group, name, client="confluent", **extra):
     conf = {
         "bootstrap.servers": bootstrap,
         "group.id": group,
         "client.id": name,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
-        "session.timeout.ms": SESSION_MS,
-        "heartbeat.interval.ms": HEARTBEAT_MS,
         "max.poll.interval.ms": MAX_POLL_MS,
     }
+    if client == "confluent-848":
+        conf["group.protocol"] = "consumer"  # session and heartbeat come from the broker
+    else:
+        conf.update({"session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": HEARTBEAT_MS})
     conf.update(extra)
     return Consumer(conf)
 
@@ -185,7 +196,7 @@ class Member:
 
     def _main(self):
         try:
-            if self.client == "confluent":
+            if self.client.startswith("confluent"):
                 self._run_confluent()
             else:
                 self._run_kafka_python()
@@ -193,7 +204,7 @@ class Member:
             self.failure = e
 
     def _run_confluent(self):
-        c = ck_consumer(self.bootstrap, self.group, self.name)
+        c = ck_consumer(self.bootstrap, self.group, self.name, self.client)
 
         def on_assign(_c, parts):
             self._event("assign", [p.partition for p in parts])
@@ -458,6 +469,12 @@ def open_connections(port):
 
 
 @pytest.fixture
+def broker(broker_factory):
+    """This module's broker: the default one, with the KIP-848 timers shortened."""
+    return broker_factory(overrides=KIP848_TIMERS)
+
+
+@pytest.fixture
 def closing(broker):
     """Members (and admin clients) created by a test; whatever the test did not close is
     closed at its end, before the broker fixture stops the broker.
@@ -582,8 +599,8 @@ def member_main(argv):
 
     consumed = 0
     give_up = time.monotonic() + 120  # never outlive a broken test run
-    if client == "confluent":
-        c = ck_consumer(bootstrap, group, name)
+    if client.startswith("confluent"):
+        c = ck_consumer(bootstrap, group, name, client)
         c.subscribe(
             [topic],
             on_assign=lambda _c, ps: out(assign=[p.partition for p in ps]),
@@ -707,7 +724,7 @@ def test_killed_member_loses_nothing(broker_factory, closing, tmp_path, client):
     after a later assignment (confluentinc/librdkafka#1359; seen here once in ~10 runs: the
     broker's trace showed the client fetching, unrequested by its assignment, partitions it no
     longer owned)."""
-    broker = broker_factory(overrides=["group.initial.rebalance.delay.ms=3000"])
+    broker = broker_factory(overrides=["group.initial.rebalance.delay.ms=3000", *KIP848_TIMERS])
     bs, topic, group = broker.bootstrap, "payments", "ledger"
     create_topic(bs, topic, PARTITIONS)
     kadmin = kp_admin(bs)

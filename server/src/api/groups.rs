@@ -416,7 +416,7 @@ async fn fetch_group(
     match on_coordinator(shard, &group, move |c| async move {
         // v9+ from a member of a consumer group: its epoch must be current (KIP-848)
         if let Some((m, epoch)) = &member {
-            if let Some(code) = c.consumer_validate_offsets(&g, m, *epoch) {
+            if let Some(code) = c.consumer_validate_offsets(&g, m, *epoch, &[]) {
                 if code != err::NONE {
                     return Err(code);
                 }

@@ -448,7 +448,9 @@ impl Coordinator {
         generation: i32,
         entries: Vec<(String, i32, Committed)>,
     ) -> i16 {
-        let code = match self.consumer_validate_offsets(group, member_id, generation) {
+        let partitions: Vec<(String, i32)> =
+            entries.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        let code = match self.consumer_validate_offsets(group, member_id, generation, &partitions) {
             Some(code) => code,
             None => match self.groups.borrow().get(group) {
                 Some(g) => g.validate_commit(member_id, instance_id, generation),
@@ -581,13 +583,17 @@ impl Coordinator {
     ) -> i16 {
         if let Some((member_id, instance_id, generation)) = member {
             if generation >= 0 {
-                let code = match self.consumer_validate_offsets(group, member_id, generation) {
-                    Some(code) => code,
-                    None => match self.groups.borrow().get(group) {
-                        Some(g) => g.validate_commit(member_id, instance_id, generation),
-                        None => err::UNKNOWN_MEMBER_ID,
-                    },
-                };
+                let partitions: Vec<(String, i32)> =
+                    entries.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+                let code =
+                    match self.consumer_validate_offsets(group, member_id, generation, &partitions)
+                    {
+                        Some(code) => code,
+                        None => match self.groups.borrow().get(group) {
+                            Some(g) => g.validate_commit(member_id, instance_id, generation),
+                            None => err::UNKNOWN_MEMBER_ID,
+                        },
+                    };
                 if code != err::NONE {
                     return code;
                 }

@@ -141,6 +141,15 @@ impl Member {
     }
 }
 
+/// Why the coordinator removed a member on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fenced {
+    /// No heartbeat within the session timeout.
+    SessionExpired,
+    /// Partitions not revoked within the member's rebalance timeout.
+    RevocationTimedOut,
+}
+
 /// Kafka's consumer group states (ConsumerGroupDescribe, ListGroups).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -645,15 +654,22 @@ impl ConsumerGroup {
     }
 
     /// Fences members whose session ended or that did not revoke within their rebalance
-    /// timeout; returns their ids.
-    pub fn tick(&mut self, now: Instant) -> Vec<String> {
-        let gone: Vec<String> = self
+    /// timeout; returns their ids, each with why.
+    pub fn tick(&mut self, now: Instant) -> Vec<(String, Fenced)> {
+        let gone: Vec<(String, Fenced)> = self
             .members
             .values()
-            .filter(|m| m.deadline <= now || m.revoke_deadline.is_some_and(|d| d <= now))
-            .map(|m| m.id.clone())
+            .filter_map(|m| {
+                if m.deadline <= now {
+                    Some((m.id.clone(), Fenced::SessionExpired))
+                } else if m.revoke_deadline.is_some_and(|d| d <= now) {
+                    Some((m.id.clone(), Fenced::RevocationTimedOut))
+                } else {
+                    None
+                }
+            })
             .collect();
-        for id in &gone {
+        for (id, _) in &gone {
             self.remove(id);
         }
         self.settle_epoch();
@@ -663,7 +679,18 @@ impl ConsumerGroup {
     /// OffsetCommit / OffsetFetch from a member: NONE, UNKNOWN_MEMBER_ID or STALE_MEMBER_EPOCH.
     /// An empty member id with a negative epoch (an admin commit) is allowed only while the
     /// group is empty.
-    pub fn validate_offsets(&self, member_id: &str, epoch: i32) -> i16 {
+    ///
+    /// The member's current epoch is always valid. Its previous epoch is too, for partitions
+    /// it still holds (`partitions`, all of them): a commit sent just before the heartbeat
+    /// answer that moved the member on arrives with the old epoch, and since nobody else can
+    /// own a partition the member has not released, it is safe (Kafka 4.0 refuses it and
+    /// librdkafka hands STALE_MEMBER_EPOCH to the application; KIP-1251 relaxes it alike).
+    pub fn validate_offsets(
+        &self,
+        member_id: &str,
+        epoch: i32,
+        partitions: &[(String, i32)],
+    ) -> i16 {
         if member_id.is_empty() && epoch < 0 {
             return if self.members.is_empty() {
                 code::NONE
@@ -673,8 +700,15 @@ impl ConsumerGroup {
         }
         match self.members.get(member_id) {
             None => code::UNKNOWN_MEMBER_ID,
-            Some(m) if m.rec.epoch != epoch => code::STALE_MEMBER_EPOCH,
-            Some(_) => code::NONE,
+            Some(m) if m.rec.epoch == epoch => code::NONE,
+            Some(m)
+                if epoch > 0
+                    && epoch == m.previous_epoch
+                    && partitions.iter().all(|(t, p)| m.rec.holds(t, *p)) =>
+            {
+                code::NONE
+            }
+            Some(_) => code::STALE_MEMBER_EPOCH,
         }
     }
 }
@@ -801,13 +835,19 @@ mod tests {
         assert_eq!(r2.error, code::FENCED_MEMBER_EPOCH);
         let r3 = g.heartbeat(beat("nobody", 3, &a), now, &settings(), &t);
         assert_eq!(r3.error, code::UNKNOWN_MEMBER_ID);
-        assert_eq!(g.validate_offsets("m1", r.member_epoch), code::NONE);
+        let mine: Vec<(String, i32)> = vec![("a".into(), 0)];
+        assert_eq!(g.validate_offsets("m1", r.member_epoch, &mine), code::NONE);
         assert_eq!(
-            g.validate_offsets("m1", r.member_epoch - 1),
+            g.validate_offsets("m1", r.member_epoch - 1, &mine),
+            code::STALE_MEMBER_EPOCH,
+            "epoch 0 was never this member's epoch with partitions"
+        );
+        assert_eq!(
+            g.validate_offsets("m1", r.member_epoch + 1, &mine),
             code::STALE_MEMBER_EPOCH
         );
         assert_eq!(
-            g.validate_offsets("", -1),
+            g.validate_offsets("", -1, &[]),
             code::UNKNOWN_MEMBER_ID,
             "group not empty"
         );
@@ -817,6 +857,37 @@ mod tests {
         assert!(
             r4.assignment.is_none(),
             "unchanged assignment is not resent"
+        );
+    }
+
+    #[test]
+    fn the_previous_epoch_may_commit_partitions_still_held() {
+        let now = Instant::now();
+        let t = topics(&[("a", 2)]);
+        let mut g = ConsumerGroup::new("g", &settings());
+        let r = g.heartbeat(join("m1", &["a"]), now, &settings(), &t);
+        let (e1, a1) = (r.member_epoch, r.assignment.expect("a"));
+        g.heartbeat(join("m2", &["a"]), now, &settings(), &t);
+        // m1 is told to revoke one partition, confirms, and moves to the new epoch
+        let r = g.heartbeat(beat("m1", e1, &a1), now, &settings(), &t);
+        let kept = r.assignment.expect("a");
+        let r = g.heartbeat(beat("m1", e1, &kept), now, &settings(), &t);
+        let e2 = r.member_epoch;
+        assert!(e2 > e1);
+        let p_kept = *kept["a"].iter().next().expect("one kept");
+        let p_gone = 1 - p_kept;
+        assert_eq!(
+            g.validate_offsets("m1", e1, &[("a".into(), p_kept)]),
+            code::NONE
+        );
+        assert_eq!(
+            g.validate_offsets("m1", e1, &[("a".into(), p_gone)]),
+            code::STALE_MEMBER_EPOCH,
+            "released: another member may own it"
+        );
+        assert_eq!(
+            g.validate_offsets("m1", e2, &[("a".into(), p_kept)]),
+            code::NONE
         );
     }
 
@@ -835,7 +906,7 @@ mod tests {
         let (e, a) = owned["m2"].clone();
         g.heartbeat(beat("m2", e, &a), later, &settings(), &t);
         let gone = g.tick(now + Duration::from_secs(46));
-        assert_eq!(gone, vec!["m1".to_string()]);
+        assert_eq!(gone, vec![("m1".to_string(), Fenced::SessionExpired)]);
         owned.remove("m1");
         settle(&mut g, &mut owned, later, &t);
         assert_eq!(count(&owned["m2"].1), 2);
@@ -919,6 +990,6 @@ mod tests {
             &t,
         );
         let gone = g.tick(now + Duration::from_secs(31));
-        assert_eq!(gone, vec!["m1".to_string()]);
+        assert_eq!(gone, vec![("m1".to_string(), Fenced::RevocationTimedOut)]);
     }
 }

@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::assignor::Assignment;
-use super::group::{code, ConsumerGroup, Heartbeat, HeartbeatReply, Settings};
+use super::group::{code, ConsumerGroup, Fenced, Heartbeat, HeartbeatReply, Settings};
 use crate::group::configs::MigrationPolicy;
 use crate::group::state::err;
 use crate::group::{Coordinator, GroupDescription};
@@ -96,11 +96,12 @@ impl Coordinator {
         group: &str,
         member_id: &str,
         epoch: i32,
+        partitions: &[(String, i32)],
     ) -> Option<i16> {
         self.consumer
             .borrow()
             .get(group)
-            .map(|g| g.validate_offsets(member_id, epoch))
+            .map(|g| g.validate_offsets(member_id, epoch, partitions))
     }
 
     /// A JoinGroup of the classic protocol for `group`: NONE when the id is free for a classic
@@ -122,8 +123,17 @@ impl Coordinator {
     /// Session and revocation timeouts of consumer groups (the coordinator's ticker).
     pub(crate) fn consumer_tick(&self, now: Instant) {
         for g in self.consumer.borrow_mut().values_mut() {
-            for id in g.tick(now) {
-                tracing::info!(group = %g.id, member = %id, "consumer group member fenced: session or rebalance timeout");
+            for (id, why) in g.tick(now) {
+                match why {
+                    Fenced::SessionExpired => {
+                        tracing::info!(group = %g.id, member = %id, "member session expired")
+                    }
+                    Fenced::RevocationTimedOut => tracing::info!(
+                        group = %g.id,
+                        member = %id,
+                        "member fenced: it did not revoke within its rebalance timeout"
+                    ),
+                }
             }
         }
     }
