@@ -5,10 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::{config, name, start_with, Client};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use sluice_engine::batch::{self, Compression, NewRecord};
 use sluice_engine::codec;
@@ -27,23 +25,6 @@ fn batch_of(recs: &[(Option<&str>, &str)]) -> Vec<u8> {
     batch::build(&r)
 }
 
-fn produce(
-    c: &mut Client,
-    topic: &str,
-    records: Vec<u8>,
-) -> produce_response::PartitionProduceResponse {
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(Bytes::from(records)))])]);
-    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
-    r.responses[0].partition_responses[0].clone()
-}
-
 #[test]
 fn keyless_records_on_a_compacted_topic_are_invalid_records() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -53,7 +34,7 @@ fn keyless_records_on_a_compacted_topic_are_invalid_records() {
     c.create_topic("deleted", 1, &[]);
 
     let mixed = batch_of(&[(Some("a"), "1"), (None, "2"), (Some("b"), "3"), (None, "4")]);
-    let p = produce(&mut c, "compacted", mixed.clone());
+    let p = c.produce_response("compacted", 0, mixed.clone());
     assert_eq!(p.error_code, INVALID_RECORD);
     let indexes: Vec<i32> = p.record_errors.iter().map(|e| e.batch_index).collect();
     assert_eq!(
@@ -72,9 +53,9 @@ fn keyless_records_on_a_compacted_topic_are_invalid_records() {
     // compressed the same: the broker looks inside
     let body = batch::payload(&mixed);
     let z = codec::compress(Compression::Lz4, body, Default::default()).expect("lz4");
-    let p = produce(
-        &mut c,
+    let p = c.produce_response(
         "compacted",
+        0,
         batch::with_payload(&mixed, Compression::Lz4, &z),
     );
     assert_eq!(p.error_code, INVALID_RECORD);
@@ -83,7 +64,7 @@ fn keyless_records_on_a_compacted_topic_are_invalid_records() {
     // a keyless batch after a good one: nothing of the request is appended
     let mut two = batch_of(&[(Some("a"), "1")]);
     two.extend(batch_of(&[(None, "x")]));
-    let p = produce(&mut c, "compacted", two);
+    let p = c.produce_response("compacted", 0, two);
     assert_eq!(p.error_code, INVALID_RECORD);
     assert_eq!(p.record_errors[0].batch_index, 0);
     assert_eq!(

@@ -149,8 +149,13 @@ impl Client {
         );
     }
 
-    /// Produces one batch with acks=all; returns its base offset.
-    pub fn produce(&mut self, topic: &str, partition: i32, batch: Vec<u8>) -> i64 {
+    /// Produces one batch with acks=all; returns the partition's answer, errors included.
+    pub fn produce_response(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        batch: Vec<u8>,
+    ) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
         let req = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(10_000)
@@ -160,7 +165,12 @@ impl Client {
                     .with_index(partition)
                     .with_records(Some(Bytes::from(batch)))])]);
         let r: ProduceResponse = self.call(ApiKey::Produce, 9, &req);
-        let p = &r.responses[0].partition_responses[0];
+        r.responses[0].partition_responses[0].clone()
+    }
+
+    /// Produces one batch with acks=all; returns its base offset.
+    pub fn produce(&mut self, topic: &str, partition: i32, batch: Vec<u8>) -> i64 {
+        let p = &self.produce_response(topic, partition, batch);
         assert_eq!(
             p.error_code, 0,
             "produce to {topic}-{partition}: {:?}",

@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use super::assignor::{Assignment, Assignor, MemberSpec};
 use super::reconcile::{MemberState, Reconciliation};
 
-/// Error codes of ConsumerGroupHeartbeat and the commit checks (Kafka's numbers).
+/// Error codes of ConsumerGroupHeartbeat and the commit checks (Kafka's numbers): the group
+/// layer's, and those KIP-848 added.
 pub mod code {
-    pub const NONE: i16 = 0;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
-    pub const FENCED_INSTANCE_ID: i16 = 82;
+    pub use crate::api::codes::INVALID_REQUEST;
+    pub use crate::group::state::err::{
+        FENCED_INSTANCE_ID, GROUP_MAX_SIZE_REACHED, NONE, UNKNOWN_MEMBER_ID,
+    };
     pub const FENCED_MEMBER_EPOCH: i16 = 110;
     pub const UNRELEASED_INSTANCE_ID: i16 = 111;
     pub const UNSUPPORTED_ASSIGNOR: i16 = 112;
