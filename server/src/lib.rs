@@ -557,7 +557,7 @@ async fn accept_loop(
             return;
         }
         glommio::spawn_local(async move {
-            let Some(ctx) = s.shared.security.tls.as_ref() else {
+            let Some(ctx) = s.shared.security.tls.get(index).and_then(Option::as_ref) else {
                 return;
             };
             let peer = conn::peer_name(&stream);

@@ -61,7 +61,12 @@ pub fn handshake(
     version: i16,
     session: &Session,
 ) -> SaslHandshakeResponse {
-    let enabled = &shard.shared.config.sasl.mechanisms;
+    let enabled = shard
+        .shared
+        .security
+        .sasl_mechanisms
+        .get(session.listener)
+        .map_or(&shard.shared.config.sasl.mechanisms, |m| m);
     let resp = SaslHandshakeResponse::default()
         .with_mechanisms(enabled.iter().map(|m| s(m.as_str())).collect());
     let Some(sasl) = &session.sasl else {

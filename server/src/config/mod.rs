@@ -43,6 +43,11 @@ pub struct ServerConfig {
     pub tls: TlsKeys,
     /// sasl.* keys of SASL_PLAINTEXT and SASL_SSL listeners.
     pub sasl: SaslKeys,
+    /// `listener.name.<listener>.ssl.*` and `listener.name.<listener>.sasl.enabled.mechanisms`
+    /// as (listener, key without the prefix, value), in file order: each replaces the
+    /// broker-wide key for that listener only ([`ServerConfig::tls_for`],
+    /// [`ServerConfig::sasl_mechanisms_for`]).
+    pub per_listener: Vec<(String, String, String)>,
     /// authorizer.class.name set (any authorizer class): ACLs are enforced.
     pub authorizer: bool,
     /// super.users (`User:a;User:b`): allowed everything.
@@ -125,6 +130,7 @@ impl Default for ServerConfig {
             listeners: Listeners::plaintext(listen),
             tls: TlsKeys::default(),
             sasl: SaslKeys::default(),
+            per_listener: Vec::new(),
             authorizer: false,
             super_users: Vec::new(),
             allow_everyone_if_no_acl: false,
@@ -326,6 +332,31 @@ impl ServerConfig {
         let value = value.trim();
         if key.starts_with("ssl.") && self.tls.set(key, value)? {
             return Ok(());
+        }
+        if let Some((listener, rest)) = key
+            .strip_prefix("listener.name.")
+            .and_then(|r| r.split_once('.'))
+        {
+            let known = if rest.starts_with("ssl.") {
+                // checked now, so that a bad value stops the start naming its key
+                TlsKeys::default()
+                    .set(rest, value)
+                    .map_err(|e| bad(key, value, e.to_string()))?
+            } else if rest == "sasl.enabled.mechanisms" {
+                SaslKeys::default()
+                    .set(rest, value)
+                    .map_err(|e| bad(key, value, e.to_string()))?
+            } else {
+                false
+            };
+            if known {
+                self.per_listener.push((
+                    listener.to_ascii_uppercase(),
+                    rest.to_string(),
+                    value.to_string(),
+                ));
+                return Ok(());
+            }
         }
         if self.sasl.set(key, value)? {
             return Ok(());
@@ -581,6 +612,31 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// The TLS keys of listener `name`: the broker-wide `ssl.*` keys with its
+    /// `listener.name.<name>.ssl.*` keys in their place (Kafka's per-listener configs).
+    pub fn tls_for(&self, name: &str) -> Result<TlsKeys, ConfigError> {
+        let mut keys = self.tls.clone();
+        for (l, k, v) in &self.per_listener {
+            if l.eq_ignore_ascii_case(name) && k.starts_with("ssl.") {
+                keys.set(k, v)?;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The SASL mechanisms listener `name` offers (`listener.name.<name>.sasl.enabled.mechanisms`
+    /// or the broker-wide `sasl.enabled.mechanisms`).
+    pub fn sasl_mechanisms_for(&self, name: &str) -> Vec<String> {
+        let mut keys = self.sasl.clone();
+        for (l, k, v) in &self.per_listener {
+            if l.eq_ignore_ascii_case(name) && k == "sasl.enabled.mechanisms" {
+                // validated when it was read
+                let _ = keys.set(k, v);
+            }
+        }
+        keys.mechanisms
+    }
+
     /// Reads and applies a server.properties file from disk.
     pub fn load_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
@@ -705,6 +761,46 @@ mod tests {
         c.set("sluice.hot.cache.shard.bytes", "1048576")
             .expect("valid");
         assert_eq!(c.hot_cache_shard_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn per_listener_keys_replace_the_broker_wide_ones_for_their_listener() {
+        let mut c = ServerConfig::default();
+        c.set(
+            "listener.name.partner.ssl.keystore.location",
+            "/k/partner.pem",
+        )
+        .expect("valid");
+        c.set("ssl.keystore.location", "/k/broker.pem")
+            .expect("valid");
+        c.set("ssl.client.auth", "requested").expect("valid");
+        c.set("listener.name.PARTNER.ssl.client.auth", "required")
+            .expect("valid");
+        c.set(
+            "listener.name.scram.sasl.enabled.mechanisms",
+            "SCRAM-SHA-512",
+        )
+        .expect("valid");
+        let partner = c.tls_for("PARTNER").expect("keys");
+        assert_eq!(partner.key, PemSource::File("/k/partner.pem".into()));
+        assert_eq!(partner.client_auth, ClientAuth::Required);
+        let other = c.tls_for("SSL").expect("keys");
+        assert_eq!(other.key, PemSource::File("/k/broker.pem".into()));
+        assert_eq!(other.client_auth, ClientAuth::Requested);
+        assert_eq!(c.sasl_mechanisms_for("SCRAM"), vec!["SCRAM-SHA-512"]);
+        assert_eq!(c.sasl_mechanisms_for("SASL_SSL"), c.sasl.mechanisms);
+        let e = c
+            .set("listener.name.partner.ssl.client.auth", "sometimes")
+            .expect_err("bad value");
+        assert!(
+            e.to_string()
+                .contains("listener.name.partner.ssl.client.auth"),
+            "{e}"
+        );
+        assert!(c
+            .set("listener.name.x.sasl.enabled.mechanisms", "GSSAPI")
+            .is_err());
+        assert!(c.unknown_keys.is_empty());
     }
 
     #[test]

@@ -25,8 +25,11 @@ use self::scram::{Credential, Hash};
 
 /// The broker's security state, shared by every shard.
 pub struct Security {
-    /// Present when a listener speaks TLS.
-    pub tls: Option<tls::TlsContext>,
+    /// By listener index: the TLS context of each SSL and SASL_SSL listener (each with the
+    /// broker-wide `ssl.*` keys or its own `listener.name.<l>.ssl.*` ones).
+    pub tls: Vec<Option<tls::TlsContext>>,
+    /// By listener index: the SASL mechanisms it offers.
+    pub sasl_mechanisms: Vec<Vec<String>>,
     /// SCRAM credentials of a single node (a cluster keeps them in the metadata image).
     pub credentials: credentials::LocalStore,
     /// ACL bindings of a single node (a cluster keeps them in the metadata image).
@@ -40,16 +43,25 @@ impl Security {
         config: &ServerConfig,
         listeners: &[crate::config::Listener],
     ) -> Result<Security, String> {
-        let tls = if listeners.iter().any(|l| l.protocol.tls()) {
-            Some(tls::TlsContext::new(&config.tls).map_err(|e| e.to_string())?)
-        } else {
-            None
-        };
+        let mut tls = Vec::with_capacity(listeners.len());
+        for l in listeners {
+            tls.push(if l.protocol.tls() {
+                let keys = config.tls_for(&l.name).map_err(|e| e.to_string())?;
+                Some(tls::TlsContext::new(&keys).map_err(|e| format!("listener {}: {e}", l.name))?)
+            } else {
+                None
+            });
+        }
+        let sasl_mechanisms = listeners
+            .iter()
+            .map(|l| config.sasl_mechanisms_for(&l.name))
+            .collect();
         let credentials = credentials::LocalStore::open(&config.data_dir)
             .map_err(|e| format!("SCRAM credentials: {e}"))?;
         let acls = acl::LocalAcls::open(&config.data_dir).map_err(|e| format!("ACLs: {e}"))?;
         Ok(Security {
             tls,
+            sasl_mechanisms,
             credentials,
             acls,
         })
