@@ -40,6 +40,8 @@ pub enum ConnError {
     SessionExpired,
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the request handler panicked: {0}")]
+    HandlerPanicked(String),
 }
 
 type Pending = glommio::task::JoinHandle<Result<Option<Response>, ConnError>>;
@@ -205,11 +207,13 @@ pub async fn serve<S>(
                 } else if session.authenticating() {
                     // one request at a time until authenticated: the next frame may depend on
                     // this one's outcome (a v0 handshake switches the framing)
-                    let r = api::handle(&s, frame, &session).await;
+                    let r = guarded(api::handle(&s, frame, &session), &s).await;
                     glommio::spawn_local(async move { r }).detach()
                 } else {
-                    glommio::spawn_local(async move { api::handle(&s, frame, &session).await })
-                        .detach()
+                    glommio::spawn_local(async move {
+                        guarded(api::handle(&s, frame, &session), &s).await
+                    })
+                    .detach()
                 };
                 queued.set(queued.get() + 1);
                 if tx.send(task).await.is_err() {
@@ -232,6 +236,33 @@ pub async fn serve<S>(
     writer_task.await;
     open_conns.set(open_conns.get() - 1);
     shard.metrics.connection_closed();
+}
+
+/// Runs a request handler so that a panic in it (a bug) closes only its connection: the
+/// panic is caught at this task's boundary, logged and counted, and the shard serves on.
+async fn guarded(
+    handler: impl std::future::Future<Output = Result<Option<Response>, ConnError>>,
+    shard: &Shard,
+) -> Result<Option<Response>, ConnError> {
+    use futures_lite::FutureExt;
+    match std::panic::AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(r) => r,
+        Err(payload) => {
+            let what = panic_message(payload.as_ref());
+            tracing::error!(shard = shard.id, panic = %what, "request handler panicked; closing its connection");
+            shard.metrics.handler_panicked();
+            Err(ConnError::HandlerPanicked(what))
+        }
+    }
+}
+
+/// The message of a caught panic.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Reads one frame of `min..=max` bytes; `None` on a clean EOF between frames.

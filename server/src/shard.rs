@@ -193,8 +193,19 @@ impl Shard {
         let (tx, rx) = futures_channel::oneshot::channel();
         let job: Job = Box::new(move |shard| {
             Box::pin(async move {
-                let r = f(shard).await;
-                let _ = tx.send(r);
+                use futures_lite::FutureExt;
+                let id = shard.id;
+                // a panic in the called code (a bug) fails this call, not the target shard
+                match std::panic::AssertUnwindSafe(f(shard)).catch_unwind().await {
+                    Ok(r) => {
+                        let _ = tx.send(r);
+                    }
+                    Err(payload) => tracing::error!(
+                        shard = id,
+                        panic = %crate::conn::panic_message(payload.as_ref()),
+                        "cross-shard call panicked; the caller gets an error"
+                    ),
+                }
             })
         });
         let peer = self.peer_index(target);

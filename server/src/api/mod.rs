@@ -199,6 +199,27 @@ pub async fn handle(
     r
 }
 
+/// `sluice.fault.panic[.remote].client.id`: a request handler (or a call it makes to another
+/// shard) that panics, to test that a panic closes one connection and nothing else.
+async fn fault_panics(shard: &Rc<Shard>, client_id: &str) {
+    let cfg = &shard.shared.config;
+    if cfg.fault_panic_client_id.as_deref() == Some(client_id) {
+        panic!("sluice.fault.panic.client.id: injected panic for client {client_id}");
+    }
+    if cfg.fault_panic_remote_client_id.as_deref() == Some(client_id) {
+        let other = (shard.id + 1) % shard.nr.max(1);
+        let id = client_id.to_string();
+        let r = shard
+            .call(other, move |_| async move {
+                panic!("sluice.fault.panic.remote.client.id: injected panic for client {id}");
+            })
+            .await;
+        // the call failed; answer as a failed handler would
+        let _: Result<(), _> = r;
+        panic!("the call to shard {other} panicked");
+    }
+}
+
 async fn dispatch(
     shard: &Rc<Shard>,
     req: Request,
@@ -212,6 +233,9 @@ async fn dispatch(
         .map(|c| c.to_string())
         .unwrap_or_default();
     let (k, v, c) = (req.api_key, req.version, req.header.correlation_id);
+    if k != ApiKey::ApiVersions {
+        fault_panics(shard, &client_id).await;
+    }
     macro_rules! respond {
         ($body:expr) => {{
             let body = $body;

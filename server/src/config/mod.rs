@@ -48,6 +48,11 @@ pub struct ServerConfig {
     /// broker-wide key for that listener only ([`ServerConfig::tls_for`],
     /// [`ServerConfig::sasl_mechanisms_for`]).
     pub per_listener: Vec<(String, String, String)>,
+    /// Fault injection for tests: requests (except ApiVersions) from this client id panic in
+    /// their handler (`sluice.fault.panic.client.id`), or inside a call to another shard
+    /// (`sluice.fault.panic.remote.client.id`). Unset in production.
+    pub fault_panic_client_id: Option<String>,
+    pub fault_panic_remote_client_id: Option<String>,
     /// authorizer.class.name set (any authorizer class): ACLs are enforced.
     pub authorizer: bool,
     /// super.users (`User:a;User:b`): allowed everything.
@@ -131,6 +136,8 @@ impl Default for ServerConfig {
             tls: TlsKeys::default(),
             sasl: SaslKeys::default(),
             per_listener: Vec::new(),
+            fault_panic_client_id: None,
+            fault_panic_remote_client_id: None,
             authorizer: false,
             super_users: Vec::new(),
             allow_everyone_if_no_acl: false,
@@ -550,6 +557,12 @@ impl ServerConfig {
                 self.state_compact_min_bytes = parse_num(key, value)?
             }
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
+            "sluice.fault.panic.client.id" => {
+                self.fault_panic_client_id = (!value.is_empty()).then(|| value.to_string())
+            }
+            "sluice.fault.panic.remote.client.id" => {
+                self.fault_panic_remote_client_id = (!value.is_empty()).then(|| value.to_string())
+            }
             "sluice.http.listen" => {
                 self.http_listen = if value.is_empty() {
                     None

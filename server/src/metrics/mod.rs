@@ -40,6 +40,8 @@ pub struct ShardMetrics {
     apis: Vec<ApiCounters>,
     connections_open: Cell<u64>,
     connections_accepted: Cell<u64>,
+    /// Request handlers that panicked (their connections were closed).
+    handler_panics: Cell<u64>,
     bytes_received: Cell<u64>,
     bytes_sent: Cell<u64>,
     fetch_sendfile_bytes: Cell<u64>,
@@ -55,6 +57,7 @@ impl Default for ShardMetrics {
             apis: (0..MAX_API_KEY).map(|_| ApiCounters::default()).collect(),
             connections_open: Cell::new(0),
             connections_accepted: Cell::new(0),
+            handler_panics: Cell::new(0),
             bytes_received: Cell::new(0),
             bytes_sent: Cell::new(0),
             fetch_sendfile_bytes: Cell::new(0),
@@ -94,6 +97,10 @@ impl ShardMetrics {
     pub fn connection_opened(&self) {
         bump(&self.connections_accepted, 1);
         bump(&self.connections_open, 1);
+    }
+
+    pub fn handler_panicked(&self) {
+        bump(&self.handler_panics, 1);
     }
 
     pub fn connection_closed(&self) {
@@ -157,6 +164,7 @@ impl ShardMetrics {
             apis,
             connections_open: self.connections_open.get(),
             connections_accepted: self.connections_accepted.get(),
+            handler_panics: self.handler_panics.get(),
             bytes_received: self.bytes_received.get(),
             bytes_sent: self.bytes_sent.get(),
             fetch_sendfile_bytes: self.fetch_sendfile_bytes.get(),

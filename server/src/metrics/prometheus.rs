@@ -191,6 +191,14 @@ impl Collector for Snapshot {
         .counter(&none(), c.accepted)?;
         family(
             &mut enc,
+            "sluice_request_handler_panics",
+            "Request handlers that panicked (a bug); each closed its connection, the shard served on.",
+            None,
+            Counter,
+        )?
+        .counter(&none(), c.handler_panics)?;
+        family(
+            &mut enc,
             "sluice_network_received",
             "Request bytes read from clients (frames with their length prefix).",
             Some(&bytes),

@@ -40,6 +40,7 @@ pub struct ShardCounters {
     pub apis: Vec<(ApiKey, ApiSnapshot)>,
     pub connections_open: u64,
     pub connections_accepted: u64,
+    pub handler_panics: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub fetch_sendfile_bytes: u64,
@@ -140,6 +141,8 @@ pub fn shard_snapshot(shard: &Shard) -> ShardSnapshot {
 pub struct Connections {
     pub open: u64,
     pub accepted: u64,
+    /// Request handlers that panicked (a bug; their connections were closed).
+    pub handler_panics: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub fetch_sendfile_bytes: u64,
@@ -269,6 +272,7 @@ fn merge(shard: &Shard, parts: Vec<(usize, ShardSnapshot)>) -> BrokerSnapshot {
         let n = &mut out.connections;
         n.open += c.connections_open;
         n.accepted += c.connections_accepted;
+        n.handler_panics += c.handler_panics;
         n.bytes_received += c.bytes_received;
         n.bytes_sent += c.bytes_sent;
         n.fetch_sendfile_bytes += c.fetch_sendfile_bytes;
