@@ -42,6 +42,8 @@ pub enum ConnError {
     Io(#[from] std::io::Error),
     #[error("the request handler panicked: {0}")]
     HandlerPanicked(String),
+    #[error("idle for connections.max.idle.ms ({0} ms)")]
+    Idle(u64),
 }
 
 type Pending = glommio::task::JoinHandle<Result<Option<Response>, ConnError>>;
@@ -175,6 +177,7 @@ pub async fn serve<S>(
         })
     };
     let max = shard.shared.config.socket_request_max_bytes;
+    let idle = std::time::Duration::from_millis(shard.shared.config.connections_max_idle_ms);
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let read_result = futures_lite::future::or(
         async {
@@ -193,6 +196,15 @@ pub async fn serve<S>(
                         Ok(None)
                     },
                 );
+                // connections.max.idle.ms: no new request (and none in flight) for that long
+                let next = futures_lite::future::or(next, async {
+                    loop {
+                        glommio::timer::sleep(idle).await;
+                        if queued.get() == 0 {
+                            return Err(ConnError::Idle(idle.as_millis() as u64));
+                        }
+                    }
+                });
                 let frame = match next.await {
                     Ok(Some(f)) => f,
                     Ok(None) => return Ok(()),

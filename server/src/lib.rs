@@ -19,6 +19,7 @@ pub mod conn;
 pub mod group;
 pub mod http;
 pub mod kvlog;
+pub mod limits;
 pub mod metrics;
 pub mod security;
 mod sendfile;
@@ -134,7 +135,10 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
     let group_configs = group::configs::LocalGroupConfigs::open(&config.data_dir)
         .map_err(|e| StartError::Config(format!("group configs: {e}")))?;
     let catalog = Catalog::open(&config.data_dir, cores)?;
+    let limits =
+        limits::ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
     let shared = Arc::new(BrokerShared {
+        limits,
         config,
         catalog,
         security,
@@ -552,11 +556,25 @@ async fn accept_loop(
     accept_until_stop(&shared, &listener, &name, |stream| {
         let s = shard.clone();
         let c = open_conns.clone();
+        // the inter-broker listener of a cluster stays usable when clients hit the limits
+        let permit = if index == shared.inter_broker && shared.cluster.get().is_some() {
+            shared.limits.exempt()
+        } else {
+            match shared.limits.admit(stream.peer_addr().ok().map(|a| a.ip())) {
+                Ok(p) => p,
+                Err(_) => return, // dropping the stream closes it
+            }
+        };
         if !tls {
-            glommio::spawn_local(conn::serve(s, conn::Transport::tcp(stream), index, c)).detach();
+            glommio::spawn_local(async move {
+                let _permit = permit;
+                conn::serve(s, conn::Transport::tcp(stream), index, c).await
+            })
+            .detach();
             return;
         }
         glommio::spawn_local(async move {
+            let _permit = permit;
             let Some(ctx) = s.shared.security.tls.get(index).and_then(Option::as_ref) else {
                 return;
             };

@@ -34,6 +34,8 @@ pub enum ShardError {
 
 /// State shared by all shards.
 pub struct BrokerShared {
+    /// max.connections / max.connections.per.ip, counted over every shard.
+    pub limits: Arc<crate::limits::ConnectionLimits>,
     pub config: ServerConfig,
     pub catalog: Arc<Catalog>,
     /// TLS contexts (and later SASL credentials and ACLs).

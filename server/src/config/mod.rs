@@ -69,6 +69,14 @@ pub struct ServerConfig {
     pub auto_create_topics: bool,
     pub message_max_bytes: usize,
     pub socket_request_max_bytes: usize,
+    /// max.connections: Kafka client connections over every listener (the inter-broker one of
+    /// a cluster is not limited).
+    pub max_connections: usize,
+    /// max.connections.per.ip
+    pub max_connections_per_ip: usize,
+    /// connections.max.idle.ms: a connection with no request for this long (and none in
+    /// flight) is closed.
+    pub connections_max_idle_ms: u64,
     /// Defaults for every partition log (log.* keys); topics override them.
     pub log: LogConfig,
     /// The log cleaner of compacted topics (log.cleaner.* keys).
@@ -148,6 +156,9 @@ impl Default for ServerConfig {
             auto_create_topics: true,
             message_max_bytes: 1_048_588,
             socket_request_max_bytes: 104_857_600,
+            max_connections: i32::MAX as usize,
+            max_connections_per_ip: i32::MAX as usize,
+            connections_max_idle_ms: 600_000,
             log: LogConfig::default(),
             cleaner: CleanerSettings::default(),
             retention_check_ms: 300_000,
@@ -190,6 +201,14 @@ fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigEr
         .trim()
         .parse::<T>()
         .map_err(|_| bad(key, value, "not a valid number"))
+}
+
+/// A count of at least 1 (Kafka's connection limits and timeouts).
+fn parse_positive(key: &str, value: &str) -> Result<usize, ConfigError> {
+    match value.trim().parse::<usize>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(bad(key, value, "must be a whole number >= 1")),
+    }
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
@@ -557,6 +576,11 @@ impl ServerConfig {
                 self.state_compact_min_bytes = parse_num(key, value)?
             }
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
+            "max.connections" => self.max_connections = parse_positive(key, value)?,
+            "max.connections.per.ip" => self.max_connections_per_ip = parse_positive(key, value)?,
+            "connections.max.idle.ms" => {
+                self.connections_max_idle_ms = parse_positive(key, value)? as u64
+            }
             "sluice.fault.panic.client.id" => {
                 self.fault_panic_client_id = (!value.is_empty()).then(|| value.to_string())
             }
