@@ -178,6 +178,9 @@ pub async fn serve<S>(
     };
     let max = shard.shared.config.socket_request_max_bytes;
     let idle = std::time::Duration::from_millis(shard.shared.config.connections_max_idle_ms);
+    let budget = Rc::new(RequestBudget::new(
+        shard.shared.config.queued_max_request_bytes,
+    ));
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let read_result = futures_lite::future::or(
         async {
@@ -190,7 +193,7 @@ pub async fn serve<S>(
                 let raw = session.expects_raw_token();
                 let min = if raw { 0 } else { 8 };
                 let next = futures_lite::future::or(
-                    read_frame(&mut reader, min, max, &shard.metrics),
+                    read_frame(&mut reader, min, max, &budget, &shard.metrics),
                     async {
                         stop.await;
                         Ok(None)
@@ -212,18 +215,24 @@ pub async fn serve<S>(
                 };
                 let s = shard.clone();
                 let session = session.clone();
+                let size = frame.len();
                 let task = if raw {
                     // v0 SASL framing: a bare token, answered as one
                     let r = api::sasl::raw_token(&s, &frame, &session);
+                    budget.release(size);
                     glommio::spawn_local(async move { r }).detach()
                 } else if session.authenticating() {
                     // one request at a time until authenticated: the next frame may depend on
                     // this one's outcome (a v0 handshake switches the framing)
                     let r = guarded(api::handle(&s, frame, &session), &s).await;
+                    budget.release(size);
                     glommio::spawn_local(async move { r }).detach()
                 } else {
+                    let b = budget.clone();
                     glommio::spawn_local(async move {
-                        guarded(api::handle(&s, frame, &session), &s).await
+                        let r = guarded(api::handle(&s, frame, &session), &s).await;
+                        b.release(size);
+                        r
                     })
                     .detach()
                 };
@@ -277,11 +286,51 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
-/// Reads one frame of `min..=max` bytes; `None` on a clean EOF between frames.
+/// `queued.max.request.bytes`, per connection: request bytes read and not yet handled. The
+/// reader waits for room before it allocates the next frame, so a client pipelining large
+/// requests (or one whose requests wait, as acks=all produces do) holds at most this much
+/// broker memory; a frame is always let in when nothing else is in flight.
+pub struct RequestBudget {
+    limit: usize,
+    used: Cell<usize>,
+    freed: event_listener::Event,
+}
+
+impl RequestBudget {
+    pub fn new(limit: usize) -> Self {
+        RequestBudget {
+            limit: limit.max(1),
+            used: Cell::new(0),
+            freed: event_listener::Event::new(),
+        }
+    }
+
+    async fn acquire(&self, size: usize) {
+        loop {
+            let used = self.used.get();
+            if used == 0 || used + size <= self.limit {
+                self.used.set(used + size);
+                return;
+            }
+            let freed = self.freed.listen();
+            if self.used.get() == used {
+                freed.await;
+            }
+        }
+    }
+
+    fn release(&self, size: usize) {
+        self.used.set(self.used.get().saturating_sub(size));
+        self.freed.notify(usize::MAX);
+    }
+}
+
+/// Reads one frame of `min..=max` bytes, within `budget`; `None` on a clean EOF between frames.
 async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     r: &mut R,
     min: usize,
     max: usize,
+    budget: &RequestBudget,
     metrics: &crate::metrics::ShardMetrics,
 ) -> Result<Option<Bytes>, ConnError> {
     let mut len = [0u8; 4];
@@ -294,8 +343,12 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     if size < min as i64 || size as u64 > max as u64 {
         return Err(ConnError::FrameTooLarge { size, max });
     }
+    budget.acquire(size as usize).await;
     let mut buf = BytesMut::zeroed(size as usize);
-    r.read_exact(&mut buf).await?;
+    if let Err(e) = r.read_exact(&mut buf).await {
+        budget.release(size as usize);
+        return Err(e.into());
+    }
     metrics.received(4 + size as u64);
     Ok(Some(buf.freeze()))
 }
@@ -384,4 +437,39 @@ fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::RequestBudget;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    #[test]
+    fn a_frame_waits_for_room_and_a_lone_frame_always_fits() {
+        let ex = glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("executor");
+        ex.run(async {
+            let b = Rc::new(RequestBudget::new(1000));
+            b.acquire(600).await;
+            let got = Rc::new(Cell::new(false));
+            let (b2, g2) = (b.clone(), got.clone());
+            let waiter = glommio::spawn_local(async move {
+                b2.acquire(600).await;
+                g2.set(true);
+            });
+            for _ in 0..10 {
+                futures_lite::future::yield_now().await;
+            }
+            assert!(!got.get(), "600 + 600 > 1000: the second frame waits");
+            b.release(600);
+            waiter.await;
+            assert!(got.get());
+            b.release(600);
+            // larger than the whole budget, with nothing in flight: let in
+            b.acquire(5000).await;
+            b.release(5000);
+        });
+    }
 }

@@ -116,3 +116,15 @@ def test_idle_connections_are_closed(broker_factory):
     time.sleep(2.5)  # the producer's connection is closed meanwhile
     produce_all(p, "idle-topic", sent[1:])
     assert values(consume(b.bootstrap, "idle-topic", [0])) == sent
+
+
+def test_a_small_request_budget_still_serves_pipelined_requests(broker_factory):
+    """queued.max.request.bytes far below what a pipelining producer sends: its requests are
+    read as the earlier ones finish (never all at once), and every record arrives."""
+    b = broker_factory(overrides=["queued.max.request.bytes=2000"])
+    create_topic(b.bootstrap, "budget", 1)
+    sent = [b"%05d" % i + b"x" * 500 for i in range(2000)]
+    p = producer(b.bootstrap, linger_ms=0, batch_size=4096,
+                 max_in_flight_requests_per_connection=5)
+    produce_all(p, "budget", sent)
+    assert values(consume(b.bootstrap, "budget", [0])) == sent

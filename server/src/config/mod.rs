@@ -77,6 +77,10 @@ pub struct ServerConfig {
     /// connections.max.idle.ms: a connection with no request for this long (and none in
     /// flight) is closed.
     pub connections_max_idle_ms: u64,
+    /// queued.max.request.bytes: request bytes one connection may have read and not yet
+    /// handled (Kafka bounds the whole broker's queue with it; -1, its default, is taken as
+    /// socket.request.max.bytes per connection here, so every connection is bounded).
+    pub queued_max_request_bytes: usize,
     /// Defaults for every partition log (log.* keys); topics override them.
     pub log: LogConfig,
     /// The log cleaner of compacted topics (log.cleaner.* keys).
@@ -159,6 +163,7 @@ impl Default for ServerConfig {
             max_connections: i32::MAX as usize,
             max_connections_per_ip: i32::MAX as usize,
             connections_max_idle_ms: 600_000,
+            queued_max_request_bytes: 104_857_600,
             log: LogConfig::default(),
             cleaner: CleanerSettings::default(),
             retention_check_ms: 300_000,
@@ -578,6 +583,12 @@ impl ServerConfig {
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
             "max.connections" => self.max_connections = parse_positive(key, value)?,
             "max.connections.per.ip" => self.max_connections_per_ip = parse_positive(key, value)?,
+            "queued.max.request.bytes" => {
+                self.queued_max_request_bytes = match value.trim() {
+                    "-1" => self.socket_request_max_bytes,
+                    _ => parse_positive(key, value)?,
+                }
+            }
             "connections.max.idle.ms" => {
                 self.connections_max_idle_ms = parse_positive(key, value)? as u64
             }
