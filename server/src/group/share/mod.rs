@@ -181,6 +181,17 @@ impl ShareGroupBounds {
         Ok(())
     }
 
+    /// The group configs' values when a group does not override them.
+    pub fn defaults(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (AUTO_OFFSET_RESET.to_string(), "latest".to_string()),
+            (
+                RECORD_LOCK_DURATION.to_string(),
+                self.record_lock_duration_ms.to_string(),
+            ),
+        ])
+    }
+
     /// What a share group runs with: the broker's settings and the group's `share.*`
     /// overrides (validated when they were stored).
     pub fn settings(&self, overrides: &BTreeMap<String, String>) -> Settings {

@@ -462,7 +462,7 @@ mod tests {
         assert_eq!(p.speo(), Offset(5));
         // nothing left to acquire below the high watermark
         assert_eq!(p.next_fetch_offset(t0, Offset(5)), None);
-        p.acknowledge("a", 0, 2, &[1], t0).unwrap();
+        p.acknowledge("a", 0, 2, &[1], t0).expect("acknowledged");
         assert_eq!(p.spso(), Offset(3));
         // accepting again is refused: the records are no longer acquired
         assert_eq!(
@@ -474,7 +474,7 @@ mod tests {
             p.acknowledge("b", 3, 4, &[1], t0),
             Err(AckError::InvalidRecordState(3))
         );
-        p.acknowledge("a", 3, 4, &[1], t0).unwrap();
+        p.acknowledge("a", 3, 4, &[1], t0).expect("acknowledged");
         assert_eq!((p.spso(), p.speo()), (Offset(5), Offset(5)));
     }
 
@@ -501,7 +501,7 @@ mod tests {
             assert_eq!(p.next_fetch_offset(t0, Offset(11)), Some(Offset(10)));
             let got = p.acquire(&a, &[batch(10, 10)], 10, t0);
             assert_eq!(runs(&got), vec![(10, 10, n)]);
-            p.acknowledge("a", 10, 10, &[2], t0).unwrap();
+            p.acknowledge("a", 10, 10, &[2], t0).expect("acknowledged");
         }
         // delivered 3 times (the limit) and released: archived, never again
         assert_eq!(p.state(Offset(10)), None);
@@ -516,7 +516,8 @@ mod tests {
         let mut p = SharePartition::new(Offset(0), limits());
         p.acquire(&a, &[batch(0, 3)], 10, t0);
         // per-offset types: accept, gap, release, reject
-        p.acknowledge("a", 0, 3, &[1, 0, 2, 3], t0).unwrap();
+        p.acknowledge("a", 0, 3, &[1, 0, 2, 3], t0)
+            .expect("acknowledged");
         assert_eq!(p.spso(), Offset(2));
         assert_eq!(p.state(Offset(2)), Some((RecordState::Available, 1)));
         assert_eq!(p.state(Offset(3)), Some((RecordState::Archived, 1)));
@@ -585,7 +586,7 @@ mod tests {
         assert_eq!(p.speo(), Offset(10));
         assert_eq!(p.next_fetch_offset(t0, Offset(100)), None);
         // accepting the first half makes room for as many more
-        p.acknowledge("a", 0, 4, &[1], t0).unwrap();
+        p.acknowledge("a", 0, 4, &[1], t0).expect("acknowledged");
         assert_eq!(p.next_fetch_offset(t0, Offset(100)), Some(Offset(10)));
         let more = p.acquire(&a, &[batch(0, 99)], 1000, t0);
         assert_eq!(runs(&more), vec![(10, 14, 1)]);
@@ -608,7 +609,7 @@ mod tests {
         ];
         let got = p.acquire(&a, &batches, 10, t0);
         assert_eq!(runs(&got), vec![(0, 1, 1), (5, 5, 1)]);
-        p.acknowledge("a", 0, 1, &[1], t0).unwrap();
+        p.acknowledge("a", 0, 1, &[1], t0).expect("acknowledged");
         // 2..=4 were final already: the SPSO moves over them to the acquired 5
         assert_eq!(p.spso(), Offset(5));
     }

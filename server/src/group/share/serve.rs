@@ -123,8 +123,9 @@ impl Coordinator {
         self.share.borrow().contains_key(group)
     }
 
-    /// The share-session step of a ShareFetch or ShareAcknowledge from `member`: epoch 0
-    /// opens a new session with `add`, -1 closes it, any other epoch must be the session's
+    /// The share-session step of a ShareFetch or ShareAcknowledge from `member` (who must be
+    /// in the group, except to close): epoch 0 opens a new session with `add`, -1 closes it,
+    /// any other epoch must be the session's
     /// next one and adds `add` and removes `forget`. Answers the session's partitions (on a
     /// close: the ones it had, whose records the member gives back).
     pub fn share_session(
@@ -142,7 +143,9 @@ impl Coordinator {
             .is_some_and(|g| g.has_member(member));
         let key = (group.to_string(), member.to_string());
         let mut sessions = self.share_sessions.borrow_mut();
-        if !known {
+        // closing needs no membership: a leaving client closes its sessions and leaves the
+        // group concurrently
+        if !known && epoch != -1 {
             sessions.remove(&key);
             return Err((
                 code::UNKNOWN_MEMBER_ID,
