@@ -12,7 +12,9 @@
 //! as ConfigRecords in its metadata log. Every broker reads them from there.
 //!
 //! What uses them: consumer groups of the new protocol (KIP-848, `group::consumer`), through
-//! [`ConsumerGroupBounds::settings`] on every ConsumerGroupHeartbeat. Classic groups take the
+//! [`ConsumerGroupBounds::settings`] on every ConsumerGroupHeartbeat, and share groups
+//! (`group::share`, `ShareGroupBounds::settings`) on every share heartbeat, fetch and
+//! acknowledgement. Classic groups take the
 //! session timeout from JoinGroup, and Kafka does not apply these keys to them either.
 
 use std::collections::BTreeMap;

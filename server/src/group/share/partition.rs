@@ -372,6 +372,13 @@ impl SharePartition {
             .collect::<Result<_, _>>()?;
         self.expire(now);
         let (first, last) = (first as u64, last as u64);
+        // outside the window nothing is acquired (and the check stays bounded by its size)
+        if first < self.spso.get() {
+            return Err(AckError::InvalidRecordState(first));
+        }
+        if last >= self.speo().get() {
+            return Err(AckError::InvalidRecordState(self.speo().get().max(first)));
+        }
         for o in first..=last {
             let ok = self.slot_mut(o).is_some_and(|s| {
                 s.state == RecordState::Acquired && s.member.as_deref() == Some(member)
@@ -537,6 +544,15 @@ mod tests {
             Err(AckError::InvalidRequest(_))
         ));
         assert_eq!(p.state(Offset(2)), Some((RecordState::Acquired, 2)));
+        // a range far past the window is refused at once
+        assert_eq!(
+            p.acknowledge("a", 2, i64::MAX, &[1], t0),
+            Err(AckError::InvalidRecordState(4))
+        );
+        assert_eq!(
+            p.acknowledge("a", 0, 2, &[1], t0),
+            Err(AckError::InvalidRecordState(0))
+        );
     }
 
     #[test]
