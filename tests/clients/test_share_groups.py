@@ -345,3 +345,28 @@ def test_share_group_configs_are_validated(broker):
             set_group_configs(bs, "cfg", bad)
         assert e.value.args[0].code() == KafkaError.INVALID_CONFIG
     set_group_configs(bs, "cfg", {"share.record.lock.duration.ms": "20000"})
+
+
+def test_deleting_a_share_group_forgets_its_delivery_state(broker):
+    bs, group, topic = broker.bootstrap, "again", "replay"
+    create_topic(bs, topic, 1)
+    earliest(bs, group)
+    produce_all(producer(bs), topic, [b"r0", b"r1", b"r2"])
+    c = share_consumer(bs, group)
+    c.subscribe([topic])
+    try:
+        assert len(poll_until(c, 3)) == 3
+        c.commit_sync(TIMEOUT)
+    finally:
+        c.close()  # leaves: the group is empty
+    a = admin(bs)
+    (fut,) = a.delete_consumer_groups([group], request_timeout=TIMEOUT).values()
+    fut.result(TIMEOUT)
+    # the group configs belong to the id and stay; the records are delivered afresh
+    c = share_consumer(bs, group)
+    c.subscribe([topic])
+    try:
+        assert sorted(poll_until(c, 3)) == [(0, b"r0", 1), (1, b"r1", 1), (2, b"r2", 1)]
+        c.commit_sync(TIMEOUT)
+    finally:
+        c.close()

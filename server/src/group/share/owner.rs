@@ -292,6 +292,16 @@ pub async fn release_everywhere(shard: &Rc<Shard>, group: &str, member: &str) {
     }
 }
 
+/// Forgets the share-partitions of `group` on every shard (DeleteGroups).
+pub async fn forget_everywhere(shard: &Rc<Shard>, group: &str) {
+    for target in 0..shard.nr {
+        let g = group.to_string();
+        let _ = shard
+            .call(target, move |s| async move { s.share.forget_group(&g) })
+            .await;
+    }
+}
+
 /// Waits until one of `tps`' logs grows or a record of this shard's share-partitions is
 /// released, or `deadline`.
 pub async fn wait_local(shard: &Rc<Shard>, tps: Vec<TopicPartition>, deadline: Instant) {
