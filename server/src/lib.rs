@@ -131,6 +131,7 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
             .map_err(|e| StartError::Config(e.to_string()))?
     };
     config.consumer_group.check().map_err(StartError::Config)?;
+    config.share_group.check().map_err(StartError::Config)?;
     let security = security::Security::new(&config, &listeners).map_err(StartError::Config)?;
     let group_configs = group::configs::LocalGroupConfigs::open(&config.data_dir)
         .map_err(|e| StartError::Config(format!("group configs: {e}")))?;
@@ -366,6 +367,7 @@ async fn shard_main(
         }
     };
     let txn_ticker = txns.start_ticker(shard.clone());
+    let share_ticker = group::share::start_ticker(shard.clone());
     shard.set_txn(txns.clone());
     let listeners = match bind_listeners(&shared, id).await {
         Ok(Some(l)) => l,
@@ -468,6 +470,7 @@ async fn shard_main(
     }
     ticker.cancel();
     txn_ticker.cancel();
+    share_ticker.cancel();
     coordinator.close().await;
     txns.close().await;
     shard.close_all().await;

@@ -141,6 +141,8 @@ pub struct Shard {
     txn: RefCell<Option<Rc<crate::txn::TxnCoordinator>>>,
     /// Bound on the hot tails of all partitions of this shard together.
     hot_budget: Rc<HotBudget>,
+    /// Share-partitions (KIP-932) of the partitions this shard owns.
+    pub share: crate::group::share::Store,
     /// Cluster mode: followers' progress on partitions led here, fetchers of those followed.
     pub replication: crate::cluster::replica::Replication,
     /// Request, connection and network counters of this shard (see [`crate::metrics`]).
@@ -160,6 +162,7 @@ impl Shard {
             coordinator: RefCell::new(None),
             txn: RefCell::new(None),
             hot_budget: HotBudget::new(shared.config.hot_cache_shard_bytes),
+            share: Default::default(),
             replication: Default::default(),
             metrics: Default::default(),
             storage_stats: Rc::default(),

@@ -110,15 +110,29 @@ fn api_versions_negotiation() {
             .expect("produce");
         // from v0 as Kafka 4.0 (KAFKA-18659): old librdkafka compresses only then
         assert_eq!((produce.min_version, produce.max_version), (0, 13));
-        // only what is implemented: the KIP-848 group protocol is, share groups are not (yet)
+        // only what is implemented: the KIP-848 group protocol and KIP-932 share groups are,
+        // the share-group state RPCs (broker to share coordinator) are not
         assert!(r
             .api_keys
             .iter()
             .any(|k| k.api_key == ApiKey::ConsumerGroupHeartbeat as i16));
+        for key in [
+            ApiKey::ShareGroupHeartbeat,
+            ApiKey::ShareGroupDescribe,
+            ApiKey::ShareFetch,
+            ApiKey::ShareAcknowledge,
+        ] {
+            let k = r
+                .api_keys
+                .iter()
+                .find(|k| k.api_key == key as i16)
+                .unwrap_or_else(|| panic!("{key:?} advertised"));
+            assert_eq!((k.min_version, k.max_version), (1, 1), "{key:?}");
+        }
         assert!(
             r.api_keys
                 .iter()
-                .all(|k| k.api_key != ApiKey::ShareGroupHeartbeat as i16),
+                .all(|k| k.api_key != ApiKey::ReadShareGroupState as i16),
             "only what is implemented"
         );
         // cross-broker transaction markers are

@@ -10,6 +10,9 @@
 //! Heartbeat, LeaveGroup, ConsumerGroupHeartbeat and OffsetCommit READ group (OffsetCommit
 //! also READ topic, ConsumerGroupHeartbeat DESCRIBE on the topics it names; regex matches are
 //! not filtered, Fetch still checks READ); ConsumerGroupDescribe DESCRIBE group, per group;
+//! ShareGroupHeartbeat READ group (DESCRIBE on the topics it names), ShareFetch and
+//! ShareAcknowledge READ group and READ topic (per partition), ShareGroupDescribe DESCRIBE
+//! group, per group;
 //! OffsetFetch and DescribeGroups DESCRIBE group (OffsetFetch also DESCRIBE topic); DeleteGroups DELETE group; FindCoordinator
 //! DESCRIBE group or transactional id; InitProducerId (transactional), EndTxn, AddOffsetsToTxn
 //! and AddPartitionsToTxn WRITE transactional id (AddPartitionsToTxn also WRITE topic,
@@ -204,6 +207,18 @@ pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refuse
         RequestKind::OffsetDelete(r) => group(&r.group_id, op::DELETE)?,
         RequestKind::JoinGroup(r) => group(&r.group_id, op::READ)?,
         RequestKind::ConsumerGroupHeartbeat(r) => group(&r.group_id, op::READ)?,
+        RequestKind::ShareGroupHeartbeat(r) => group(&r.group_id, op::READ)?,
+        // READ on the topics is checked per partition in the handlers
+        RequestKind::ShareFetch(r) => {
+            if let Some(g) = &r.group_id {
+                group(g, op::READ)?
+            }
+        }
+        RequestKind::ShareAcknowledge(r) => {
+            if let Some(g) = &r.group_id {
+                group(g, op::READ)?
+            }
+        }
         RequestKind::SyncGroup(r) => group(&r.group_id, op::READ)?,
         RequestKind::Heartbeat(r) => group(&r.group_id, op::READ)?,
         RequestKind::LeaveGroup(r) => group(&r.group_id, op::READ)?,
@@ -738,6 +753,18 @@ pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
                 .with_error_code(code)
                 .with_error_message(m.clone())
                 .with_member_epoch(-1),
+        ),
+        RequestKind::ShareGroupHeartbeat(_) => ResponseKind::ShareGroupHeartbeat(
+            ShareGroupHeartbeatResponse::default()
+                .with_error_code(code)
+                .with_error_message(m.clone())
+                .with_member_epoch(-1),
+        ),
+        RequestKind::ShareFetch(_) => ResponseKind::ShareFetch(
+            ShareFetchResponse::default().with_error_code(code).with_error_message(m.clone()),
+        ),
+        RequestKind::ShareAcknowledge(_) => ResponseKind::ShareAcknowledge(
+            ShareAcknowledgeResponse::default().with_error_code(code).with_error_message(m.clone()),
         ),
         RequestKind::SyncGroup(_) => ResponseKind::SyncGroup(SyncGroupResponse::default().with_error_code(code)),
         RequestKind::Heartbeat(_) => ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code)),

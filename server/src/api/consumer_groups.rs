@@ -30,13 +30,13 @@ fn s(v: impl Into<String>) -> StrBytes {
 }
 
 /// Every topic's partition count, and names by id.
-struct Topics {
-    counts: BTreeMap<String, i32>,
-    ids: BTreeMap<String, Uuid>,
+pub(super) struct Topics {
+    pub(super) counts: BTreeMap<String, i32>,
+    pub(super) ids: BTreeMap<String, Uuid>,
 }
 
 impl Topics {
-    fn read(shard: &Shard) -> Topics {
+    pub(super) fn read(shard: &Shard) -> Topics {
         let st = shard.shared.catalog.read();
         Topics {
             counts: st
@@ -48,11 +48,11 @@ impl Topics {
         }
     }
 
-    fn name(&self, id: Uuid) -> Option<&String> {
+    pub(super) fn name(&self, id: Uuid) -> Option<&String> {
         self.ids.iter().find(|(_, i)| **i == id).map(|(n, _)| n)
     }
 
-    fn id(&self, name: &str) -> Uuid {
+    pub(super) fn id(&self, name: &str) -> Uuid {
         self.ids.get(name).copied().unwrap_or_default()
     }
 }

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use super::codes;
-use super::configs::{ConfigEntry, SOURCE_DEFAULT, SOURCE_STATIC_BROKER, TYPE_INT};
+use super::configs::{ConfigEntry, SOURCE_DEFAULT, SOURCE_STATIC_BROKER, TYPE_INT, TYPE_STRING};
 use super::topics::TopicError;
 use crate::group::configs::{validate, ConsumerGroupBounds, GROUP_CONFIGS};
+use crate::group::share::ShareGroupBounds;
 use crate::shard::{BrokerShared, Shard};
 
 /// DescribeConfigs source of a group's override (Kafka's ConfigSource.GROUP_CONFIG).
@@ -39,8 +40,10 @@ pub(crate) fn overrides(shared: &BrokerShared, group: &str) -> BTreeMap<String, 
 pub(super) fn describe(shared: &BrokerShared, group: &str) -> Result<Vec<ConfigEntry>, TopicError> {
     check_group_name(group)?;
     let over = overrides(shared, group);
-    let defaults = shared.config.consumer_group.defaults();
-    let builtin = ConsumerGroupBounds::default().defaults();
+    let mut defaults = shared.config.consumer_group.defaults();
+    defaults.extend(shared.config.share_group.defaults());
+    let mut builtin = ConsumerGroupBounds::default().defaults();
+    builtin.extend(ShareGroupBounds::default().defaults());
     Ok(GROUP_CONFIGS
         .iter()
         .map(|(key, broker_key, doc)| {
@@ -51,14 +54,16 @@ pub(super) fn describe(shared: &BrokerShared, group: &str) -> Result<Vec<ConfigE
             if let Some(v) = over.get(*key) {
                 synonyms.push((key.to_string(), Some(v.clone()), SOURCE_GROUP));
             }
-            if static_set {
+            if static_set && !broker_key.is_empty() {
                 synonyms.push((
                     broker_key.to_string(),
                     default.clone(),
                     SOURCE_STATIC_BROKER,
                 ));
             }
-            synonyms.push((broker_key.to_string(), built, SOURCE_DEFAULT));
+            if !broker_key.is_empty() {
+                synonyms.push((broker_key.to_string(), built, SOURCE_DEFAULT));
+            }
             let (value, source) = match over.get(*key) {
                 Some(v) => (Some(v.clone()), SOURCE_GROUP),
                 None if static_set => (default, SOURCE_STATIC_BROKER),
@@ -69,7 +74,11 @@ pub(super) fn describe(shared: &BrokerShared, group: &str) -> Result<Vec<ConfigE
                 value,
                 source,
                 read_only: false,
-                config_type: TYPE_INT,
+                config_type: if *key == crate::group::share::AUTO_OFFSET_RESET {
+                    TYPE_STRING
+                } else {
+                    TYPE_INT
+                },
                 doc: Some(doc),
                 synonyms,
             }
@@ -88,8 +97,12 @@ pub(super) async fn alter(
     check_group_name(group)?;
     let shared = &shard.shared;
     let next = change(&overrides(shared, group))?;
-    validate(&next, &shared.config.consumer_group)
-        .map_err(|e| TopicError(e.kafka_code(), e.to_string()))?;
+    validate(
+        &next,
+        &shared.config.consumer_group,
+        &shared.config.share_group,
+    )
+    .map_err(|e| TopicError(e.kafka_code(), e.to_string()))?;
     if validate_only {
         return Ok(());
     }

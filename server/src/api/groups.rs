@@ -642,6 +642,10 @@ pub async fn delete_groups(shard: &Rc<Shard>, req: DeleteGroupsRequest) -> Delet
         )
         .await
         .unwrap_or(err::COORDINATOR_NOT_AVAILABLE);
+        if code == err::NONE {
+            // a deleted share group's delivery state goes too (a new group starts afresh)
+            crate::group::share::owner::forget_everywhere(shard, &group).await;
+        }
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(gid)

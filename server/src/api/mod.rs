@@ -32,6 +32,8 @@ mod produce;
 mod producer_id;
 mod quorum;
 pub mod sasl;
+mod share_fetch;
+mod share_groups;
 pub mod topics;
 mod txn;
 
@@ -110,6 +112,10 @@ pub const SUPPORTED: &[ApiKey] = &[
     ApiKey::OffsetDelete,
     ApiKey::ConsumerGroupHeartbeat,
     ApiKey::ConsumerGroupDescribe,
+    ApiKey::ShareGroupHeartbeat,
+    ApiKey::ShareGroupDescribe,
+    ApiKey::ShareFetch,
+    ApiKey::ShareAcknowledge,
     ApiKey::InitProducerId,
     ApiKey::AddPartitionsToTxn,
     ApiKey::AddOffsetsToTxn,
@@ -350,6 +356,18 @@ async fn dispatch(
         }
         RequestKind::ConsumerGroupDescribe(r) => {
             respond!(consumer_groups::describe(shard, r, &authz).await)
+        }
+        RequestKind::ShareGroupHeartbeat(r) => {
+            let peer = &*session.peer;
+            let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(h, _)| h));
+            respond!(share_groups::heartbeat(shard, r, client_id, host, &authz).await)
+        }
+        RequestKind::ShareGroupDescribe(r) => {
+            respond!(share_groups::describe(shard, r, &authz).await)
+        }
+        RequestKind::ShareFetch(r) => respond!(share_fetch::fetch(shard, r, &authz).await),
+        RequestKind::ShareAcknowledge(r) => {
+            respond!(share_fetch::acknowledge(shard, r, &authz).await)
         }
         RequestKind::SyncGroup(r) => respond!(groups::sync(shard, r, v).await),
         RequestKind::Heartbeat(r) => respond!(groups::heartbeat(shard, r).await),

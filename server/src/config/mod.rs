@@ -101,6 +101,8 @@ pub struct ServerConfig {
     /// group.consumer.*: defaults and bounds of the dynamic group configs (KIP-848 keys,
     /// stored and validated only: see `group::configs`)
     pub consumer_group: crate::group::configs::ConsumerGroupBounds,
+    /// group.share.*: share groups (KIP-932)
+    pub share_group: crate::group::share::ShareGroupBounds,
     /// offsets.retention.minutes
     pub offsets_retention_minutes: u64,
     /// transaction.max.timeout.ms: the largest transaction.timeout.ms a producer may ask for
@@ -174,6 +176,7 @@ impl Default for ServerConfig {
             group_max_session_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 0,
             consumer_group: Default::default(),
+            share_group: Default::default(),
             offsets_retention_minutes: 10_080,
             transaction_max_timeout_ms: 900_000,
             transaction_abort_interval_ms: 10_000,
@@ -558,6 +561,14 @@ impl ServerConfig {
             "group.initial.rebalance.delay.ms" => {
                 self.group_initial_rebalance_delay_ms = parse_num(key, value)?
             }
+            k if k.starts_with("group.share.") => match self.share_group.set(k, value) {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(key = k, "unknown configuration key ignored");
+                    self.unknown_keys.push(k.to_string());
+                }
+                Err(reason) => return Err(bad(key, value, reason)),
+            },
             k if k.starts_with("group.consumer.") => match self.consumer_group.set(k, value) {
                 Ok(true) => {}
                 Ok(false) => {

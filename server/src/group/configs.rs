@@ -1,7 +1,8 @@
 //! Dynamic group configs: the GROUP config resource (type 32) of DescribeConfigs, AlterConfigs
 //! and IncrementalAlterConfigs, with Kafka's KIP-848 keys `consumer.session.timeout.ms` and
-//! `consumer.heartbeat.interval.ms` (the `share.*` and `streams.*` keys belong to group types
-//! sluice does not have, so they are unknown names here).
+//! `consumer.heartbeat.interval.ms` and the KIP-932 keys `share.auto.offset.reset` and
+//! `share.record.lock.duration.ms` (Kafka's other `share.*` keys and the `streams.*` ones are
+//! unknown names here).
 //!
 //! Data path: request -> `api::configs` (resource dispatch, authorization on the group) ->
 //! `api::group_configs` (entries, operations) -> [`validate`] against the broker's
@@ -11,7 +12,9 @@
 //! as ConfigRecords in its metadata log. Every broker reads them from there.
 //!
 //! What uses them: consumer groups of the new protocol (KIP-848, `group::consumer`), through
-//! [`ConsumerGroupBounds::settings`] on every ConsumerGroupHeartbeat. Classic groups take the
+//! [`ConsumerGroupBounds::settings`] on every ConsumerGroupHeartbeat, and share groups
+//! (`group::share`, `ShareGroupBounds::settings`) on every share heartbeat, fetch and
+//! acknowledgement. Classic groups take the
 //! session timeout from JoinGroup, and Kafka does not apply these keys to them either.
 
 use std::collections::BTreeMap;
@@ -26,7 +29,8 @@ use super::consumer::group::Settings;
 pub const SESSION_TIMEOUT: &str = "consumer.session.timeout.ms";
 pub const HEARTBEAT_INTERVAL: &str = "consumer.heartbeat.interval.ms";
 
-/// Every group config sluice knows: (name, the broker key that sets its default, doc).
+/// Every group config sluice knows: (name, the broker key that sets its default or "" when
+/// none does, doc).
 pub const GROUP_CONFIGS: &[(&str, &str, &str)] = &[
     (
         HEARTBEAT_INTERVAL,
@@ -37,6 +41,16 @@ pub const GROUP_CONFIGS: &[(&str, &str, &str)] = &[
         SESSION_TIMEOUT,
         "group.consumer.session.timeout.ms",
         "The timeout to detect client failures when using the consumer group protocol.",
+    ),
+    (
+        crate::group::share::AUTO_OFFSET_RESET,
+        "",
+        "The strategy to use when a share-partition has no initial offset: latest or earliest.",
+    ),
+    (
+        crate::group::share::RECORD_LOCK_DURATION,
+        "group.share.record.lock.duration.ms",
+        "The record acquisition lock duration in milliseconds for share groups.",
     ),
 ];
 
@@ -260,6 +274,12 @@ pub enum GroupConfigError {
     },
     #[error("{HEARTBEAT_INTERVAL} must be less than {SESSION_TIMEOUT}")]
     HeartbeatNotBelowSession,
+    #[error("Invalid value {value} for configuration {key}: must be one of {allowed}")]
+    NotOneOf {
+        key: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
 }
 
 impl GroupConfigError {
@@ -274,6 +294,7 @@ impl GroupConfigError {
 pub fn validate(
     overrides: &BTreeMap<String, String>,
     bounds: &ConsumerGroupBounds,
+    share: &crate::group::share::ShareGroupBounds,
 ) -> Result<(), GroupConfigError> {
     if let Some(k) = overrides
         .keys()
@@ -318,6 +339,29 @@ pub fn validate(
     }
     if heartbeat >= session {
         return Err(GroupConfigError::HeartbeatNotBelowSession);
+    }
+    use crate::group::share::{Reset, AUTO_OFFSET_RESET, RECORD_LOCK_DURATION};
+    if let Some(v) = overrides.get(AUTO_OFFSET_RESET) {
+        if Reset::parse(v).is_none() {
+            return Err(GroupConfigError::NotOneOf {
+                key: AUTO_OFFSET_RESET,
+                value: v.clone(),
+                allowed: "latest, earliest",
+            });
+        }
+    }
+    let lock = int(RECORD_LOCK_DURATION, share.record_lock_duration_ms)?;
+    if lock < share.min_record_lock_duration_ms {
+        return Err(GroupConfigError::BelowMin {
+            key: RECORD_LOCK_DURATION,
+            bound: "group.share.min.record.lock.duration.ms",
+        });
+    }
+    if lock > share.max_record_lock_duration_ms {
+        return Err(GroupConfigError::AboveMax {
+            key: RECORD_LOCK_DURATION,
+            bound: "group.share.max.record.lock.duration.ms",
+        });
     }
     Ok(())
 }
@@ -388,35 +432,58 @@ mod tests {
     }
 
     #[test]
+    fn share_group_configs() {
+        let b = ConsumerGroupBounds::default();
+        let sb = crate::group::share::ShareGroupBounds::default();
+        let ok = m(&[
+            ("share.auto.offset.reset", "earliest"),
+            ("share.record.lock.duration.ms", "20000"),
+        ]);
+        assert_eq!(validate(&ok, &b, &sb), Ok(()));
+        let e = validate(&m(&[("share.auto.offset.reset", "soon")]), &b, &sb).expect_err("bad");
+        assert_eq!(e.kafka_code(), 40);
+        let e = validate(&m(&[("share.record.lock.duration.ms", "1000")]), &b, &sb)
+            .expect_err("below min");
+        assert!(e
+            .to_string()
+            .contains("group.share.min.record.lock.duration.ms"));
+        let s = sb.settings(&ok);
+        assert_eq!(s.reset, crate::group::share::Reset::Earliest);
+        assert_eq!(s.limits.lock_duration, std::time::Duration::from_secs(20));
+    }
+
+    #[test]
     fn validation_follows_kafkas_bounds() {
         let b = ConsumerGroupBounds::default();
-        assert_eq!(validate(&m(&[]), &b), Ok(()));
+        let sb = crate::group::share::ShareGroupBounds::default();
+        assert_eq!(validate(&m(&[]), &b, &sb), Ok(()));
         assert_eq!(
             validate(
                 &m(&[(SESSION_TIMEOUT, "50000"), (HEARTBEAT_INTERVAL, "6000")]),
-                &b
+                &b,
+                &sb
             ),
             Ok(())
         );
-        let e = validate(&m(&[("consumer.nope", "1")]), &b).expect_err("unknown");
+        let e = validate(&m(&[("consumer.nope", "1")]), &b, &sb).expect_err("unknown");
         assert_eq!(e.to_string(), "Unknown group config name: consumer.nope");
         assert_eq!(e.kafka_code(), 40);
-        let e = validate(&m(&[(SESSION_TIMEOUT, "abc")]), &b).expect_err("not int");
+        let e = validate(&m(&[(SESSION_TIMEOUT, "abc")]), &b, &sb).expect_err("not int");
         assert_eq!(
             e.to_string(),
             "Invalid value abc for configuration consumer.session.timeout.ms: Not a number of type INT"
         );
-        let e = validate(&m(&[(SESSION_TIMEOUT, "44999")]), &b).expect_err("below min");
+        let e = validate(&m(&[(SESSION_TIMEOUT, "44999")]), &b, &sb).expect_err("below min");
         assert_eq!(
             e.to_string(),
             "consumer.session.timeout.ms must be greater than or equal to group.consumer.min.session.timeout.ms"
         );
-        let e = validate(&m(&[(SESSION_TIMEOUT, "60001")]), &b).expect_err("above max");
+        let e = validate(&m(&[(SESSION_TIMEOUT, "60001")]), &b, &sb).expect_err("above max");
         assert_eq!(
             e.to_string(),
             "consumer.session.timeout.ms must be less than or equal to group.consumer.max.session.timeout.ms"
         );
-        let e = validate(&m(&[(HEARTBEAT_INTERVAL, "15001")]), &b).expect_err("above max");
+        let e = validate(&m(&[(HEARTBEAT_INTERVAL, "15001")]), &b, &sb).expect_err("above max");
         assert!(e
             .to_string()
             .contains("group.consumer.max.heartbeat.interval.ms"));
@@ -425,9 +492,12 @@ mod tests {
             min_session_timeout_ms: 1_000,
             ..b
         };
-        let e = validate(&m(&[(SESSION_TIMEOUT, "5000")]), &wide).expect_err("hb >= session");
+        let e = validate(&m(&[(SESSION_TIMEOUT, "5000")]), &wide, &sb).expect_err("hb >= session");
         assert_eq!(e, GroupConfigError::HeartbeatNotBelowSession);
-        assert_eq!(validate(&m(&[(SESSION_TIMEOUT, "5001")]), &wide), Ok(()));
+        assert_eq!(
+            validate(&m(&[(SESSION_TIMEOUT, "5001")]), &wide, &sb),
+            Ok(())
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod configs;
 pub mod consumer;
+pub mod share;
 pub mod state;
 
 use std::cell::{Cell, RefCell};
@@ -119,6 +120,12 @@ pub struct Coordinator {
     /// Consumer groups of the new protocol (KIP-848; `consumer::serve`); a group id is in
     /// `groups` or here, never both.
     consumer: RefCell<HashMap<String, consumer::group::ConsumerGroup>>,
+    /// Share groups (KIP-932; `share::serve`); an id is in at most one of the three maps.
+    share: RefCell<HashMap<String, share::group::ShareGroup>>,
+    /// Share sessions by (group, member) (ShareFetch / ShareAcknowledge epochs).
+    share_sessions: RefCell<HashMap<(String, String), share::serve::ShareSession>>,
+    /// Share group members fenced by the ticker whose records are still to be released.
+    share_departed: RefCell<Vec<(String, String)>>,
     offsets: RefCell<HashMap<String, GroupOffsets>>,
     /// Offsets committed inside open transactions (TxnOffsetCommit), by group and producer
     /// id: invisible until the transaction commits.
@@ -181,6 +188,9 @@ impl Coordinator {
             cfg,
             groups: RefCell::new(groups),
             consumer: RefCell::new(HashMap::new()),
+            share: RefCell::new(HashMap::new()),
+            share_sessions: RefCell::new(HashMap::new()),
+            share_departed: RefCell::new(Vec::new()),
             offsets: RefCell::new(offsets),
             pending: RefCell::new(pending),
             logs: RefCell::new(logs),
@@ -210,6 +220,7 @@ impl Coordinator {
                 };
                 me.deliver(replies);
                 me.consumer_tick(now);
+                me.share_tick(now);
                 if now.duration_since(last_retention) >= Duration::from_secs(60) {
                     last_retention = now;
                     me.expire_offsets().await;
@@ -274,6 +285,10 @@ impl Coordinator {
         let mine = |g: &String| offsets_partition(g) == p;
         self.groups.borrow_mut().retain(|g, _| !mine(g));
         self.consumer.borrow_mut().retain(|g, _| !mine(g));
+        self.share.borrow_mut().retain(|g, _| !mine(g));
+        self.share_sessions
+            .borrow_mut()
+            .retain(|(g, _), _| !mine(g));
         self.offsets.borrow_mut().retain(|g, _| !mine(g));
         self.pending.borrow_mut().retain(|g, _| !mine(g));
         let dropped: Vec<Waiter> = {
@@ -741,6 +756,7 @@ impl Coordinator {
             })
             .collect();
         v.extend(self.classic_list(states));
+        v.extend(self.share_list(wanted));
         v.sort();
         v
     }
@@ -781,6 +797,8 @@ impl Coordinator {
             .map(|g| &g.id)
             .collect();
         ids.extend(consumer.keys());
+        let share = self.share.borrow();
+        ids.extend(share.keys());
         ids.extend(
             offsets
                 .iter()
@@ -810,6 +828,24 @@ impl Coordinator {
                         group: id.clone(),
                         state: g.state().name().to_string(),
                         protocol_type: "consumer".into(),
+                        members: g.members.len() as u64,
+                        member_list: g
+                            .members
+                            .values()
+                            .map(|m| crate::metrics::snapshot::MemberRow {
+                                member_id: m.id.clone(),
+                                client_id: m.client_id.clone(),
+                                host: m.client_host.clone(),
+                            })
+                            .collect(),
+                        offsets: committed(id),
+                    };
+                }
+                if let Some(g) = share.get(id) {
+                    return crate::metrics::snapshot::GroupSnapshot {
+                        group: id.clone(),
+                        state: g.state().name().to_string(),
+                        protocol_type: "share".into(),
                         members: g.members.len() as u64,
                         member_list: g
                             .members
@@ -853,6 +889,9 @@ impl Coordinator {
         if let Some(g) = self.consumer.borrow().get(group) {
             return Some(consumer::serve::classic_view(g));
         }
+        if let Some(g) = self.share.borrow().get(group) {
+            return Some(share::serve::classic_view(g));
+        }
         let groups = self.groups.borrow();
         let g = groups.get(group)?;
         let protocol = g.protocol.clone().unwrap_or_default();
@@ -884,7 +923,12 @@ impl Coordinator {
 
     /// Deletes an empty group and its offsets.
     pub async fn delete_group(&self, group: &str) -> i16 {
-        let consumer = self.consumer.borrow().get(group).map(|g| g.is_empty());
+        let consumer = self
+            .consumer
+            .borrow()
+            .get(group)
+            .map(|g| g.is_empty())
+            .or_else(|| self.share.borrow().get(group).map(|g| g.is_empty()));
         match consumer {
             Some(false) => return err::NON_EMPTY_GROUP,
             Some(true) => {}
@@ -907,6 +951,7 @@ impl Coordinator {
         self.offsets.borrow_mut().remove(group);
         self.groups.borrow_mut().remove(group);
         self.consumer.borrow_mut().remove(group);
+        self.share.borrow_mut().remove(group);
         err::NONE
     }
 

@@ -38,6 +38,7 @@ errors! {
     SyncGroupResponse => [error_code];
     HeartbeatResponse => [error_code];
     ConsumerGroupHeartbeatResponse => [error_code];
+    ShareGroupHeartbeatResponse => [error_code];
     ListGroupsResponse => [error_code];
     DescribeClusterResponse => [error_code];
     DescribeQuorumResponse => [error_code];
@@ -59,6 +60,7 @@ errors! {
     DeleteGroupsResponse => [results/error_code];
     DescribeGroupsResponse => [groups/error_code];
     ConsumerGroupDescribeResponse => [groups/error_code];
+    ShareGroupDescribeResponse => [groups/error_code];
     DescribeTransactionsResponse => [transaction_states/error_code];
     CreateAclsResponse => [results/error_code];
     DeleteAclsResponse => [filter_results/error_code];
@@ -78,6 +80,8 @@ errors! {
     LeaveGroupResponse => [error_code, members/error_code];
     DescribeLogDirsResponse => [error_code, results/error_code];
     OffsetDeleteResponse => [error_code, topics/partitions/error_code];
+    ShareFetchResponse => [error_code, responses/partitions/error_code, responses/partitions/acknowledge_error_code];
+    ShareAcknowledgeResponse => [error_code, responses/partitions/error_code];
     OffsetFetchResponse => [
         error_code,
         topics/partitions/error_code,

@@ -31,6 +31,17 @@ impl Coordinator {
     ) -> HeartbeatReply {
         let now = Instant::now();
         let mut consumer = self.consumer.borrow_mut();
+        if !consumer.contains_key(group) && self.share.borrow().contains_key(group) {
+            return HeartbeatReply {
+                error: err::GROUP_ID_NOT_FOUND,
+                message: Some(format!(
+                    "Group {group} is not a consumer group: it is a share group."
+                )),
+                member_id: hb.member_id,
+                member_epoch: hb.member_epoch,
+                ..HeartbeatReply::default()
+            };
+        }
         if !consumer.contains_key(group) {
             if hb.member_epoch != 0 {
                 return HeartbeatReply {
@@ -108,6 +119,9 @@ impl Coordinator {
     /// group (an empty consumer group is converted when the policy allows),
     /// INCONSISTENT_GROUP_PROTOCOL while it is a consumer group.
     pub(crate) fn classic_join_allowed(&self, group: &str) -> i16 {
+        if self.share.borrow().contains_key(group) {
+            return err::INCONSISTENT_GROUP_PROTOCOL;
+        }
         let mut consumer = self.consumer.borrow_mut();
         match consumer.get(group) {
             None => err::NONE,
@@ -166,6 +180,42 @@ fn topic_partitions<T>(a: &Assignment, make: impl Fn(String, Vec<i32>) -> T) -> 
         .collect()
 }
 
+/// A member's subscription in the classic embedded format (ConsumerProtocolSubscription v3).
+pub(crate) fn subscription_bytes(
+    subscribed: &std::collections::BTreeSet<String>,
+    owned: &Assignment,
+    generation: i32,
+    rack_id: &Option<String>,
+) -> Bytes {
+    let sub = ConsumerProtocolSubscription::default()
+        .with_topics(
+            subscribed
+                .iter()
+                .map(|t| StrBytes::from_string(t.clone()))
+                .collect(),
+        )
+        .with_owned_partitions(topic_partitions(owned, |t, ps| {
+            consumer_protocol_subscription::TopicPartition::default()
+                .with_topic(TopicName(StrBytes::from_string(t)))
+                .with_partitions(ps)
+        }))
+        .with_generation_id(generation)
+        .with_rack_id(rack_id.clone().map(StrBytes::from_string));
+    versioned(3, &sub)
+}
+
+/// An assignment in the classic embedded format (ConsumerProtocolAssignment v3).
+pub(crate) fn assignment_bytes(a: &Assignment) -> Bytes {
+    let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
+        topic_partitions(a, |t, ps| {
+            consumer_protocol_assignment::TopicPartition::default()
+                .with_topic(TopicName(StrBytes::from_string(t)))
+                .with_partitions(ps)
+        }),
+    );
+    versioned(3, &assignment)
+}
+
 /// A consumer group as DescribeGroups shows it, as Kafka does: protocol type `consumer`, the
 /// assignor as the protocol, and each member's subscription and current assignment in the
 /// classic embedded formats, so tools written for classic groups read both kinds.
@@ -178,34 +228,13 @@ pub(crate) fn classic_view(g: &ConsumerGroup) -> GroupDescription {
             .members
             .values()
             .map(|m| {
-                let sub = ConsumerProtocolSubscription::default()
-                    .with_topics(
-                        m.subscribed
-                            .iter()
-                            .map(|t| StrBytes::from_string(t.clone()))
-                            .collect(),
-                    )
-                    .with_owned_partitions(topic_partitions(&m.rec.assigned, |t, ps| {
-                        consumer_protocol_subscription::TopicPartition::default()
-                            .with_topic(TopicName(StrBytes::from_string(t)))
-                            .with_partitions(ps)
-                    }))
-                    .with_generation_id(m.rec.epoch)
-                    .with_rack_id(m.rack_id.clone().map(StrBytes::from_string));
-                let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
-                    topic_partitions(&m.rec.assigned, |t, ps| {
-                        consumer_protocol_assignment::TopicPartition::default()
-                            .with_topic(TopicName(StrBytes::from_string(t)))
-                            .with_partitions(ps)
-                    }),
-                );
                 (
                     m.id.clone(),
                     m.instance_id.clone(),
                     m.client_id.clone(),
                     m.client_host.clone(),
-                    versioned(3, &sub),
-                    versioned(3, &assignment),
+                    subscription_bytes(&m.subscribed, &m.rec.assigned, m.rec.epoch, &m.rack_id),
+                    assignment_bytes(&m.rec.assigned),
                 )
             })
             .collect(),
