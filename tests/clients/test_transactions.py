@@ -891,7 +891,11 @@ def test_consume_transform_produce_exactly_once_with_kills(broker, tmp_path):
     last_seen = {}  # partition -> last input offset a run saw committed
     stalled = []
     for k in range(kills + 1):
-        stall_at = rng.randint(3, 10) if k < kills and k % 2 == 1 else -1
+        # a run killed between polls of this test may go on a few commits past its target (on a
+        # loaded machine, many): with too little input left for another interrupted run, the
+        # next run is the last one and must finish
+        last = k == kills or total - done_so_far < 16
+        stall_at = rng.randint(3, 10) if not last and k % 2 == 1 else -1
         t = TransformerProcess(bs, partitions, per_partition, 100 + k, stall_at,
                                tmp_path / f"tr-{k}.err")
         runs.append(t)
@@ -914,8 +918,8 @@ def test_consume_transform_produce_exactly_once_with_kills(broker, tmp_path):
             stalled += t.events("stalled")
             assert len(t.events("c")) == stall_at, repr(t)
             t.kill()
-        elif k < kills:
-            target = min(done_so_far + rng.randint(4, 14), total - 5)
+        elif not last:
+            target = min(done_so_far + rng.randint(3, 8), total - 5)
             wait_until(lambda: done_so_far + len(t.events("c")) >= target
                        or t.proc.poll() is not None, lambda: repr(t))
             assert t.proc.poll() is None, f"transformer exited early: {t!r}"
@@ -928,6 +932,8 @@ def test_consume_transform_produce_exactly_once_with_kills(broker, tmp_path):
         for part, o, _bal in t.events("c"):
             last_seen[part] = max(last_seen.get(part, -1), o)
         done_so_far = sum(o + 1 for o in last_seen.values())
+        if last:
+            break
     print("resume points:", [r.events("resume")[0] for r in runs])
     print("runs (s to resume, commits, s to last event):",
           [(r.lines[0]["t"], len(r.events("c")), r.lines[-1]["t"]) for r in runs])
@@ -948,7 +954,8 @@ def test_consume_transform_produce_exactly_once_with_kills(broker, tmp_path):
     aborted = sum(len(ru[tp]) for tp in tps) - total
     print(f"{total} balances committed; {aborted} balance records of aborted transactions "
           f"(stalled: {stalled})")
-    assert aborted >= len(stalled) == 2
+    # runs 1 and 3 stall mid-transaction (run 3 only if the input did not run short first)
+    assert aborted >= len(stalled) >= 1, (aborted, stalled)
     for q, o in stalled:  # the stalled transaction's record is in the log but not committed
         assert any(json.loads(r.value)["o"] == o for r in ru[(OUT_TOPIC, q)])
     assert ck_group_offsets(bs, BALANCE_GROUP, IN_TOPIC, range(partitions)) == {
