@@ -205,51 +205,92 @@ fn described(g: &ConsumerGroup, topics: &Topics) -> DescribedGroup {
         )
 }
 
-/// ConsumerGroupDescribe: GROUP_AUTHORIZATION_FAILED per group the principal may not
-/// describe, GROUP_ID_NOT_FOUND for ids that are not consumer groups.
+/// A described group of ConsumerGroupDescribe or ShareGroupDescribe (two protocol types of
+/// the same shape).
+pub(super) trait DescribedEntry: Default {
+    fn with_error(self, code: i16, message: Option<String>) -> Self;
+    fn with_identity(self, group_id: GroupId, authorized_operations: i32) -> Self;
+}
+
+impl DescribedEntry for DescribedGroup {
+    fn with_error(self, code: i16, message: Option<String>) -> Self {
+        self.with_error_code(code)
+            .with_error_message(message.map(s))
+    }
+    fn with_identity(self, group_id: GroupId, ops: i32) -> Self {
+        self.with_group_id(group_id).with_authorized_operations(ops)
+    }
+}
+
+/// Describes each id of a KIP-848 / KIP-932 describe request on its coordinator: `get` picks
+/// the group of the asked type (`kind` names it in the not-found message) and `describe`
+/// turns it into its entry. GROUP_AUTHORIZATION_FAILED for groups the principal may not
+/// describe, GROUP_ID_NOT_FOUND for ids that are not groups of that type.
+pub(super) async fn describe_groups<G: Send + 'static, D: DescribedEntry>(
+    shard: &Rc<Shard>,
+    ids: Vec<GroupId>,
+    include_authorized_operations: bool,
+    authz: &Authz<'_>,
+    kind: &'static str,
+    get: fn(&crate::group::Coordinator, &str) -> Option<G>,
+    describe: impl Fn(&G) -> D,
+) -> Vec<D> {
+    let mut out = Vec::with_capacity(ids.len());
+    for gid in ids {
+        let group = gid.0.to_string();
+        if !authz.group(op::DESCRIBE, &group) {
+            out.push(D::default().with_identity(gid, i32::MIN).with_error(
+                GROUP_AUTHORIZATION_FAILED,
+                Some("Group authorization failed.".into()),
+            ));
+            continue;
+        }
+        let g = group.clone();
+        let found = on_coordinator(shard, &group, move |c| async move {
+            (get(&c, &g), c.describe(&g).is_some())
+        })
+        .await;
+        out.push(match found {
+            None => D::default()
+                .with_identity(gid, i32::MIN)
+                .with_error(err::COORDINATOR_NOT_AVAILABLE, None),
+            Some((Some(found), _)) => {
+                let ops = if include_authorized_operations {
+                    super::authorize::group_operations(authz, &group)
+                } else {
+                    i32::MIN
+                };
+                describe(&found).with_identity(gid, ops)
+            }
+            Some((None, other_type)) => D::default().with_identity(gid, i32::MIN).with_error(
+                err::GROUP_ID_NOT_FOUND,
+                Some(if other_type {
+                    format!("Group {group} is not a {kind} group.")
+                } else {
+                    format!("Group {group} not found.")
+                }),
+            ),
+        });
+    }
+    out
+}
+
+/// ConsumerGroupDescribe (see [`describe_groups`]).
 pub async fn describe(
     shard: &Rc<Shard>,
     req: ConsumerGroupDescribeRequest,
     authz: &Authz<'_>,
 ) -> ConsumerGroupDescribeResponse {
     let topics = Topics::read(shard);
-    let mut out = Vec::new();
-    for gid in req.group_ids {
-        let group = gid.0.to_string();
-        let entry = DescribedGroup::default()
-            .with_group_id(gid.clone())
-            .with_authorized_operations(i32::MIN);
-        if !authz.group(op::DESCRIBE, &group) {
-            out.push(
-                entry
-                    .with_error_code(GROUP_AUTHORIZATION_FAILED)
-                    .with_error_message(Some(s("Group authorization failed."))),
-            );
-            continue;
-        }
-        let g = group.clone();
-        let found = on_coordinator(shard, &group, move |c| async move {
-            (c.consumer_group(&g), c.describe(&g).is_some())
-        })
-        .await;
-        let ops = if req.include_authorized_operations {
-            super::authorize::group_operations(authz, &group)
-        } else {
-            i32::MIN
-        };
-        out.push(match found {
-            None => entry.with_error_code(err::COORDINATOR_NOT_AVAILABLE),
-            Some((Some(cg), _)) => described(&cg, &topics)
-                .with_group_id(gid)
-                .with_authorized_operations(ops),
-            Some((None, classic)) => entry
-                .with_error_code(err::GROUP_ID_NOT_FOUND)
-                .with_error_message(Some(s(if classic {
-                    format!("Group {group} is not a consumer group.")
-                } else {
-                    format!("Group {group} not found.")
-                }))),
-        });
-    }
-    ConsumerGroupDescribeResponse::default().with_groups(out)
+    let groups = describe_groups(
+        shard,
+        req.group_ids,
+        req.include_authorized_operations,
+        authz,
+        "consumer",
+        crate::group::Coordinator::consumer_group,
+        |g| described(g, &topics),
+    )
+    .await;
+    ConsumerGroupDescribeResponse::default().with_groups(groups)
 }

@@ -14,8 +14,8 @@ use kafka_protocol::messages::share_group_heartbeat_response as hb_resp;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use super::authorize::{GROUP_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED};
-use super::consumer_groups::Topics;
+use super::authorize::TOPIC_AUTHORIZATION_FAILED;
+use super::consumer_groups::{describe_groups, DescribedEntry, Topics};
 use super::groups::on_coordinator;
 use crate::group::consumer::assignor::Assignment;
 use crate::group::share::group::{code, Heartbeat, ShareGroup};
@@ -154,51 +154,32 @@ fn described(g: &ShareGroup, topics: &Topics) -> DescribedGroup {
         )
 }
 
-/// ShareGroupDescribe: GROUP_AUTHORIZATION_FAILED per group the principal may not describe,
-/// GROUP_ID_NOT_FOUND for ids that are not share groups.
+impl DescribedEntry for DescribedGroup {
+    fn with_error(self, code: i16, message: Option<String>) -> Self {
+        self.with_error_code(code)
+            .with_error_message(message.map(s))
+    }
+    fn with_identity(self, group_id: GroupId, ops: i32) -> Self {
+        self.with_group_id(group_id).with_authorized_operations(ops)
+    }
+}
+
+/// ShareGroupDescribe (see [`describe_groups`]).
 pub async fn describe(
     shard: &Rc<Shard>,
     req: ShareGroupDescribeRequest,
     authz: &Authz<'_>,
 ) -> ShareGroupDescribeResponse {
     let topics = Topics::read(shard);
-    let mut out = Vec::new();
-    for gid in req.group_ids {
-        let group = gid.0.to_string();
-        let entry = DescribedGroup::default()
-            .with_group_id(gid.clone())
-            .with_authorized_operations(i32::MIN);
-        if !authz.group(op::DESCRIBE, &group) {
-            out.push(
-                entry
-                    .with_error_code(GROUP_AUTHORIZATION_FAILED)
-                    .with_error_message(Some(s("Group authorization failed."))),
-            );
-            continue;
-        }
-        let g = group.clone();
-        let found = on_coordinator(shard, &group, move |c| async move {
-            (c.share_group(&g), c.describe(&g).is_some())
-        })
-        .await;
-        let ops = if req.include_authorized_operations {
-            super::authorize::group_operations(authz, &group)
-        } else {
-            i32::MIN
-        };
-        out.push(match found {
-            None => entry.with_error_code(err::COORDINATOR_NOT_AVAILABLE),
-            Some((Some(sg), _)) => described(&sg, &topics)
-                .with_group_id(gid)
-                .with_authorized_operations(ops),
-            Some((None, other)) => entry
-                .with_error_code(err::GROUP_ID_NOT_FOUND)
-                .with_error_message(Some(s(if other {
-                    format!("Group {group} is not a share group.")
-                } else {
-                    format!("Group {group} not found.")
-                }))),
-        });
-    }
-    ShareGroupDescribeResponse::default().with_groups(out)
+    let groups = describe_groups(
+        shard,
+        req.group_ids,
+        req.include_authorized_operations,
+        authz,
+        "share",
+        crate::group::Coordinator::share_group,
+        |g| described(g, &topics),
+    )
+    .await;
+    ShareGroupDescribeResponse::default().with_groups(groups)
 }

@@ -79,11 +79,10 @@ pub struct Coordinator {
     pending: RefCell<HashMap<String, HashMap<i64, GroupOffsets>>>,
     /// The offsets partitions this coordinator serves: all of its shard's on a single node;
     /// in a cluster, those of `__consumer_offsets` this broker leads (loaded when it takes a
-    /// partition over, dropped when leadership moves).
-    logs: RefCell<HashMap<u32, Rc<StateLog>>>,
-    /// Held (shared) by every change from its append until the maps show it, and (exclusive)
-    /// by compaction, so that the state it rewrites matches the log's order.
-    state_lock: glommio::sync::RwLock<()>,
+    /// partition over, dropped when leadership moves). A change holds its lock (shared) from
+    /// its append until the maps show it, compaction (exclusive), so that the state it
+    /// rewrites matches the log's order.
+    logs: crate::kvlog::StateLogs,
     /// Pending JoinGroup/SyncGroup answers, with their group.
     waiters: RefCell<HashMap<WaiterId, (String, Waiter)>>,
     next_waiter: Cell<WaiterId>,
@@ -140,8 +139,7 @@ impl Coordinator {
             share_departed: RefCell::new(Vec::new()),
             offsets: RefCell::new(offsets),
             pending: RefCell::new(pending),
-            logs: RefCell::new(logs),
-            state_lock: glommio::sync::RwLock::new(()),
+            logs: crate::kvlog::StateLogs::new(logs),
             waiters: RefCell::new(HashMap::new()),
             next_waiter: Cell::new(1),
         });
@@ -179,27 +177,24 @@ impl Coordinator {
     }
 
     pub async fn close(&self) {
-        let logs: Vec<_> = self.logs.borrow_mut().drain().map(|(_, l)| l).collect();
-        for log in logs {
-            log.close().await;
-        }
+        self.logs.close().await;
     }
 
     /// Whether this coordinator serves `group` (its offsets partition is loaded here).
     pub fn serves(&self, group: &str) -> bool {
-        self.logs.borrow().contains_key(&offsets_partition(group))
+        self.logs.serves(offsets_partition(group))
     }
 
     /// The leader epoch partition `p` is loaded at (cluster), `None` if it is not loaded.
     pub fn loaded_epoch(&self, p: u32) -> Option<Option<i32>> {
-        self.logs.borrow().get(&p).map(|l| l.epoch())
+        self.logs.loaded_epoch(p)
     }
 
     /// Cluster: takes over offsets partition `p` (this broker now leads it): replays its log
     /// into the groups' committed and pending offsets, then serves its groups.
     pub async fn load(&self, p: u32, log: StateLog) -> Result<(), String> {
         self.unload(p);
-        let Ok(_all) = self.state_lock.write().await else {
+        let Some(_all) = self.logs.exclusive().await else {
             return Err("coordinator closed".into());
         };
         let mut offsets = HashMap::new();
@@ -219,14 +214,14 @@ impl Coordinator {
         }
         self.offsets.borrow_mut().extend(offsets);
         self.pending.borrow_mut().extend(pending);
-        self.logs.borrow_mut().insert(p, Rc::new(log));
+        self.logs.insert(p, log);
         Ok(())
     }
 
     /// Cluster: gives up offsets partition `p` (leadership moved): forgets its groups, and
     /// answers their pending joins and syncs with NOT_COORDINATOR so clients find the new one.
     pub fn unload(&self, p: u32) {
-        if self.logs.borrow_mut().remove(&p).is_none() {
+        if !self.logs.remove(p) {
             return;
         }
         let mine = |g: &String| offsets_partition(g) == p;
@@ -487,39 +482,42 @@ impl Coordinator {
         };
         ids.into_iter()
             .map(|id| {
-                if let Some(g) = consumer.get(id) {
+                let row = |member_id: &String, client_id: &String, host: &String| {
+                    crate::metrics::snapshot::MemberRow {
+                        member_id: member_id.clone(),
+                        client_id: client_id.clone(),
+                        host: host.clone(),
+                    }
+                };
+                let kip = consumer
+                    .get(id)
+                    .map(|g| {
+                        let rows = g.members.values();
+                        (
+                            g.state().name(),
+                            "consumer",
+                            rows.map(|m| row(&m.id, &m.client_id, &m.client_host))
+                                .collect::<Vec<_>>(),
+                        )
+                    })
+                    .or_else(|| {
+                        share.get(id).map(|g| {
+                            let rows = g.members.values();
+                            (
+                                g.state().name(),
+                                "share",
+                                rows.map(|m| row(&m.id, &m.client_id, &m.client_host))
+                                    .collect(),
+                            )
+                        })
+                    });
+                if let Some((state, protocol_type, member_list)) = kip {
                     return crate::metrics::snapshot::GroupSnapshot {
                         group: id.clone(),
-                        state: g.state().name().to_string(),
-                        protocol_type: "consumer".into(),
-                        members: g.members.len() as u64,
-                        member_list: g
-                            .members
-                            .values()
-                            .map(|m| crate::metrics::snapshot::MemberRow {
-                                member_id: m.id.clone(),
-                                client_id: m.client_id.clone(),
-                                host: m.client_host.clone(),
-                            })
-                            .collect(),
-                        offsets: committed(id),
-                    };
-                }
-                if let Some(g) = share.get(id) {
-                    return crate::metrics::snapshot::GroupSnapshot {
-                        group: id.clone(),
-                        state: g.state().name().to_string(),
-                        protocol_type: "share".into(),
-                        members: g.members.len() as u64,
-                        member_list: g
-                            .members
-                            .values()
-                            .map(|m| crate::metrics::snapshot::MemberRow {
-                                member_id: m.id.clone(),
-                                client_id: m.client_id.clone(),
-                                host: m.client_host.clone(),
-                            })
-                            .collect(),
+                        state: state.to_string(),
+                        protocol_type: protocol_type.into(),
+                        members: member_list.len() as u64,
+                        member_list,
                         offsets: committed(id),
                     };
                 }
