@@ -18,6 +18,8 @@
 //! that the live state it writes is the state of the log up to that point. (Followers of a
 //! replicated state log keep their older records: replaying them gives the same state.)
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
@@ -144,6 +146,111 @@ impl StateLog {
     pub async fn close(&self) {
         if self.leader.is_none() {
             let _ = self.log.close().await;
+        }
+    }
+}
+
+/// Why [`StateLogs::append`] stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("coordinator closed")]
+    Closed,
+    /// This coordinator does not serve the partition (Kafka's NOT_COORDINATOR).
+    #[error("state partition not served here")]
+    NotServed,
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The state partitions one coordinator serves, and the lock that keeps compaction and
+/// partition loads (writers) apart from changes in flight (readers): compaction rewrites a
+/// partition's live state, so nothing may change it meanwhile.
+pub struct StateLogs {
+    logs: RefCell<HashMap<u32, Rc<StateLog>>>,
+    lock: glommio::sync::RwLock<()>,
+}
+
+impl StateLogs {
+    pub fn new(logs: HashMap<u32, Rc<StateLog>>) -> StateLogs {
+        StateLogs {
+            logs: RefCell::new(logs),
+            lock: glommio::sync::RwLock::new(()),
+        }
+    }
+
+    /// Whether partition `p` is loaded here.
+    pub fn serves(&self, p: u32) -> bool {
+        self.logs.borrow().contains_key(&p)
+    }
+
+    /// The leader epoch partition `p` is loaded at (cluster), `None` if it is not loaded.
+    pub fn loaded_epoch(&self, p: u32) -> Option<Option<i32>> {
+        self.logs.borrow().get(&p).map(|l| l.epoch())
+    }
+
+    pub fn insert(&self, p: u32, log: StateLog) {
+        self.logs.borrow_mut().insert(p, Rc::new(log));
+    }
+
+    /// Forgets partition `p`; false if it was not loaded.
+    pub fn remove(&self, p: u32) -> bool {
+        self.logs.borrow_mut().remove(&p).is_some()
+    }
+
+    /// Waits until no change is in flight and keeps new ones out while the guard lives (None
+    /// once the coordinator is closed).
+    pub async fn exclusive(&self) -> Option<glommio::sync::RwLockWriteGuard<'_, ()>> {
+        self.lock.write().await.ok()
+    }
+
+    /// Appends `records` to partition `p` and waits for `level`. The returned guard keeps
+    /// compaction out until the caller has applied the change in memory.
+    pub async fn append(
+        &self,
+        p: u32,
+        records: &[KvRecord],
+        level: Durability,
+    ) -> Result<glommio::sync::RwLockReadGuard<'_, ()>, PersistError> {
+        let guard = self.lock.read().await.map_err(|_| PersistError::Closed)?;
+        let log = self.logs.borrow().get(&p).cloned();
+        let log = log.ok_or(PersistError::NotServed)?;
+        log.append(records, level).await?;
+        Ok(guard)
+    }
+
+    /// Rewrites each partition that grew well past its live state `live(p)` (see
+    /// [`StateLog::compact`]); `what` names the partitions in the log lines.
+    pub async fn compact(&self, min_bytes: u64, what: &str, live: impl Fn(u32) -> Vec<KvRecord>) {
+        let Some(_all) = self.exclusive().await else {
+            return;
+        };
+        let logs: Vec<(u32, Rc<StateLog>)> = self
+            .logs
+            .borrow()
+            .iter()
+            .map(|(p, l)| (*p, l.clone()))
+            .collect();
+        for (p, log) in &logs {
+            let live = live(*p);
+            match log.compact(&live, min_bytes).await {
+                Ok(true) => tracing::info!(
+                    partition = p,
+                    records = live.len(),
+                    "{what} partition compacted"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "compacting {what} partition failed")
+                }
+            }
+        }
+    }
+
+    /// Closes every partition's log (the coordinator is shutting down).
+    pub async fn close(&self) {
+        let logs: Vec<_> = self.logs.borrow_mut().drain().map(|(_, l)| l).collect();
+        for log in logs {
+            log.close().await;
         }
     }
 }

@@ -9,13 +9,12 @@
 //! in-memory maps OffsetFetch reads.
 
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 
 use super::state::{err, Group};
 use super::{now_ms, offsets_partition, subscribed_topics, Coordinator};
-use crate::kvlog::{StateError, StateLog};
+use crate::kvlog::{PersistError, StateError, StateLog};
 
 /// One committed offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,27 +137,29 @@ impl Coordinator {
         records: &[crate::kvlog::KvRecord],
     ) -> Result<glommio::sync::RwLockReadGuard<'_, ()>, i16> {
         let guard = self
-            .state_lock
-            .read()
-            .await
-            .map_err(|_| err::COORDINATOR_NOT_AVAILABLE)?;
-        let Some(log) = self.logs.borrow().get(&offsets_partition(group)).cloned() else {
-            return Err(err::NOT_COORDINATOR);
-        };
-        log.append(records, sluice_engine::Durability::Synced)
+            .logs
+            .append(
+                offsets_partition(group),
+                records,
+                sluice_engine::Durability::Synced,
+            )
             .await
             .map_err(|e| {
                 tracing::warn!(group, error = %e, "storing offsets failed");
                 match e {
-                    StateError::Log(e) => e.kafka_code(),
+                    PersistError::Closed => err::COORDINATOR_NOT_AVAILABLE,
+                    PersistError::NotServed => err::NOT_COORDINATOR,
+                    PersistError::State(StateError::Log(e)) => e.kafka_code(),
                     // Kafka answers a commit the offsets partition's replicas did not take so
-                    StateError::Replication(crate::api::codes::REQUEST_TIMED_OUT) => {
-                        err::REQUEST_TIMED_OUT
+                    PersistError::State(StateError::Replication(
+                        crate::api::codes::REQUEST_TIMED_OUT,
+                    )) => err::REQUEST_TIMED_OUT,
+                    PersistError::State(StateError::Replication(
+                        crate::api::codes::NOT_LEADER_OR_FOLLOWER,
+                    )) => err::NOT_COORDINATOR,
+                    PersistError::State(StateError::Replication(_)) => {
+                        err::COORDINATOR_NOT_AVAILABLE
                     }
-                    StateError::Replication(crate::api::codes::NOT_LEADER_OR_FOLLOWER) => {
-                        err::NOT_COORDINATOR
-                    }
-                    StateError::Replication(_) => err::COORDINATOR_NOT_AVAILABLE,
                 }
             })?;
         Ok(guard)
@@ -167,46 +168,28 @@ impl Coordinator {
     /// Rewrites each offsets partition that grew well past its live state (see
     /// `kvlog::compact`): the committed and pending offsets of its groups.
     pub async fn compact(&self) {
-        let Ok(_all) = self.state_lock.write().await else {
-            return;
-        };
-        let logs: Vec<(u32, Rc<StateLog>)> = self
-            .logs
-            .borrow()
-            .iter()
-            .map(|(p, l)| (*p, l.clone()))
-            .collect();
-        for (p, log) in &logs {
-            let mut live: Vec<crate::kvlog::KvRecord> = Vec::new();
-            {
-                let offsets = self.offsets.borrow();
-                let pending = self.pending.borrow();
-                let mine = |g: &String| offsets_partition(g) == *p;
-                for (g, m) in offsets.iter().filter(|(g, _)| mine(g)) {
+        let live = |p: u32| -> Vec<crate::kvlog::KvRecord> {
+            let mut live = Vec::new();
+            let offsets = self.offsets.borrow();
+            let pending = self.pending.borrow();
+            let mine = |g: &String| offsets_partition(g) == p;
+            for (g, m) in offsets.iter().filter(|(g, _)| mine(g)) {
+                for ((t, part), c) in m {
+                    live.push(offset_record(g, t, *part, None, Some(c)));
+                }
+            }
+            for (g, by_pid) in pending.iter().filter(|(g, _)| mine(g)) {
+                for (pid, m) in by_pid {
                     for ((t, part), c) in m {
-                        live.push(offset_record(g, t, *part, None, Some(c)));
-                    }
-                }
-                for (g, by_pid) in pending.iter().filter(|(g, _)| mine(g)) {
-                    for (pid, m) in by_pid {
-                        for ((t, part), c) in m {
-                            live.push(offset_record(g, t, *part, Some(*pid), Some(c)));
-                        }
+                        live.push(offset_record(g, t, *part, Some(*pid), Some(c)));
                     }
                 }
             }
-            match log.compact(&live, self.cfg.compact_min_bytes).await {
-                Ok(true) => {
-                    tracing::info!(
-                        partition = p,
-                        records = live.len(),
-                        "offsets partition compacted"
-                    )
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(partition = p, error = %e, "compacting offsets failed"),
-            }
-        }
+            live
+        };
+        self.logs
+            .compact(self.cfg.compact_min_bytes, "offsets", live)
+            .await;
     }
 
     /// TxnOffsetCommit: stores offsets of producer `producer_id`'s open transaction; they
@@ -290,7 +273,7 @@ impl Coordinator {
     /// offsets in every group of the partition that has some (NOT_COORDINATOR unless this
     /// coordinator serves `p`).
     pub async fn end_txn_partition(&self, p: u32, producer_id: i64, commit: bool) -> i16 {
-        if !self.logs.borrow().contains_key(&p) {
+        if !self.logs.serves(p) {
             return err::NOT_COORDINATOR;
         }
         let groups: Vec<String> = self

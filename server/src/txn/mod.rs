@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sluice_engine::Durability;
 
-use crate::kvlog::{StateError, StateLog};
+use crate::kvlog::{PersistError, StateError, StateLog};
 
 use crate::shard::Shard;
 
@@ -121,10 +121,9 @@ pub struct TxnCoordinator {
     /// One lock per transactional id: its operations run one at a time.
     locks: RefCell<HashMap<String, Rc<glommio::sync::Semaphore>>>,
     /// The state partitions this coordinator serves: all of its shard's on a single node; in
-    /// a cluster, those of `__transaction_state` this broker leads.
-    logs: RefCell<HashMap<u32, Rc<StateLog>>>,
-    /// Shared by each stored change (append and map update), exclusive for compaction.
-    state_lock: glommio::sync::RwLock<()>,
+    /// a cluster, those of `__transaction_state` this broker leads. Each stored change holds
+    /// its lock shared (append and map update), compaction exclusive.
+    logs: crate::kvlog::StateLogs,
 }
 
 /// Checks that a request's producer id and epoch are the transaction's current ones.
@@ -165,35 +164,31 @@ impl TxnCoordinator {
             cfg,
             txns: RefCell::new(txns),
             locks: RefCell::new(HashMap::new()),
-            logs: RefCell::new(logs),
-            state_lock: glommio::sync::RwLock::new(()),
+            logs: crate::kvlog::StateLogs::new(logs),
         });
         c.compact().await;
         Ok(c)
     }
 
     pub async fn close(&self) {
-        let logs: Vec<_> = self.logs.borrow_mut().drain().map(|(_, l)| l).collect();
-        for log in logs {
-            log.close().await;
-        }
+        self.logs.close().await;
     }
 
     /// Whether this coordinator serves transactional id `id` (its partition is loaded here).
     pub fn serves(&self, id: &str) -> bool {
-        self.logs.borrow().contains_key(&txn_partition(id))
+        self.logs.serves(txn_partition(id))
     }
 
     /// The leader epoch partition `p` is loaded at (cluster), `None` if it is not loaded.
     pub fn loaded_epoch(&self, p: u32) -> Option<Option<i32>> {
-        self.logs.borrow().get(&p).map(|l| l.epoch())
+        self.logs.loaded_epoch(p)
     }
 
     /// Cluster: takes over state partition `p` (this broker now leads it) and replays it.
     /// Transactions it left in a Prepare state are completed by the ticker.
     pub async fn load(&self, p: u32, log: StateLog) -> Result<(), String> {
         self.unload(p);
-        let Ok(_all) = self.state_lock.write().await else {
+        let Some(_all) = self.logs.exclusive().await else {
             return Err("coordinator closed".into());
         };
         let mut txns = HashMap::new();
@@ -205,13 +200,13 @@ impl TxnCoordinator {
             "transaction state partition loaded"
         );
         self.txns.borrow_mut().extend(txns);
-        self.logs.borrow_mut().insert(p, Rc::new(log));
+        self.logs.insert(p, log);
         Ok(())
     }
 
     /// Cluster: gives up state partition `p` (leadership moved) and forgets its ids.
     pub fn unload(&self, p: u32) {
-        if self.logs.borrow_mut().remove(&p).is_none() {
+        if !self.logs.remove(p) {
             return;
         }
         self.txns
@@ -252,23 +247,23 @@ impl TxnCoordinator {
             meta.as_ref().and_then(|m| serde_json::to_vec(m).ok()),
         );
         let _stored = self
-            .state_lock
-            .read()
+            .logs
+            .append(txn_partition(id), &[record], level)
             .await
-            .map_err(|_| err::COORDINATOR_NOT_AVAILABLE)?;
-        let Some(log) = self.logs.borrow().get(&txn_partition(id)).cloned() else {
-            return Err(err::NOT_COORDINATOR);
-        };
-        log.append(&[record], level).await.map_err(|e| {
-            tracing::warn!(transactional_id = id, error = %e, "storing transaction state failed");
-            match e {
-                StateError::Log(_) => err::KAFKA_STORAGE_ERROR,
-                StateError::Replication(crate::api::codes::NOT_LEADER_OR_FOLLOWER) => {
-                    err::NOT_COORDINATOR
+            .map_err(|e| {
+                tracing::warn!(transactional_id = id, error = %e, "storing transaction state failed");
+                match e {
+                    PersistError::Closed => err::COORDINATOR_NOT_AVAILABLE,
+                    PersistError::NotServed => err::NOT_COORDINATOR,
+                    PersistError::State(StateError::Log(_)) => err::KAFKA_STORAGE_ERROR,
+                    PersistError::State(StateError::Replication(
+                        crate::api::codes::NOT_LEADER_OR_FOLLOWER,
+                    )) => err::NOT_COORDINATOR,
+                    PersistError::State(StateError::Replication(_)) => {
+                        err::COORDINATOR_NOT_AVAILABLE
+                    }
                 }
-                StateError::Replication(_) => err::COORDINATOR_NOT_AVAILABLE,
-            }
-        })?;
+            })?;
         let mut txns = self.txns.borrow_mut();
         match meta {
             Some(m) => txns.insert(id.to_string(), m),
@@ -637,40 +632,22 @@ impl TxnCoordinator {
 
     /// Rewrites state partitions that grew well past their live state (`kvlog::compact`).
     async fn compact(&self) {
-        let Ok(_all) = self.state_lock.write().await else {
-            return;
-        };
-        let logs: Vec<(u32, Rc<StateLog>)> = self
-            .logs
-            .borrow()
-            .iter()
-            .map(|(p, l)| (*p, l.clone()))
-            .collect();
-        for (p, log) in &logs {
-            let live: Vec<crate::kvlog::KvRecord> = self
-                .txns
+        let live = |p: u32| -> Vec<crate::kvlog::KvRecord> {
+            self.txns
                 .borrow()
                 .iter()
-                .filter(|(id, _)| txn_partition(id) == *p)
+                .filter(|(id, _)| txn_partition(id) == p)
                 .map(|(id, m)| {
                     (
                         serde_json::to_vec(id).unwrap_or_default(),
                         serde_json::to_vec(m).ok(),
                     )
                 })
-                .collect();
-            match log.compact(&live, self.cfg.compact_min_bytes).await {
-                Ok(true) => tracing::info!(
-                    partition = p,
-                    records = live.len(),
-                    "transaction state partition compacted"
-                ),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(partition = p, error = %e, "compacting transaction state failed")
-                }
-            }
-        }
+                .collect()
+        };
+        self.logs
+            .compact(self.cfg.compact_min_bytes, "transaction state", live)
+            .await;
     }
 
     async fn tick(&self, shard: &Rc<Shard>) {
