@@ -22,6 +22,7 @@
 //! `leader-epoch-checkpoint` (see [`epoch`]) and `<offset>.producers` snapshots.
 
 pub mod batch;
+pub mod budget;
 pub mod codec;
 pub mod compact;
 pub mod config;
@@ -38,6 +39,7 @@ pub mod segment;
 pub mod stats;
 pub mod types;
 
+pub use budget::WriteBudget;
 pub use compact::{CleanStats, CleanerConfig};
 pub use config::{CleanupPolicy, CompactionConfig, DirtyRatio, LogConfig};
 pub use error::{BatchError, LogError};

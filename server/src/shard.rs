@@ -141,6 +141,8 @@ pub struct Shard {
     txn: RefCell<Option<Rc<crate::txn::TxnCoordinator>>>,
     /// Bound on the hot tails of all partitions of this shard together.
     hot_budget: Rc<HotBudget>,
+    /// Bounds the unwritten bytes of this shard's logs together (sluice.write.buffer.shard.bytes).
+    pub write_budget: Rc<sluice_engine::WriteBudget>,
     /// Share-partitions (KIP-932) of the partitions this shard owns.
     pub share: crate::group::share::Store,
     /// Cluster mode: followers' progress on partitions led here, fetchers of those followed.
@@ -162,6 +164,7 @@ impl Shard {
             coordinator: RefCell::new(None),
             txn: RefCell::new(None),
             hot_budget: HotBudget::new(shared.config.hot_cache_shard_bytes),
+            write_budget: sluice_engine::WriteBudget::new(shared.config.write_buffer_shard_bytes),
             share: Default::default(),
             replication: Default::default(),
             metrics: Default::default(),
@@ -324,6 +327,7 @@ impl Shard {
         };
         let env = LogEnv {
             hot_budget: Some(self.hot_budget.clone()),
+            write_budget: Some(self.write_budget.clone()),
             stats: self.storage_stats.clone(),
             ..LogEnv::default()
         };

@@ -208,7 +208,7 @@ impl Inner {
         seg.next_offset = last.plus(1);
         seg.first_append_ms.get_or_insert(now);
         self.leo = last.plus(1);
-        self.unwritten_bytes += size;
+        self.add_unwritten(size);
         let epoch = match origin {
             Origin::Leader(opts) => opts.leader_epoch,
             Origin::Replica => header.partition_leader_epoch.get(),
@@ -310,7 +310,12 @@ impl PartitionLog {
                     self.signals.work.notify(1);
                     return Ok(info);
                 }
-                self.signals.space.listen()
+                match &st.env.write_budget {
+                    // this log's buffer has room: the shard's budget is what is full, and
+                    // another log's flusher frees it
+                    Some(b) if st.own_room(batch.len()) => b.listen(),
+                    _ => self.signals.space.listen(),
+                }
             };
             listener.await;
         }

@@ -275,7 +275,7 @@ async fn write_chunks(
                 s.written_size = s.written_size.max(chunk.file_pos + chunk.len as u64);
             }
             st.written = st.written.max(chunk.end_offset);
-            st.unwritten_bytes -= chunk.new_bytes;
+            st.sub_unwritten(chunk.new_bytes);
             st.env.stats.on_write(chunk.new_bytes as u64);
             let c = &st.counters.bytes_written;
             c.set(c.get() + chunk.new_bytes as u64);

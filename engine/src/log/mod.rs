@@ -139,6 +139,12 @@ struct Chunk {
     snapshot: Option<Vec<u8>>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.release_budget(self.budget_held);
+    }
+}
+
 struct Inner {
     dir: PathBuf,
     config: LogConfig,
@@ -148,6 +154,9 @@ struct Inner {
     queue: VecDeque<Chunk>,
     /// Appended bytes not yet handed to the kernel (bounded by write_buffer_bytes).
     unwritten_bytes: usize,
+    /// The part of `unwritten_bytes` counted in the shard's write budget (all of it, until
+    /// the log is poisoned and will never write them).
+    budget_held: usize,
     /// Appenders queued behind a full buffer; while any wait, new appends queue too, so
     /// batches keep their arrival order.
     appenders_waiting: usize,
@@ -232,9 +241,42 @@ impl Inner {
     }
 
     /// Whether a batch of `len` bytes fits the bounded write buffer (an empty buffer always
-    /// takes one batch, however large).
+    /// takes one batch, however large) and the shard's write budget.
     fn has_room(&self, len: usize) -> bool {
+        self.own_room(len) && self.env.write_budget.as_ref().is_none_or(|b| b.admits(len))
+    }
+
+    fn own_room(&self, len: usize) -> bool {
         self.unwritten_bytes == 0 || self.unwritten_bytes + len <= self.config.write_buffer_bytes
+    }
+
+    /// Counts `len` appended bytes as unwritten, in this log and in the shard's budget.
+    fn add_unwritten(&mut self, len: usize) {
+        self.unwritten_bytes += len;
+        if let Some(b) = &self.env.write_budget {
+            b.take(len);
+            self.budget_held += len;
+        }
+    }
+
+    /// `len` unwritten bytes reached the kernel.
+    fn sub_unwritten(&mut self, len: usize) {
+        assert!(
+            len <= self.unwritten_bytes,
+            "{len} of {} unwritten bytes",
+            self.unwritten_bytes
+        );
+        self.unwritten_bytes -= len;
+        self.release_budget(len);
+    }
+
+    /// Gives back up to `len` bytes of the shard's write budget.
+    fn release_budget(&mut self, len: usize) {
+        let len = len.min(self.budget_held);
+        if let Some(b) = &self.env.write_budget {
+            self.budget_held -= len;
+            b.release(len);
+        }
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -255,6 +297,8 @@ impl Inner {
         if self.poisoned.is_none() {
             self.poisoned = Some(cause);
         }
+        // its unwritten bytes will never be written: other logs of the shard get the room
+        self.release_budget(self.budget_held);
     }
 
     fn offsets(&self) -> LogOffsets {

@@ -304,6 +304,7 @@ impl PartitionLog {
             pending: Pending::new(active_base, file_pos, carry, leo),
             queue: VecDeque::new(),
             unwritten_bytes: 0,
+            budget_held: 0,
             appenders_waiting: 0,
             log_start,
             leo,

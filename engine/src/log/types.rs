@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use crate::budget::WriteBudget;
 use crate::error::{LogError, Result};
 use crate::fault::FaultPlan;
 use crate::hot::HotBudget;
@@ -37,6 +38,8 @@ pub struct LogEnv {
     pub faults: Option<Rc<FaultPlan>>,
     /// A bound on the hot tails of this log and others together (see [`HotBudget`]).
     pub hot_budget: Option<Rc<HotBudget>>,
+    /// A bound on the unwritten bytes of this log and others together (see [`WriteBudget`]).
+    pub write_budget: Option<Rc<WriteBudget>>,
     /// Write, fdatasync and hot-tail counters, shared by the logs of one shard.
     pub stats: Rc<StorageStats>,
 }
@@ -47,6 +50,7 @@ impl Default for LogEnv {
             clock: Rc::new(SystemClock),
             faults: None,
             hot_budget: None,
+            write_budget: None,
             stats: Rc::default(),
         }
     }

@@ -91,6 +91,9 @@ pub struct ServerConfig {
     /// sluice.hot.cache.shard.bytes: bound on the in-memory hot tails of all partitions of one
     /// shard together (each partition also keeps at most its own hot cache size).
     pub hot_cache_shard_bytes: usize,
+    /// sluice.write.buffer.shard.bytes: bound on the appended bytes that the partitions of one
+    /// shard together have not handed to the kernel yet (producers wait beyond it).
+    pub write_buffer_shard_bytes: usize,
     /// compression.type, compression.<codec>.level and sluice.compression.validation.
     pub compression: crate::compression::Defaults,
     /// group.min.session.timeout.ms / group.max.session.timeout.ms
@@ -171,6 +174,7 @@ impl Default for ServerConfig {
             retention_check_ms: 300_000,
             fetch_zero_copy: true,
             hot_cache_shard_bytes: 256 << 20,
+            write_buffer_shard_bytes: 64 << 20,
             compression: Default::default(),
             group_min_session_ms: 6_000,
             group_max_session_ms: 1_800_000,
@@ -622,6 +626,13 @@ impl ServerConfig {
             }
             "sluice.http.console.write.enable" => self.http_console_write = parse_bool(key, value)?,
             "sluice.hot.cache.shard.bytes" => self.hot_cache_shard_bytes = parse_num(key, value)?,
+            "sluice.write.buffer.shard.bytes" => {
+                let v: usize = parse_num(key, value)?;
+                if v < 64 << 10 {
+                    return Err(bad(key, value, "at least 65536 bytes"));
+                }
+                self.write_buffer_shard_bytes = v;
+            }
             "sluice.cpus" => self.cpus = parse_cpus(key, value)?,
             "sluice.cores" => {
                 let v: usize = parse_num(key, value)?;
@@ -820,6 +831,10 @@ mod tests {
         c.set("sluice.hot.cache.shard.bytes", "1048576")
             .expect("valid");
         assert_eq!(c.hot_cache_shard_bytes, 1 << 20);
+        assert!(c.set("sluice.write.buffer.shard.bytes", "4096").is_err());
+        c.set("sluice.write.buffer.shard.bytes", "1048576")
+            .expect("valid");
+        assert_eq!(c.write_buffer_shard_bytes, 1 << 20);
     }
 
     #[test]

@@ -261,6 +261,14 @@ impl Collector for Snapshot {
         .gauge(&none(), s.unsynced_bytes)?;
         family(
             &mut enc,
+            "sluice_storage_write_buffer",
+            "Appended bytes not handed to the kernel yet (bounded per shard).",
+            Some(&bytes),
+            Gauge,
+        )?
+        .gauge(&none(), s.write_buffer_bytes)?;
+        family(
+            &mut enc,
             "sluice_hot_cache_hits",
             "Reads served from the in-memory hot tail.",
             None,

@@ -107,6 +107,8 @@ pub struct FollowerLag {
 pub struct ShardSnapshot {
     pub counters: ShardCounters,
     pub storage: StorageSnapshot,
+    /// Appended bytes its logs have not handed to the kernel yet (its write budget's use).
+    pub write_buffer_bytes: u64,
     pub partitions: Vec<(TopicPartition, LogStats)>,
     pub groups: Vec<GroupSnapshot>,
     pub followers: Vec<(TopicPartition, i32, u64)>,
@@ -121,6 +123,7 @@ pub fn shard_snapshot(shard: &Shard) -> ShardSnapshot {
     ShardSnapshot {
         counters: shard.metrics.snapshot(),
         storage: shard.storage_stats.snapshot(),
+        write_buffer_bytes: shard.write_budget.used() as u64,
         partitions: shard
             .logs()
             .into_iter()
@@ -192,6 +195,9 @@ pub struct BrokerSnapshot {
     pub storage: StorageSnapshot,
     /// Appended bytes not covered by an fdatasync yet, over every partition.
     pub unsynced_bytes: u64,
+    /// Appended bytes not handed to the kernel yet, over every shard (each bounded by
+    /// `sluice.write.buffer.shard.bytes`).
+    pub write_buffer_bytes: u64,
     pub poisoned_partitions: u64,
     pub disk: Disk,
     /// Sorted by topic, partition.
@@ -281,6 +287,7 @@ fn merge(shard: &Shard, parts: Vec<(usize, ShardSnapshot)>) -> BrokerSnapshot {
             *bytes_out.entry(tp).or_default() += b;
         }
         out.storage.merge(&s.storage);
+        out.write_buffer_bytes += s.write_buffer_bytes;
         raw_parts.extend(s.partitions.into_iter().map(|(tp, l)| (id, tp, l)));
         out.groups.extend(s.groups);
         cluster.isr_shrinks += s.isr_shrinks;
