@@ -167,20 +167,21 @@ pub async fn serve<S>(
     let queued = Rc::new(Cell::new(0usize));
     let writer_exit = Rc::new(event_listener::Event::new());
     let writer_exited = writer_exit.listen();
+    let budget = Rc::new(RequestBudget::new(
+        shard.shared.config.queued_max_request_bytes,
+    ));
     let writer_task = {
         let queued = queued.clone();
+        let budget = budget.clone();
         let s = shard.clone();
         let exit = writer_exit.clone();
         glommio::spawn_local(async move {
-            write_loop(rx, writer, sendfile_fd, queued, &s).await;
+            write_loop(rx, writer, sendfile_fd, queued, &budget, &s).await;
             exit.notify(usize::MAX);
         })
     };
     let max = shard.shared.config.socket_request_max_bytes;
     let idle = std::time::Duration::from_millis(shard.shared.config.connections_max_idle_ms);
-    let budget = Rc::new(RequestBudget::new(
-        shard.shared.config.queued_max_request_bytes,
-    ));
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let read_result = futures_lite::future::or(
         async {
@@ -219,19 +220,19 @@ pub async fn serve<S>(
                 let task = if raw {
                     // v0 SASL framing: a bare token, answered as one
                     let r = api::sasl::raw_token(&s, &frame, &session);
-                    budget.release(size);
+                    budget.answered(size, &r);
                     glommio::spawn_local(async move { r }).detach()
                 } else if session.authenticating() {
                     // one request at a time until authenticated: the next frame may depend on
                     // this one's outcome (a v0 handshake switches the framing)
                     let r = guarded(api::handle(&s, frame, &session), &s).await;
-                    budget.release(size);
+                    budget.answered(size, &r);
                     glommio::spawn_local(async move { r }).detach()
                 } else {
                     let b = budget.clone();
                     glommio::spawn_local(async move {
                         let r = guarded(api::handle(&s, frame, &session), &s).await;
-                        b.release(size);
+                        b.answered(size, &r);
                         r
                     })
                     .detach()
@@ -286,10 +287,12 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
-/// `queued.max.request.bytes`, per connection: request bytes read and not yet handled. The
-/// reader waits for room before it allocates the next frame, so a client pipelining large
-/// requests (or one whose requests wait, as acks=all produces do) holds at most this much
-/// broker memory; a frame is always let in when nothing else is in flight.
+/// `queued.max.request.bytes`, per connection: request bytes read and not yet handled, plus
+/// the in-memory bytes of answers not yet sent. The reader waits for room before it allocates
+/// the next frame, so a client pipelining large requests (or one whose requests wait, as
+/// acks=all produces do), or one that stops reading its answers (a slow consumer), holds at
+/// most this much broker memory beyond the requests already being handled; a frame is always
+/// let in when nothing else is in flight.
 pub struct RequestBudget {
     limit: usize,
     used: Cell<usize>,
@@ -323,6 +326,32 @@ impl RequestBudget {
         self.used.set(self.used.get().saturating_sub(size));
         self.freed.notify(usize::MAX);
     }
+
+    /// A request of `size` bytes was handled: its frame is freed, and the memory its answer
+    /// holds until the writer sent it is counted instead (released by [`Self::sent`]).
+    fn answered(&self, size: usize, r: &Result<Option<Response>, ConnError>) {
+        if let Ok(Some(resp)) = r {
+            self.used.set(self.used.get() + response_bytes(resp));
+        }
+        self.release(size);
+    }
+
+    /// The writer sent (or dropped) an answer that held `held` bytes.
+    fn sent(&self, held: usize) {
+        self.release(held);
+    }
+}
+
+/// Broker memory an answer holds until it is written: its in-memory pieces (encoded headers
+/// and hot-tail batches; file ranges are sent from the page cache and hold none).
+fn response_bytes(resp: &Response) -> usize {
+    resp.pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Bytes(b) => b.len(),
+            Piece::File { .. } => 0,
+        })
+        .sum()
 }
 
 /// Reads one frame of `min..=max` bytes, within `budget`; `None` on a clean EOF between frames.
@@ -358,6 +387,7 @@ async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
     writer: W,
     sendfile_fd: Option<RawFd>,
     queued: Rc<Cell<usize>>,
+    budget: &RequestBudget,
     shard: &Shard,
 ) {
     let mut w = futures_lite::io::BufWriter::with_capacity(64 * 1024, writer);
@@ -375,7 +405,11 @@ async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
         };
         let close = resp.close_after;
         let m = &shard.metrics;
-        if let Err(e) = write_response(&mut w, sendfile_fd, &mut nonblocking, resp, m).await {
+        // the answer's memory, counted by `answered`, is free once it is written
+        let held = response_bytes(&resp);
+        let written = write_response(&mut w, sendfile_fd, &mut nonblocking, resp, m).await;
+        budget.sent(held);
+        if let Err(e) = written {
             tracing::debug!(error = %e, "write failed");
             break;
         }

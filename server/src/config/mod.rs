@@ -78,7 +78,7 @@ pub struct ServerConfig {
     /// flight) is closed.
     pub connections_max_idle_ms: u64,
     /// queued.max.request.bytes: request bytes one connection may have read and not yet
-    /// handled (Kafka bounds the whole broker's queue with it; -1, its default, is taken as
+    /// handled, with the answers it has not read yet (Kafka bounds the whole broker's queue with it; -1, its default, is taken as
     /// socket.request.max.bytes per connection here, so every connection is bounded).
     pub queued_max_request_bytes: usize,
     /// Defaults for every partition log (log.* keys); topics override them.
