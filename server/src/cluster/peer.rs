@@ -2,10 +2,13 @@
 //! transaction verification): a request is framed with its header, sent to the broker's
 //! registered address, and its response read back with a bounded size.
 //!
-//! Data path: [`call`] -> connect to the broker's address from the image -> [`send`] (length,
-//! header, body) -> [`receive`] (length checked against [`MAX_RESPONSE_BYTES`], correlation id,
-//! flexible header tags) -> the decoded response, all within a deadline.
+//! Data path: [`call`] -> [`connect`] to the broker's address from the image (a [`PeerStream`]:
+//! plain TCP, or TLS when the inter-broker listener is an SSL one) -> [`send`] (length, header,
+//! body) -> [`receive`] (length checked against [`MAX_RESPONSE_BYTES`], correlation id, flexible
+//! header tags) -> the decoded response, all within a deadline.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -31,9 +34,50 @@ pub enum PeerError {
     Timeout(Duration),
 }
 
+/// A connection to another broker's inter-broker listener.
+pub enum PeerStream {
+    Plain(glommio::net::TcpStream),
+}
+
+impl futures_lite::AsyncRead for PeerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl futures_lite::AsyncWrite for PeerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}
+
 /// Sends one request frame.
 pub async fn send<R: Encodable>(
-    stream: &mut glommio::net::TcpStream,
+    stream: &mut PeerStream,
     key: ApiKey,
     version: i16,
     correlation: i32,
@@ -60,7 +104,7 @@ pub async fn send<R: Encodable>(
 
 /// Reads the response to request `correlation`.
 pub async fn receive<R: Decodable>(
-    stream: &mut glommio::net::TcpStream,
+    stream: &mut PeerStream,
     key: ApiKey,
     version: i16,
     correlation: i32,
@@ -92,10 +136,7 @@ pub async fn receive<R: Decodable>(
 }
 
 /// Connects to `broker` at its registered address.
-pub async fn connect(
-    shared: &BrokerShared,
-    broker: BrokerId,
-) -> Result<glommio::net::TcpStream, PeerError> {
+pub async fn connect(shared: &BrokerShared, broker: BrokerId) -> Result<PeerStream, PeerError> {
     let image = shared.image().ok_or(PeerError::UnknownBroker(broker))?;
     let b = image
         .brokers
@@ -107,7 +148,7 @@ pub async fn connect(
         .await
         .map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
-    Ok(stream)
+    Ok(PeerStream::Plain(stream))
 }
 
 /// One request to `broker` on a connection of its own, answered within `timeout`.
