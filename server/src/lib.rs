@@ -133,6 +133,17 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
     config.consumer_group.check().map_err(StartError::Config)?;
     config.share_group.check().map_err(StartError::Config)?;
     let security = security::Security::new(&config, &listeners).map_err(StartError::Config)?;
+    if !config.quorum_voters.is_empty() {
+        if let Some(tls) = security.tls.get(inter_broker).and_then(Option::as_ref) {
+            if tls.client_config().is_none() {
+                return Err(StartError::Config(format!(
+                    "inter.broker.listener.name={} is an SSL listener: set its \
+                     ssl.truststore.location (the CA the brokers' certificates chain to)",
+                    listeners[inter_broker].name
+                )));
+            }
+        }
+    }
     let group_configs = group::configs::LocalGroupConfigs::open(&config.data_dir)
         .map_err(|e| StartError::Config(format!("group configs: {e}")))?;
     let catalog = Catalog::open(&config.data_dir, cores)?;

@@ -51,16 +51,19 @@ class CA:
         self.path = self.dir / f"{slug}.pem"
         self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, stem, subject, server=False, expired=False, password=None):
+    def issue(self, stem, subject, server=False, expired=False, password=None, client_too=False):
         """A certificate for `subject` ([(oid, value)] in DER order, e.g.
         [(NameOID.ORGANIZATION_NAME, "lab"), (NameOID.COMMON_NAME, "usercc")]); a server one
-        names 127.0.0.1 and localhost. Files: <stem>.crt, <stem>.key, <stem>.pem (key + cert)."""
+        names 127.0.0.1 and localhost (`client_too`: usable as a client certificate as well, as a
+        broker's is between brokers). Files: <stem>.crt, <stem>.key, <stem>.pem (key + cert)."""
         key = ec.generate_private_key(ec.SECP256R1())
         if expired:
             before, after = NOW - dt.timedelta(days=10), NOW - dt.timedelta(days=1)
         else:
             before, after = NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=30)
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        usage = [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+        if client_too:
+            usage.append(ExtendedKeyUsageOID.CLIENT_AUTH)
         b = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(o, v) for o, v in subject]))
@@ -70,7 +73,7 @@ class CA:
             .not_valid_before(before)
             .not_valid_after(after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         )
         if server:
             import ipaddress
@@ -103,6 +106,11 @@ class CA:
         return self.issue(
             stem, [(NameOID.COMMON_NAME, "localhost")], server=True, password=password
         )
+
+    def broker(self, stem, cn):
+        """A broker's certificate: a server one (127.0.0.1, localhost) that also authenticates
+        the broker as a client of the other brokers' listeners, subject CN=`cn`."""
+        return self.issue(stem, [(NameOID.COMMON_NAME, cn)], server=True, client_too=True)
 
     def client(self, stem, cn, org="lab", expired=False):
         return self.issue(

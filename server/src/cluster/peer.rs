@@ -32,11 +32,15 @@ pub enum PeerError {
     UnknownBroker(BrokerId),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    #[error("inter-broker TLS: {0}")]
+    Tls(String),
 }
 
 /// A connection to another broker's inter-broker listener.
 pub enum PeerStream {
     Plain(glommio::net::TcpStream),
+    /// The inter-broker listener is an SSL one.
+    Tls(Box<futures_rustls::client::TlsStream<glommio::net::TcpStream>>),
 }
 
 impl futures_lite::AsyncRead for PeerStream {
@@ -47,6 +51,7 @@ impl futures_lite::AsyncRead for PeerStream {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             PeerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -59,18 +64,21 @@ impl futures_lite::AsyncWrite for PeerStream {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             PeerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             PeerStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             PeerStream::Plain(s) => Pin::new(s).poll_close(cx),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
     }
 }
@@ -148,7 +156,29 @@ pub async fn connect(shared: &BrokerShared, broker: BrokerId) -> Result<PeerStre
         .await
         .map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
-    Ok(PeerStream::Plain(stream))
+    let Some(tls) = shared
+        .security
+        .tls
+        .get(shared.inter_broker)
+        .and_then(Option::as_ref)
+    else {
+        return Ok(PeerStream::Plain(stream));
+    };
+    // checked at start: an SSL inter-broker listener has a truststore
+    let config = tls
+        .client_config()
+        .ok_or_else(|| PeerError::Tls("no ssl.truststore.location".into()))?;
+    let name = rustls::pki_types::ServerName::try_from(b.host.clone())
+        .map_err(|e| PeerError::Tls(format!("{}: {e}", b.host)))?;
+    let handshake = futures_rustls::TlsConnector::from(config).connect(name, stream);
+    let tls = futures_lite::future::or(async { Some(handshake.await) }, async {
+        glommio::timer::sleep(crate::security::tls::HANDSHAKE_TIMEOUT).await;
+        None
+    })
+    .await
+    .ok_or(PeerError::Timeout(crate::security::tls::HANDSHAKE_TIMEOUT))?
+    .map_err(|e| PeerError::Tls(format!("handshake with broker {broker} at {addr}: {e}")))?;
+    Ok(PeerStream::Tls(Box::new(tls)))
 }
 
 /// One request to `broker` on a connection of its own, answered within `timeout`.

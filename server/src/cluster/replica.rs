@@ -528,6 +528,14 @@ async fn follow(shard: Rc<Shard>, tp: TopicPartition, leader: BrokerId, epoch: i
     while !shard.shared.is_stopping() {
         match follow_connection(&shard, &tp, leader, epoch).await {
             Ok(()) => return,
+            Err(FollowError::Peer(e @ peer::PeerError::Tls(_))) => {
+                // a configuration problem (certificates, truststore): say it, but not 1/s
+                if backoff < Duration::from_secs(1) {
+                    tracing::warn!(topic = %tp.topic, partition = tp.partition, leader, error = %e, "cannot follow the leader; retrying");
+                }
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
             Err(e) => {
                 tracing::debug!(topic = %tp.topic, partition = tp.partition, leader, error = %e, "follower fetch failed; retrying");
                 glommio::timer::sleep(backoff).await;

@@ -201,7 +201,8 @@ impl Listeners {
 
     /// Index (into [`Listeners::resolve`]'s list) of the listener brokers reach each other on:
     /// `inter.broker.listener.name`, else the listener named PLAINTEXT, else the first
-    /// PLAINTEXT one. Brokers talk to each other in plain text, so it must be PLAINTEXT.
+    /// PLAINTEXT one. Brokers talk to each other in plain text or over TLS (they do not
+    /// authenticate with SASL), so it must be a PLAINTEXT or an SSL listener.
     pub fn inter_broker_index(&self, resolved: &[Listener]) -> Result<usize, ConfigError> {
         let pick = match &self.inter_broker {
             Some(name) => resolved.iter().position(|l| &l.name == name),
@@ -216,12 +217,19 @@ impl Listeners {
         };
         let name = self.inter_broker.clone().unwrap_or_default();
         match pick {
-            Some(i) if resolved[i].protocol == SecurityProtocol::Plaintext => Ok(i),
+            Some(i)
+                if matches!(
+                    resolved[i].protocol,
+                    SecurityProtocol::Plaintext | SecurityProtocol::Ssl
+                ) =>
+            {
+                Ok(i)
+            }
             Some(i) => Err(bad(
                 "inter.broker.listener.name",
                 &resolved[i].name,
                 format!(
-                    "is a {} listener; sluice's brokers replicate over a PLAINTEXT one",
+                    "is a {} listener; sluice's brokers replicate over a PLAINTEXT or SSL one",
                     resolved[i].protocol.name()
                 ),
             )),
@@ -392,6 +400,23 @@ mod tests {
         let r = l.resolve().expect("resolves");
         let e = l.inter_broker_index(&r).expect_err("no plaintext");
         assert!(e.to_string().contains("needs a PLAINTEXT listener"), "{e}");
+        let l = listeners(&[
+            ("listeners", "SSL://127.0.0.1:1,SASL_SSL://127.0.0.1:2"),
+            ("inter.broker.listener.name", "SSL"),
+        ])
+        .expect("parses");
+        let r = l.resolve().expect("resolves");
+        assert_eq!(l.inter_broker_index(&r).expect("an SSL one may be"), 0);
+        let l = listeners(&[
+            ("listeners", "SSL://127.0.0.1:1,SASL_SSL://127.0.0.1:2"),
+            ("inter.broker.listener.name", "SASL_SSL"),
+        ])
+        .expect("parses");
+        let r = l.resolve().expect("resolves");
+        let e = l
+            .inter_broker_index(&r)
+            .expect_err("no SASL between brokers");
+        assert!(e.to_string().contains("PLAINTEXT or SSL"), "{e}");
         let e = listeners(&[("listeners", "PLAINTEXT://127.0.0.1:5,SSL://127.0.0.1:5")])
             .expect("parses")
             .resolve()

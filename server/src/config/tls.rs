@@ -46,6 +46,9 @@ pub struct TlsKeys {
     /// TLSv1.2 and/or TLSv1.3.
     pub tls12: bool,
     pub tls13: bool,
+    /// ssl.endpoint.identification.algorithm: `https` (the default) checks that a broker's
+    /// certificate names the host this broker connects to (inter-broker TLS); empty does not.
+    pub verify_hostname: bool,
 }
 
 impl Default for TlsKeys {
@@ -59,6 +62,7 @@ impl Default for TlsKeys {
             principal_mapping_rules: "DEFAULT".into(),
             tls12: true,
             tls13: true,
+            verify_hostname: true,
         }
     }
 }
@@ -101,6 +105,13 @@ impl TlsKeys {
                 }
             }
             "ssl.principal.mapping.rules" => self.principal_mapping_rules = value.to_string(),
+            "ssl.endpoint.identification.algorithm" => {
+                self.verify_hostname = match value.trim().to_ascii_lowercase().as_str() {
+                    "https" => true,
+                    "" => false,
+                    _ => return Err(bad(key, value, "expected https, or empty for none")),
+                }
+            }
             "ssl.enabled.protocols" => {
                 let (mut v12, mut v13) = (false, false);
                 for p in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {

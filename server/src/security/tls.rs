@@ -3,6 +3,13 @@
 //! start) and re-read when one of the files changes (checked at most once a second, on the next
 //! handshake): renewed certificates apply to new connections without a restart, and a broken
 //! renewal is logged and ignored, keeping the last good configuration.
+//!
+//! The inter-broker side: when a cluster's `inter.broker.listener.name` is an SSL listener, the
+//! brokers connect to each other's listener as TLS clients ([`TlsContext::client_config`]): they
+//! trust that listener's truststore, check the peer's certificate names its registered host
+//! (`ssl.endpoint.identification.algorithm=https`, Kafka's default; empty checks the chain
+//! only), and present their own certificate, so `ssl.client.auth=required` authenticates the
+//! brokers to each other.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -58,6 +65,8 @@ type Stamp = (PathBuf, Option<(SystemTime, u64)>);
 
 struct Loaded {
     config: Arc<rustls::ServerConfig>,
+    /// For connections to other brokers' listeners (None without a truststore).
+    client: Option<Arc<rustls::ClientConfig>>,
     stamps: Vec<Stamp>,
     checked: Instant,
 }
@@ -75,12 +84,13 @@ impl TlsContext {
             return Err(TlsError::NotConfigured);
         }
         let rules = MappingRules::parse(&keys.principal_mapping_rules).map_err(TlsError::Rules)?;
-        let (config, stamps) = build(keys)?;
+        let (config, client, stamps) = build(keys)?;
         Ok(TlsContext {
             keys: keys.clone(),
             rules,
             loaded: RwLock::new(Loaded {
                 config,
+                client,
                 stamps,
                 checked: Instant::now(),
             }),
@@ -89,10 +99,20 @@ impl TlsContext {
 
     /// The server configuration for the next handshake, re-read first if a file changed.
     fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.current(|l| l.config.clone())
+    }
+
+    /// The client configuration for a connection to another broker's listener of this kind
+    /// (None when no truststore is configured), re-read first if a file changed.
+    pub fn client_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.current(|l| l.client.clone())
+    }
+
+    fn current<T>(&self, pick: impl Fn(&Loaded) -> T) -> T {
         {
             let l = self.loaded.read().unwrap_or_else(|p| p.into_inner());
             if l.checked.elapsed() < RELOAD_CHECK {
-                return l.config.clone();
+                return pick(&l);
             }
         }
         let mut l = self.loaded.write().unwrap_or_else(|p| p.into_inner());
@@ -101,9 +121,10 @@ impl TlsContext {
             let changed = l.stamps.iter().any(|(p, seen)| stamp(p) != *seen);
             if changed {
                 match build(&self.keys) {
-                    Ok((config, stamps)) => {
+                    Ok((config, client, stamps)) => {
                         tracing::info!("TLS key, certificates or truststore changed: reloaded");
                         l.config = config;
+                        l.client = client;
                         l.stamps = stamps;
                     }
                     Err(e) => {
@@ -118,7 +139,7 @@ impl TlsContext {
                 }
             }
         }
-        l.config.clone()
+        pick(&l)
     }
 
     /// Runs the server side of a handshake; returns the session and the client's principal
@@ -218,7 +239,13 @@ fn private_key(pem: &[u8], password: Option<&str>) -> Result<PrivateKeyDer<'stat
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| TlsError::Pem(format!("private key: {e}")))
 }
 
-fn build(keys: &TlsKeys) -> Result<(Arc<rustls::ServerConfig>, Vec<Stamp>), TlsError> {
+type Built = (
+    Arc<rustls::ServerConfig>,
+    Option<Arc<rustls::ClientConfig>>,
+    Vec<Stamp>,
+);
+
+fn build(keys: &TlsKeys) -> Result<Built, TlsError> {
     let mut stamps = Vec::new();
     let key_pem = read("ssl key", &keys.key, &mut stamps)?.ok_or(TlsError::NotConfigured)?;
     let chain_pem = read("ssl certificates", &keys.certificates, &mut stamps)?
@@ -262,6 +289,94 @@ fn build(keys: &TlsKeys) -> Result<(Arc<rustls::ServerConfig>, Vec<Stamp>), TlsE
             )
         }
     };
+    let client = match read("ssl.truststore", &keys.truststore, &mut stamps)? {
+        Some(trust) => Some(Arc::new(client_config(
+            keys,
+            &versions,
+            &trust,
+            chain.clone(),
+            key.clone_key(),
+        )?)),
+        None => None,
+    };
     let config = builder.with_single_cert(chain, key)?;
-    Ok((Arc::new(config), stamps))
+    Ok((Arc::new(config), client, stamps))
+}
+
+/// The inter-broker client side: trusts `trust`, presents the broker's own chain.
+fn client_config(
+    keys: &TlsKeys,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    trust: &[u8],
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for ca in certificates("truststore", trust)? {
+        roots.add(ca)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)?;
+    let builder = if keys.verify_hostname {
+        builder.with_root_certificates(roots)
+    } else {
+        let chain_only =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainOnly(chain_only)))
+    };
+    Ok(builder.with_client_auth_cert(chain, key)?)
+}
+
+/// `ssl.endpoint.identification.algorithm=` (empty): the peer's chain must lead to a trusted CA,
+/// but its certificate need not name the host connected to.
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
