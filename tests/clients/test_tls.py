@@ -253,6 +253,44 @@ def test_encrypted_key_and_wrong_password(broker_factory, ca):
     assert "ssl.key.password" in refused
 
 
+def test_cli_with_an_encrypted_client_key(broker_factory, ca):
+    """The `sluice` CLI presents a client certificate whose key is an encrypted PKCS#8 one
+    (ssl.key.password, as librdkafka takes it) to a listener that requires one; a wrong
+    password is a one-line error naming the setting."""
+    from test_cli import CLI
+
+    b = broker_factory(
+        overrides=tls_overrides(
+            ca.server(), "ssl.client.auth=required", f"ssl.truststore.location={ca.path}"
+        )
+    )
+    create_topic(b.bootstrap, "enc-key-topic")
+    from cryptography.x509.oid import NameOID
+
+    client = ca.issue("enc-client", [(NameOID.COMMON_NAME, "enc")], password="pw-123")
+    assert b"ENCRYPTED PRIVATE KEY" in client.key.read_bytes()
+
+    def cli(password):
+        return subprocess.run(
+            [
+                str(CLI), "--bootstrap-server", ssl_bootstrap(b),
+                "-X", "security.protocol=SSL", "-X", f"ssl.ca.location={ca.path}",
+                "-X", f"ssl.certificate.location={client.cert}",
+                "-X", f"ssl.key.location={client.key}",
+                "-X", f"ssl.key.password={password}",
+                "topic", "list",
+            ],
+            capture_output=True, text=True, timeout=60,
+        )
+
+    r = cli("pw-123")
+    assert r.returncode == 0, r.stderr
+    assert "enc-key-topic" in r.stdout
+    r = cli("wrong")
+    assert r.returncode != 0
+    assert "ssl.key.password" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def run_refused(broker_factory, overrides):
     """Starts sluice-server with `overrides`, expects it to refuse; returns its one-line error."""
     b = broker_factory(overrides=overrides, start=False)

@@ -19,9 +19,10 @@ use futures_rustls::server::TlsStream;
 use futures_rustls::TlsAcceptor;
 use glommio::net::TcpStream;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
+use sluice_tools::security::tls::NoHostnameCheck;
 use thiserror::Error;
 
 use super::principal::{self, MappingRules};
@@ -212,31 +213,10 @@ fn certificates(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, 
 }
 
 /// The private key: PKCS#8, PKCS#1 or SEC1 PEM, or an encrypted PKCS#8 one with
-/// ssl.key.password.
+/// ssl.key.password (the client library's reader, which the CLI and loadgen use too).
 fn private_key(pem: &[u8], password: Option<&str>) -> Result<PrivateKeyDer<'static>, TlsError> {
-    const BEGIN: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
-    const END: &str = "-----END ENCRYPTED PRIVATE KEY-----";
-    let text = String::from_utf8_lossy(pem);
-    if let Some(start) = text.find(BEGIN) {
-        let end = text[start..]
-            .find(END)
-            .map(|e| start + e + END.len())
-            .ok_or_else(|| TlsError::Pem("encrypted private key: no END line".into()))?;
-        let password = password.ok_or_else(|| {
-            TlsError::Pem("the private key is encrypted: set ssl.key.password".into())
-        })?;
-        let (_, der) = pkcs8::der::pem::decode_vec(text[start..end].as_bytes())
-            .map_err(|e| TlsError::Pem(format!("encrypted private key: {e}")))?;
-        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice())
-            .map_err(|e| TlsError::Pem(format!("encrypted private key: {e}")))?;
-        let doc = info.decrypt(password).map_err(|_| {
-            TlsError::Pem("cannot decrypt the private key: wrong ssl.key.password?".into())
-        })?;
-        return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            doc.as_bytes().to_vec(),
-        )));
-    }
-    PrivateKeyDer::from_pem_slice(pem).map_err(|e| TlsError::Pem(format!("private key: {e}")))
+    sluice_tools::security::tls::private_key(pem, password)
+        .map_err(|e| TlsError::Pem(format!("private key: {e}")))
 }
 
 type Built = (
@@ -327,56 +307,7 @@ fn client_config(
                 .map_err(|e| TlsError::Verifier(e.to_string()))?;
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainOnly(chain_only)))
+            .with_custom_certificate_verifier(Arc::new(NoHostnameCheck(chain_only)))
     };
     Ok(builder.with_client_auth_cert(chain, key)?)
-}
-
-/// `ssl.endpoint.identification.algorithm=` (empty): the peer's chain must lead to a trusted CA,
-/// but its certificate need not name the host connected to.
-#[derive(Debug)]
-struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
-
-impl rustls::client::danger::ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &rustls::pki_types::ServerName<'_>,
-        ocsp_response: &[u8],
-        now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                NotValidForName | NotValidForNameContext { .. },
-            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
 }

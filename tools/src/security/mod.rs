@@ -2,7 +2,8 @@
 //! (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), `sasl.mechanism(s)` (PLAIN, SCRAM-SHA-256,
 //! SCRAM-SHA-512), `sasl.username`, `sasl.password` (or the `username="..." password="..."` of
 //! a Java client's `sasl.jaas.config`), `ssl.ca.location`, `ssl.certificate.location`,
-//! `ssl.key.location` and `ssl.endpoint.identification.algorithm` (https, the default, checks
+//! `ssl.key.location` (with `ssl.key.password` for an encrypted PKCS#8 key) and
+//! `ssl.endpoint.identification.algorithm` (https, the default, checks
 //! the broker's host name; none does not).
 //!
 //! [`ClientSecurity::from_settings`] reads them from `key=value` pairs: a Java properties file
@@ -37,8 +38,6 @@ pub enum SecurityError {
     },
     #[error("TLS setup: {0}")]
     Tls(String),
-    #[error("{0}")]
-    NotSupported(String),
 }
 
 /// `security.protocol`.
@@ -186,9 +185,22 @@ pub struct TlsSettings {
     /// `ssl.certificate.location` and `ssl.key.location`, for mutual TLS.
     pub certificate_location: Option<PathBuf>,
     pub key_location: Option<PathBuf>,
+    /// `ssl.key.password`: the key file is an encrypted PKCS#8 one (never written out).
+    #[serde(skip)]
+    pub key_password: Option<Secret>,
     /// `ssl.endpoint.identification.algorithm=https` (the default): the certificate must name
     /// the host connected to.
     pub verify_hostname: bool,
+}
+
+/// A password: shown as `<redacted>` by Debug.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// How to connect to brokers: plaintext (the default), TLS, SASL or both.
@@ -253,6 +265,7 @@ impl ClientSecurity {
         let mut ca = None;
         let mut cert = None;
         let mut key = None;
+        let mut key_password = None;
         let mut verify_hostname = true;
         let bad = |key: &str, reason: String| SecurityError::BadValue {
             key: key.to_string(),
@@ -290,13 +303,7 @@ impl ClientSecurity {
                         _ => return Err(bad(k, format!("{v:?} is not https or none"))),
                     }
                 }
-                "ssl.key.password" => {
-                    return Err(SecurityError::NotSupported(
-                        "ssl.key.password: encrypted client keys are not supported yet (use an \
-                         unencrypted PKCS#8 key file)"
-                            .into(),
-                    ))
-                }
+                "ssl.key.password" => key_password = (!v.is_empty()).then(|| Secret(v.to_string())),
                 _ if QUIETLY_IGNORED.contains(&k) => {}
                 _ => warnings.push(format!("unknown setting {k} ignored")),
             }
@@ -339,6 +346,7 @@ impl ClientSecurity {
                 ca_location,
                 certificate_location: cert,
                 key_location: key,
+                key_password,
                 verify_hostname,
             })
         } else {
@@ -624,6 +632,7 @@ mod tests {
                 ca_location: "ca.pem".into(),
                 certificate_location: Some("c.pem".into()),
                 key_location: Some("k.pem".into()),
+                key_password: None,
                 verify_hostname: false,
             })
         );
