@@ -74,6 +74,9 @@ impl CatalogState {
 pub struct Catalog {
     path: PathBuf,
     state: RwLock<CatalogState>,
+    /// Held by an update from its copy to its publication, so updates apply one after another
+    /// while readers (every shard, on every request) never wait for the fsyncs.
+    updating: std::sync::Mutex<()>,
 }
 
 /// Kafka's topic name rule: 1..=249 of `[a-zA-Z0-9._-]`, not "." or "..".
@@ -163,6 +166,7 @@ impl Catalog {
         let catalog = Catalog {
             path,
             state: RwLock::new(state),
+            updating: std::sync::Mutex::new(()),
         };
         if moved || !catalog.path.exists() {
             let st = catalog.read().clone();
@@ -180,16 +184,17 @@ impl Catalog {
     }
 
     /// Applies `change` to a copy, persists the copy durably, then publishes it. Returns what
-    /// `change` returned; nothing is published if it fails or persisting fails.
+    /// `change` returned; nothing is published if it fails or persisting fails. Readers see the
+    /// old state until the new one is durable, and are not held up by the writing.
     pub fn update<R, E: From<CatalogError>>(
         &self,
         change: impl FnOnce(&mut CatalogState) -> Result<R, E>,
     ) -> Result<R, E> {
-        let mut guard = self.write();
-        let mut next = guard.clone();
+        let _one_at_a_time = self.updating.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = self.read().clone();
         let r = change(&mut next)?;
         self.persist(&next)?;
-        *guard = next;
+        *self.write() = next;
         Ok(r)
     }
 
