@@ -314,6 +314,7 @@ impl PartitionLog {
             unsynced_since_ms: None,
             recovery_point,
             poisoned: None,
+            disk_full: Default::default(),
             state: RunState::Open,
             producers,
             txn_guards: Default::default(),
