@@ -193,6 +193,8 @@ pub struct BrokerSnapshot {
     /// Appended bytes not covered by an fdatasync yet, over every partition.
     pub unsynced_bytes: u64,
     pub poisoned_partitions: u64,
+    /// Partitions waiting for disk space (they resume by themselves).
+    pub disk_full_partitions: u64,
     pub disk: Disk,
     /// Sorted by topic, partition.
     pub partitions: Vec<PartitionSnapshot>,
@@ -306,6 +308,7 @@ fn merge(shard: &Shard, parts: Vec<(usize, ShardSnapshot)>) -> BrokerSnapshot {
         };
         out.unsynced_bytes += log.unsynced_bytes;
         out.poisoned_partitions += u64::from(log.poisoned);
+        out.disk_full_partitions += u64::from(log.disk_full);
         out.partitions.push(PartitionSnapshot {
             topic: tp.topic.to_string(),
             partition: tp.partition,
