@@ -15,6 +15,10 @@
 //! - written data may still be synced, and reads, retention and DeleteRecords go on;
 //! - nothing not yet written is visible: the high watermark stops at `written`.
 //!
+//! Opening a log on a full disk works: the recovery's metadata writes (partition.meta without
+//! the clean-shutdown marker, the epoch checkpoint, rebuilt index files) are deferred, and the
+//! log starts out waiting for space, its flusher storing partition.meta before any data.
+//!
 //! A failed fdatasync is never a full disk, whatever its errno: after it the state of the
 //! written pages is unknown, so it poisons the log (see `LogError::Poisoned`). A close on a
 //! full disk makes one last attempt, then gives up without the clean-shutdown marker, so the
@@ -35,6 +39,19 @@ pub(super) fn waits_for_space(e: &LogError) -> bool {
             op: "fdatasync", ..
         } => false,
         _ => e.is_no_space(),
+    }
+}
+
+/// A small metadata write that may wait: `Ok(true)` if it failed for lack of space (the caller
+/// leaves it to the flusher or a later open), other errors as they are.
+pub(super) fn deferred(r: crate::error::Result<()>) -> crate::error::Result<bool> {
+    match r {
+        Ok(()) => Ok(false),
+        Err(e) if e.is_no_space() => {
+            tracing::warn!(error = %e, "deferred: no space");
+            Ok(true)
+        }
+        Err(e) => Err(e),
     }
 }
 
