@@ -5,7 +5,8 @@ file image; needs root, as in CI). Producing with confluent-kafka until the disk
 KAFKA_STORAGE_ERROR (retriable), every acknowledged message stays readable, metadata, fetch and
 other requests are still answered, and the partition resumes by itself once space is freed (a
 file removed outside the broker, or retention lowered with IncrementalAlterConfigs): no restart,
-and what is written afterwards survives one.
+and what is written afterwards survives one. A broker killed and restarted on the full disk
+starts and serves reads.
 
 I/O errors: `sluice.fault.log` arms EIO on one partition's next write or fdatasync. That
 partition is fenced (KAFKA_STORAGE_ERROR until restart), reported by DescribeLogDirs (an offline
@@ -165,6 +166,11 @@ def test_full_disk_refuses_then_resumes_when_a_file_is_removed(full_disk_broker,
     except KafkaException as e:
         assert e.args[0].code() == KafkaError.KAFKA_STORAGE_ERROR, e
     assert b.survives(0.2)
+
+    # a crash and a restart on the still full disk: it starts, and serves what was acknowledged
+    b.kill()
+    b.start()
+    check_acknowledged(b.bootstrap, "full", acked)
 
     # free space outside the broker: it resumes without a restart
     filler.unlink()
