@@ -60,6 +60,11 @@ pub enum LogError {
     /// leader's offsets, so the follower must truncate or refetch first).
     #[error("replica batch starts at offset {got}, but the log ends at {expected}")]
     OffsetMismatch { expected: Offset, got: i64 },
+    /// The file system is full (ENOSPC, or a quota: EDQUOT). Not a fence: the log keeps what
+    /// it accepted but could not write yet, refuses new appends, and its flusher retries until
+    /// space is freed (see `docs/ARCHITECTURE.md`, "Full disks").
+    #[error("partition log {path} is waiting for disk space: {cause}")]
+    DiskFull { path: PathBuf, cause: String },
     #[error("partition log is closed")]
     Closed,
     #[error("metadata file {path} is unreadable: {reason}")]
@@ -85,6 +90,15 @@ impl LogError {
         }
     }
 
+    /// Whether this is an I/O error saying the file system (or a quota) is full.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            LogError::Io { source, .. } => is_no_space(source),
+            LogError::DiskFull { .. } => true,
+            _ => false,
+        }
+    }
+
     /// The Kafka error code a broker should answer with.
     pub fn kafka_code(&self) -> i16 {
         use kafka_codes::*;
@@ -99,10 +113,20 @@ impl LogError {
             LogError::Producer(e) => e.kafka_code(),
             LogError::Io { .. }
             | LogError::Poisoned { .. }
+            | LogError::DiskFull { .. }
             | LogError::Closed
             | LogError::BadMetadata { .. } => KAFKA_STORAGE_ERROR,
         }
     }
+}
+
+/// ENOSPC or EDQUOT, by errno or by kind (glommio's errors keep the kind, not always the errno).
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || matches!(
+            e.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
 }
 
 pub type Result<T, E = LogError> = std::result::Result<T, E>;

@@ -1,5 +1,5 @@
 //! Fault injection for tests: a plan shared with a `PartitionLog` that makes its next writes or
-//! fsyncs fail (EIO) or come up short, on the real files. Off unless a test installs one.
+//! fsyncs fail (EIO, ENOSPC) or come up short, on the real files. Off unless a test installs one.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -11,6 +11,8 @@ pub enum Fault {
     WriteEio,
     /// The next segment write persists only its first page and reports a short count.
     ShortWrite,
+    /// The next segment write fails with ENOSPC before reaching the file (a full disk).
+    WriteEnospc,
     /// The next fdatasync of a segment fails with EIO.
     SyncEio,
     /// The log cleaner's next pass stops dead after step `n` of its swap, as if the process
@@ -25,6 +27,9 @@ pub enum Fault {
 pub struct FaultPlan {
     armed: Cell<Option<Fault>>,
     fired: Cell<u32>,
+    /// While set, every segment write and preallocation fails with ENOSPC (a disk that stays
+    /// full until the test frees it).
+    disk_full: Cell<bool>,
 }
 
 impl FaultPlan {
@@ -34,6 +39,22 @@ impl FaultPlan {
 
     pub fn arm(&self, fault: Fault) {
         self.armed.set(Some(fault));
+    }
+
+    /// Makes the disk full (every segment write and preallocation fails with ENOSPC) or frees
+    /// it again.
+    pub fn set_disk_full(&self, full: bool) {
+        self.disk_full.set(full);
+    }
+
+    /// Whether the plan currently fails writes with ENOSPC (`set_disk_full`); counts as a
+    /// fired fault when it does.
+    pub(crate) fn disk_full(&self) -> bool {
+        let full = self.disk_full.get();
+        if full {
+            self.fired.set(self.fired.get() + 1);
+        }
+        full
     }
 
     /// How many injected faults have fired.

@@ -87,10 +87,15 @@ pub fn durable_replace(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
     let mut f = fs::File::create(&tmp).map_err(|e| LogError::io("creating", &tmp, e))?;
-    f.write_all(bytes)
-        .map_err(|e| LogError::io("writing", &tmp, e))?;
-    f.sync_data()
-        .map_err(|e| LogError::io("syncing", &tmp, e))?;
+    let written = f
+        .write_all(bytes)
+        .map_err(|e| LogError::io("writing", &tmp, e))
+        .and_then(|()| f.sync_data().map_err(|e| LogError::io("syncing", &tmp, e)));
+    if let Err(e) = written {
+        // a full disk: give the temp file's blocks back (the old file is untouched)
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fs::rename(&tmp, path).map_err(|e| LogError::io("renaming", path, e))?;
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),

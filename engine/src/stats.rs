@@ -216,6 +216,10 @@ pub struct LogStats {
     /// Appended bytes no fdatasync covers yet (in the write buffer or written only).
     pub unsynced_bytes: u64,
     pub poisoned: bool,
+    /// Waiting for disk space: appends are refused, the flusher retries.
+    pub disk_full: bool,
+    /// How many times the log started waiting for disk space since it was opened.
+    pub disk_full_stalls: u64,
 }
 
 #[cfg(test)]

@@ -347,7 +347,9 @@ fn failed_fsync_poisons_the_log() {
         assert_eq!(err.kafka_code(), 56);
         assert!(log.poisoned().is_some());
     });
-    for fault in [Fault::WriteEio, Fault::ShortWrite] {
+    // (a short write is written again whole: see disk_full.rs)
+    {
+        let fault = Fault::WriteEio;
         let p = path.clone();
         run(move || async move {
             let faults = FaultPlan::new();

@@ -247,8 +247,11 @@ impl Catalog {
         let bytes = serde_json::to_vec_pretty(state).map_err(|e| err(&e))?;
         let tmp = self.path.with_extension("json.tmp");
         let mut f = fs::File::create(&tmp).map_err(|e| err(&e))?;
-        f.write_all(&bytes).map_err(|e| err(&e))?;
-        f.sync_data().map_err(|e| err(&e))?;
+        if let Err(e) = f.write_all(&bytes).and_then(|()| f.sync_data()) {
+            // a full disk: give the temp file's blocks back (the old catalog is untouched)
+            let _ = fs::remove_file(&tmp);
+            return Err(err(&e));
+        }
         fs::rename(&tmp, &self.path).map_err(|e| err(&e))?;
         if let Some(dir) = self.path.parent() {
             sluice_engine::meta::sync_dir(dir).map_err(|e| err(&e))?;

@@ -325,10 +325,23 @@ impl Shard {
                 partition_dir(&self.shared.config.data_dir, topic, partition),
             )
         };
+        // tests: a fault armed on this partition (sluice.fault.log)
+        let faults = self
+            .shared
+            .config
+            .fault_logs
+            .iter()
+            .find(|f| f.topic == topic && f.partition == partition)
+            .map(|f| {
+                let plan = sluice_engine::FaultPlan::new();
+                plan.arm(f.fault);
+                plan
+            });
         let env = LogEnv {
             hot_budget: Some(self.hot_budget.clone()),
             write_budget: Some(self.write_budget.clone()),
             stats: self.storage_stats.clone(),
+            faults,
             ..LogEnv::default()
         };
         let log = PartitionLog::open(&dir, cfg, env)

@@ -288,7 +288,7 @@ impl PartitionLog {
         {
             // fast path: room in the buffer and nobody queued ahead
             let mut st = self.inner.borrow_mut();
-            st.check_writable()?;
+            st.check_appendable()?;
             if st.appenders_waiting == 0 && st.has_room(batch.len()) {
                 let info = st.append_now(batch, &header, marker, origin)?;
                 self.signals.work.notify(1);
@@ -304,7 +304,7 @@ impl PartitionLog {
         loop {
             let listener = {
                 let mut st = self.inner.borrow_mut();
-                st.check_writable()?;
+                st.check_appendable()?;
                 if st.has_room(batch.len()) {
                     let info = st.append_now(batch, &header, marker, origin)?;
                     self.signals.work.notify(1);
@@ -336,6 +336,12 @@ impl PartitionLog {
                         path: st.dir.clone(),
                         cause: cause.clone(),
                     });
+                }
+                if offset >= st.written {
+                    // not acknowledged: the batch waits in memory for disk space
+                    if let Some(e) = st.disk_full.error(&st.dir) {
+                        return Err(e);
+                    }
                 }
                 if st.state == RunState::Closed || offset >= st.leo {
                     return Err(LogError::Closed);

@@ -1,7 +1,9 @@
 //! The flusher task: writes pending buffers in order, runs the group fdatasyncs, seals rolled
-//! segments; and the clean close that drains it.
+//! segments; and the clean close that drains it. A job that finds the disk full is put back
+//! and retried (see [`super::space`]); any other failed write or fdatasync poisons the log.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use glommio::io::DmaFile;
 use glommio::task::JoinHandle;
 
 use super::snapshot::write_snapshot;
+use super::space::waits_for_space;
 use super::{align_up, Chunk, Inner, PartitionLog, RunState, Signals, ALIGN};
 use crate::epoch::LeaderEpochCache;
 use crate::error::{LogError, Result};
@@ -41,14 +44,67 @@ fn next_job(st: &mut Inner, signals: &Signals) -> Job {
     if st.poisoned.is_some() {
         return Job::Stop;
     }
+    // on a full disk, writes wait for the next retry (a closing log tries once more at once);
+    // syncs of what is written go on
+    let space_wait = match st.state {
+        RunState::Open => st.disk_full.wait_left(),
+        _ => None,
+    };
+    if space_wait.is_none() {
+        if let Some(job) = next_write(st) {
+            return job;
+        }
+    }
+    let now = st.env.clock.now_ms();
+    let unsynced = st.written.0 - st.synced.0;
+    let due_at = st
+        .unsynced_since_ms
+        .zip(st.config.flush_ms)
+        .map(|(since, ms)| since.saturating_add(ms as i64));
+    let sync_due = unsynced > 0
+        && (st.sync_wanted > st.synced
+            || st.config.flush_messages.is_some_and(|n| unsynced >= n)
+            || due_at.is_some_and(|t| now >= t)
+            || st.state == RunState::Closing
+            || st.pause_flusher);
+    if st.sync_in_flight {
+        // its completion wakes the flusher (work event); writes were handled above
+        return Job::Wait {
+            listener: signals.work.listen(),
+            deadline: space_wait,
+        };
+    }
+    if sync_due {
+        if let Some(files) = st.active().files.as_ref() {
+            return Job::Sync {
+                dma: files.dma.clone(),
+                target: st.written,
+            };
+        }
+    }
+    if space_wait.is_none() && (st.state != RunState::Open || st.pause_flusher) {
+        return Job::Stop;
+    }
+    let flush_wait = due_at.map(|t| Duration::from_millis(t.saturating_sub(now).max(1) as u64));
+    Job::Wait {
+        listener: signals.work.listen(),
+        deadline: match (flush_wait, space_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+    }
+}
+
+/// The next metadata file or segment write, if any is due.
+fn next_write(st: &mut Inner) -> Option<Job> {
     if st.epochs_dirty {
         // before the data: the checkpoint must cover every batch that reaches the disk
         st.epochs_dirty = false;
-        return Job::Checkpoint(st.epochs.clone(), st.dir.clone());
+        return Some(Job::Checkpoint(st.epochs.clone(), st.dir.clone()));
     }
     if st.meta_dirty {
         st.meta_dirty = false;
-        return Job::Meta(st.meta(), st.dir.clone());
+        return Some(Job::Meta(st.meta(), st.dir.clone()));
     }
     if st.queue.is_empty() {
         st.take_pending();
@@ -68,42 +124,9 @@ fn next_job(st: &mut Inner, signals: &Signals) -> Job {
                 break;
             }
         }
-        return Job::Write(chunks);
+        return Some(Job::Write(chunks));
     }
-    let now = st.env.clock.now_ms();
-    let unsynced = st.written.0 - st.synced.0;
-    let due_at = st
-        .unsynced_since_ms
-        .zip(st.config.flush_ms)
-        .map(|(since, ms)| since.saturating_add(ms as i64));
-    let sync_due = unsynced > 0
-        && (st.sync_wanted > st.synced
-            || st.config.flush_messages.is_some_and(|n| unsynced >= n)
-            || due_at.is_some_and(|t| now >= t)
-            || st.state == RunState::Closing
-            || st.pause_flusher);
-    if st.sync_in_flight {
-        // its completion wakes the flusher (work event); writes were handled above
-        return Job::Wait {
-            listener: signals.work.listen(),
-            deadline: None,
-        };
-    }
-    if sync_due {
-        if let Some(files) = st.active().files.as_ref() {
-            return Job::Sync {
-                dma: files.dma.clone(),
-                target: st.written,
-            };
-        }
-    }
-    if st.state != RunState::Open || st.pause_flusher {
-        return Job::Stop;
-    }
-    Job::Wait {
-        listener: signals.work.listen(),
-        deadline: due_at.map(|t| Duration::from_millis(t.saturating_sub(now).max(1) as u64)),
-    }
+    None
 }
 
 /// Starts the flusher task of a log.
@@ -117,6 +140,7 @@ pub(super) fn spawn_flusher(inner: &Rc<RefCell<Inner>>, signals: &Rc<Signals>) -
 async fn flusher(inner: Rc<RefCell<Inner>>, signals: Rc<Signals>) {
     loop {
         let job = next_job(&mut inner.borrow_mut(), &signals);
+        let writes = matches!(job, Job::Checkpoint(..) | Job::Meta(..) | Job::Write(_));
         let outcome = match job {
             Job::Stop => break,
             Job::Wait { listener, deadline } => {
@@ -128,8 +152,16 @@ async fn flusher(inner: Rc<RefCell<Inner>>, signals: Rc<Signals>) {
                 }
                 Ok(())
             }
-            Job::Checkpoint(cache, dir) => cache.store(&dir),
-            Job::Meta(meta, dir) => meta.store(&dir),
+            Job::Checkpoint(cache, dir) => cache.store(&dir).inspect_err(|e| {
+                if waits_for_space(e) {
+                    inner.borrow_mut().epochs_dirty = true;
+                }
+            }),
+            Job::Meta(meta, dir) => meta.store(&dir).inspect_err(|e| {
+                if waits_for_space(e) {
+                    inner.borrow_mut().meta_dirty = true;
+                }
+            }),
             Job::Write(chunks) => write_chunks(&inner, &signals, chunks).await,
             Job::Sync { dma, target } => {
                 // the fdatasync runs beside the flusher: the next round's writes overlap it
@@ -150,8 +182,23 @@ async fn flusher(inner: Rc<RefCell<Inner>>, signals: Rc<Signals>) {
                 Ok(())
             }
         };
-        if let Err(e) = outcome {
-            inner.borrow_mut().poison(e.to_string());
+        match outcome {
+            Ok(()) if writes => {
+                inner.borrow_mut().disk_full.clear();
+            }
+            Ok(()) => {}
+            Err(e) if waits_for_space(&e) => {
+                // the job was put back; appenders and waiters see the error, the next
+                // round retries (a closing log gives up: its close reports it)
+                let mut st = inner.borrow_mut();
+                st.disk_full.enter(e.to_string());
+                let closing = st.state != RunState::Open;
+                drop(st);
+                if closing {
+                    break;
+                }
+            }
+            Err(e) => inner.borrow_mut().poison(e.to_string()),
         }
         signals.progress.notify(usize::MAX);
         signals.space.notify(usize::MAX);
@@ -191,10 +238,28 @@ async fn sync_to(inner: &Rc<RefCell<Inner>>, dma: &DmaFile, target: Offset) -> R
     Ok(())
 }
 
+/// Writes one segment's chunks in order. On a full disk the chunks not yet done (the one that
+/// failed first, with its bytes) go back to the front of the write queue for the retry.
 async fn write_chunks(
     inner: &Rc<RefCell<Inner>>,
     signals: &Signals,
     chunks: Vec<Chunk>,
+) -> Result<()> {
+    let mut chunks = VecDeque::from(chunks);
+    let r = write_segment_chunks(inner, signals, &mut chunks).await;
+    if r.as_ref().is_err_and(waits_for_space) {
+        let mut st = inner.borrow_mut();
+        while let Some(c) = chunks.pop_back() {
+            st.queue.push_front(c);
+        }
+    }
+    r
+}
+
+async fn write_segment_chunks(
+    inner: &Rc<RefCell<Inner>>,
+    signals: &Signals,
+    chunks: &mut VecDeque<Chunk>,
 ) -> Result<()> {
     let (dir, seg_base, existing) = {
         let st = inner.borrow();
@@ -220,8 +285,8 @@ async fn write_chunks(
         }
     };
     let path = path_of(&dma);
-    for chunk in chunks {
-        if let Some(mut buf) = chunk.buf {
+    while let Some(mut chunk) = chunks.pop_front() {
+        if let Some(mut buf) = chunk.buf.take() {
             let write_len = align_up(chunk.len);
             buf.as_bytes_mut()[chunk.len..write_len].fill(0);
             buf.trim_to_size(write_len);
@@ -233,41 +298,55 @@ async fn write_chunks(
             };
             if prealloc > 0 && end > allocated {
                 let target = end.div_ceil(prealloc) * prealloc;
-                dma.pre_allocate(target, false)
-                    .await
-                    .map_err(|e| LogError::io("preallocating", &path, e.into()))?;
-                if let Some(s) = inner.borrow_mut().segments.get_mut(&seg_base) {
-                    s.allocated = target;
+                let full = inner
+                    .borrow()
+                    .env
+                    .faults
+                    .as_ref()
+                    .is_some_and(|f| f.disk_full());
+                let r = match full {
+                    true => Err(std::io::Error::from_raw_os_error(libc::ENOSPC)),
+                    false => dma.pre_allocate(target, false).await.map_err(Into::into),
+                };
+                match r {
+                    Ok(()) => {
+                        if let Some(s) = inner.borrow_mut().segments.get_mut(&seg_base) {
+                            s.allocated = target;
+                        }
+                    }
+                    // the write itself may still fit: go on without preallocating
+                    Err(e) if crate::error::is_no_space(&e) => {
+                        tracing::debug!(path = %path.display(), "no space to preallocate");
+                    }
+                    Err(e) => return Err(LogError::io("preallocating", &path, e)),
                 }
             }
-            let fault = inject(&inner.borrow(), |f| {
-                matches!(f, Fault::WriteEio | Fault::ShortWrite)
-            });
-            let n = match fault {
-                Some(Fault::WriteEio) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
-                Some(_) if write_len > ALIGN => {
-                    // persist only the first page for real, then report the short count
-                    let mut first = glommio::allocate_dma_buffer(ALIGN);
-                    first
-                        .as_bytes_mut()
-                        .copy_from_slice(&buf.as_bytes()[..ALIGN]);
-                    dma.write_at(first, chunk.file_pos)
-                        .await
-                        .map_err(Into::into)
-                }
-                Some(_) => Ok(0), // a one-page write that stored nothing
-                None => dma
-                    .write_rc_at(Rc::new(buf), chunk.file_pos)
-                    .await
-                    .map_err(Into::into),
+            let buf = Rc::new(buf);
+            let mut r = write_once(inner, &dma, &buf, chunk.file_pos).await;
+            if r.as_ref().is_ok_and(|&n| n < write_len) {
+                // a short write (a disk filling up part way): write it all again, which
+                // stores the rest or says why not
+                r = write_once(inner, &dma, &buf, chunk.file_pos).await;
             }
-            .map_err(|e| LogError::io("writing", &path, e))?;
-            if n < write_len {
-                return Err(LogError::io(
+            let failed = match r {
+                Ok(n) if n >= write_len => None,
+                Ok(n) => Some(LogError::io(
                     "writing",
                     &path,
                     std::io::Error::other(format!("short write: {n} of {write_len} bytes")),
-                ));
+                )),
+                Err(e) => Some(LogError::io("writing", &path, e)),
+            };
+            if let Some(e) = failed {
+                // keep the bytes for the retry (the completed write released its reference)
+                chunk.buf = Some(Rc::try_unwrap(buf).unwrap_or_else(|rc| {
+                    let mut copy = glommio::allocate_dma_buffer(write_len);
+                    copy.as_bytes_mut()
+                        .copy_from_slice(&rc.as_bytes()[..write_len]);
+                    copy
+                }));
+                chunks.push_front(chunk);
+                return Err(e);
             }
             let mut st = inner.borrow_mut();
             let now = st.env.clock.now_ms();
@@ -290,10 +369,46 @@ async fn write_chunks(
             signals.space.notify(usize::MAX);
         }
         if chunk.seal {
-            seal(inner, &dma, seg_base, chunk.snapshot).await?;
+            if let Err(e) = seal(inner, &dma, seg_base, chunk.snapshot.as_deref()).await {
+                // written already (`buf` is gone): a retry only seals
+                chunks.push_front(chunk);
+                return Err(e);
+            }
         }
     }
     Ok(())
+}
+
+/// One segment write at `pos`, through the fault plan; the count the kernel reported.
+async fn write_once(
+    inner: &Rc<RefCell<Inner>>,
+    dma: &DmaFile,
+    buf: &Rc<glommio::io::DmaBuffer>,
+    pos: u64,
+) -> std::io::Result<usize> {
+    let (fault, full) = {
+        let st = inner.borrow();
+        let fault = inject(&st, |f| {
+            matches!(f, Fault::WriteEio | Fault::ShortWrite | Fault::WriteEnospc)
+        });
+        let full = st.env.faults.as_ref().is_some_and(|f| f.disk_full());
+        (fault, full)
+    };
+    match fault {
+        Some(Fault::WriteEio) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
+        Some(Fault::WriteEnospc) => Err(std::io::Error::from_raw_os_error(libc::ENOSPC)),
+        _ if full => Err(std::io::Error::from_raw_os_error(libc::ENOSPC)),
+        Some(_) if buf.len() > ALIGN => {
+            // persist only the first page for real, then report the short count
+            let mut first = glommio::allocate_dma_buffer(ALIGN);
+            first
+                .as_bytes_mut()
+                .copy_from_slice(&buf.as_bytes()[..ALIGN]);
+            dma.write_at(first, pos).await.map_err(Into::into)
+        }
+        Some(_) => Ok(0), // a one-page write that stored nothing
+        None => dma.write_rc_at(buf.clone(), pos).await.map_err(Into::into),
+    }
 }
 
 /// Finishes a rolled segment: trim the preallocation, fdatasync, write its indexes, move the
@@ -302,7 +417,7 @@ async fn seal(
     inner: &Rc<RefCell<Inner>>,
     dma: &DmaFile,
     base: Offset,
-    snapshot: Option<Vec<u8>>,
+    snapshot: Option<&[u8]>,
 ) -> Result<()> {
     let path = path_of(dma);
     let size = inner.borrow().segments.get(&base).map_or(0, |s| s.size);
@@ -334,7 +449,7 @@ async fn seal(
     seg.write_txn_index(&dir)?;
     let next = seg.next_offset;
     if let Some(snap) = snapshot {
-        write_snapshot(&dir, next, &snap)?;
+        write_snapshot(&dir, next, snap)?;
     }
     st.synced = st.synced.max(next);
     st.check_invariants();
@@ -375,6 +490,11 @@ impl PartitionLog {
                     path: st.dir.clone(),
                     cause: cause.clone(),
                 });
+            }
+            if let Some(e) = st.disk_full.error(&st.dir) {
+                // no clean-shutdown marker: the next open recovers what reached the disk
+                // (everything acknowledged did; the batches still queued were not)
+                return Err(e);
             }
             let dir = st.dir.clone();
             let a = st.active();

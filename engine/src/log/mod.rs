@@ -7,7 +7,8 @@
 //! its aligned position (the partial last page is rewritten by the next write as it fills),
 //! advances `written`, and runs one fdatasync for everything written so far when anyone waits
 //! for `Synced` or the flush policy says so: concurrent waiters share that fdatasync (group
-//! commit). A failed write or fdatasync poisons the log.
+//! commit). A failed write or fdatasync poisons the log, except a write that found the disk
+//! full: the log then waits for space and resumes by itself (`space`).
 //!
 //! Replication: a follower stores the leader's batches unchanged at the leader's offsets
 //! (`append_replica`), keeps the leader epoch cache (`leader-epoch-checkpoint`, see
@@ -20,6 +21,7 @@
 //! the copy into the pending buffer, rolls, durability waits), `read` (reads and timestamp
 //! lookups), `recovery` (open: segment scan and state rebuild), `snapshot` (producer-state
 //! snapshots and their replay), `flusher` (writes, group fdatasync, seal, clean close),
+//! `space` (waiting for disk space after ENOSPC),
 //! `truncate` (follower truncation). This file holds the state they share and the small
 //! accessors, the high watermark, retention and DeleteRecords.
 
@@ -29,6 +31,7 @@ mod flusher;
 mod read;
 mod recovery;
 mod snapshot;
+mod space;
 mod truncate;
 mod types;
 
@@ -170,6 +173,8 @@ struct Inner {
     unsynced_since_ms: Option<TimestampMs>,
     recovery_point: Offset,
     poisoned: Option<String>,
+    /// A write found no space: the flusher retries, appends are refused meanwhile.
+    disk_full: space::DiskFull,
     hot: HotTail,
     state: RunState,
     producers: ProducerStates,
@@ -292,6 +297,16 @@ impl Inner {
         Ok(())
     }
 
+    /// `check_writable`, and room on the disk: appends are refused while the log waits for
+    /// space (retention and DeleteRecords are not: they free it).
+    fn check_appendable(&self) -> Result<()> {
+        self.check_writable()?;
+        match self.disk_full.error(&self.dir) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     fn poison(&mut self, cause: String) {
         tracing::error!(dir = %self.dir.display(), %cause, "partition log poisoned");
         if self.poisoned.is_none() {
@@ -344,6 +359,22 @@ impl Inner {
             self.hw_requested.min(self.written).max(self.log_start)
         } else {
             self.written
+        }
+    }
+
+    /// Stores partition.meta now; on a full disk, leaves it to the flusher (which retries
+    /// until there is space) and carries on. For changes of the log start: the segments below
+    /// it are deleted next, which frees space, and a restart before the store lands shows the
+    /// log from the first remaining segment (records below the new start reappear, none is
+    /// lost).
+    fn store_meta_or_defer(&mut self) -> Result<()> {
+        match self.meta().store(&self.dir) {
+            Err(e) if e.is_no_space() => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "partition.meta deferred: disk full");
+                self.meta_dirty = true;
+                Ok(())
+            }
+            r => r,
         }
     }
 
@@ -408,6 +439,8 @@ impl PartitionLog {
             bytes_in: c.bytes_in.get(),
             unsynced_bytes: st.unwritten_bytes as u64 + unsynced_written,
             poisoned: st.poisoned.is_some(),
+            disk_full: st.disk_full.is_full(),
+            disk_full_stalls: st.disk_full.stalls,
         }
     }
 
@@ -423,6 +456,11 @@ impl PartitionLog {
     /// Why the log refuses writes, if it does.
     pub fn poisoned(&self) -> Option<String> {
         self.inner.borrow().poisoned.clone()
+    }
+
+    /// Why the log waits for disk space (appends get [`LogError::DiskFull`]), if it does.
+    pub fn disk_full(&self) -> Option<String> {
+        self.inner.borrow().disk_full.cause().map(str::to_string)
     }
 
     /// The last stable offset: read_committed consumers read up to here.
@@ -578,7 +616,7 @@ impl PartitionLog {
             }
             if before > st.log_start {
                 st.log_start = before;
-                st.meta().store(&st.dir)?;
+                st.store_meta_or_defer()?;
             }
         }
         self.delete_segments_below_start()?;
@@ -621,7 +659,7 @@ impl PartitionLog {
             }
             if new_start > st.log_start {
                 st.log_start = new_start;
-                st.meta().store(&st.dir)?;
+                st.store_meta_or_defer()?;
             }
         }
         self.delete_segments_below_start()
@@ -643,6 +681,9 @@ impl PartitionLog {
         }
         if !doomed.is_empty() {
             sync_dir(&st.dir)?;
+            // space was freed: a log waiting for it retries now
+            st.disk_full.retry_now();
+            self.signals.work.notify(1);
             tracing::info!(dir = %st.dir.display(), deleted = doomed.len(), log_start = %start, "deleted old segments");
         }
         Ok(doomed.len())

@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use super::flusher;
 use super::snapshot::{rebuild_producers, ReplaySegment};
+use super::space;
 use super::types::LogEnv;
 use super::{align_down, Inner, PartitionLog, Pending, RunState, Signals};
 use crate::config::LogConfig;
@@ -127,17 +128,19 @@ async fn recover_segment(
 
 /// Loads the leader epoch cache, dropping entries past the recovered log end; rebuilds it from
 /// the batch headers (partitionLeaderEpoch) when the checkpoint is missing or unreadable.
-/// Rewrites the checkpoint only if that changed it.
+/// Rewrites the checkpoint only if that changed it. On a full disk the store is left to the
+/// flusher (`true`: the checkpoint is behind).
 async fn recover_epochs(
     dir: &Path,
     segments: &BTreeMap<Offset, Segment>,
     leo: Offset,
-) -> Result<LeaderEpochCache> {
+) -> Result<(LeaderEpochCache, bool)> {
     if let Some(mut cache) = LeaderEpochCache::load(dir) {
+        let mut behind = false;
         if cache.drop_beyond(leo) {
-            cache.store(dir)?;
+            behind = space::deferred(cache.store(dir))?;
         }
-        return Ok(cache);
+        return Ok((cache, behind));
     }
     tracing::info!(dir = %dir.display(), "leader epoch checkpoint missing or unreadable; rebuilding it from the log");
     let mut cache = LeaderEpochCache::default();
@@ -150,8 +153,8 @@ async fn recover_epochs(
         })
         .await?;
     }
-    cache.store(dir)?;
-    Ok(cache)
+    let behind = space::deferred(cache.store(dir))?;
+    Ok((cache, behind))
 }
 
 impl PartitionLog {
@@ -239,7 +242,8 @@ impl PartitionLog {
             if r.scanned && sealed {
                 // persist the rebuilt indexes so the next open does not scan this segment again
                 seg.finish_time_index();
-                seg.write_index_files(dir)?;
+                // on a full disk the next open scans it again
+                space::deferred(seg.write_index_files(dir))?;
             }
             segments.insert(base, seg);
             if r.cut {
@@ -284,7 +288,7 @@ impl PartitionLog {
         .await?;
         rebuilt.apply_aborted(&mut segments);
         let producers = rebuilt.producers;
-        let epochs = recover_epochs(dir, &segments, leo).await?;
+        let (epochs, epochs_behind) = recover_epochs(dir, &segments, leo).await?;
         let log_start = Offset(meta.log_start_offset)
             .max(*segments.keys().next().expect("non-empty"))
             .min(leo);
@@ -293,8 +297,17 @@ impl PartitionLog {
         meta.recovery_point = recovery_point.0;
         meta.clean_shutdown = None;
         meta.gapped_segments = gapped.iter().map(|o| o.0).collect();
-        // the marker must be gone before the first append can change the files
-        meta.store(dir)?;
+        // the marker must be gone before the first append can change the files: on a full disk
+        // the flusher stores it first thing (before any data) once there is space, and the
+        // log starts out waiting for space
+        let meta_behind = space::deferred(meta.store(dir))?;
+        let mut disk_full = space::DiskFull::default();
+        if meta_behind || epochs_behind {
+            disk_full.enter(format!(
+                "opening {}: no space for its metadata",
+                dir.display()
+            ));
+        }
         let inner = Inner {
             dir: dir.to_path_buf(),
             hot: HotTail::new(config.hot_cache_bytes, env.hot_budget.clone()),
@@ -315,12 +328,13 @@ impl PartitionLog {
             unsynced_since_ms: None,
             recovery_point,
             poisoned: None,
+            disk_full,
             state: RunState::Open,
             producers,
             txn_guards: Default::default(),
             next_guard: 1,
             epochs,
-            epochs_dirty: false,
+            epochs_dirty: epochs_behind,
             replicated: false,
             hw_requested: log_start,
             pause_flusher: false,
@@ -328,7 +342,7 @@ impl PartitionLog {
             counters: Default::default(),
             cleaner: meta.cleaner.unwrap_or_default(),
             gapped,
-            meta_dirty: false,
+            meta_dirty: meta_behind,
             cleaning: false,
         };
         let inner = Rc::new(RefCell::new(inner));

@@ -154,6 +154,10 @@ impl PartitionLog {
             let listener = {
                 let st = self.inner.borrow();
                 st.check_writable()?;
+                if let Some(e) = st.disk_full.error(&st.dir) {
+                    // the flusher cannot write everything out; the caller retries later
+                    return Err(e);
+                }
                 if !st.flusher_running {
                     break;
                 }

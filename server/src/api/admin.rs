@@ -353,12 +353,16 @@ fn disk_space(dir: &Path) -> Option<(i64, i64)> {
 }
 
 /// Sizes of this shard's logs of `parts` (partitions whose log cannot be opened are left out).
-async fn log_sizes(shard: &Rc<Shard>, parts: Vec<(String, i32)>) -> Vec<(String, i32, u64)> {
+/// (topic, partition, bytes, why the partition is fenced if it is) of the logs asked for.
+async fn log_sizes(
+    shard: &Rc<Shard>,
+    parts: Vec<(String, i32)>,
+) -> Vec<(String, i32, u64, Option<String>)> {
     let mut out = Vec::with_capacity(parts.len());
     for (topic, p) in parts {
         let tp = TopicPartition::new(&topic, p);
         match shard.owned_log(&tp).await {
-            Ok(Some(log)) => out.push((topic, p, log.size_bytes())),
+            Ok(Some(log)) => out.push((topic, p, log.size_bytes(), log.poisoned())),
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(topic = %topic, partition = p, error = %e, "open failed");
@@ -418,39 +422,60 @@ pub async fn describe_log_dirs(
         }));
     }
     let mut topics: BTreeMap<String, Vec<(i32, u64)>> = BTreeMap::new();
+    let mut fenced = Vec::new();
     for task in tasks {
-        for (topic, p, size) in task.await {
-            topics.entry(topic).or_default().push((p, size));
+        for (topic, p, size, poisoned) in task.await {
+            match poisoned {
+                None => topics.entry(topic).or_default().push((p, size)),
+                Some(cause) => fenced.push((topic, p, size, cause)),
+            }
         }
     }
+    let dir = &shard.shared.config.data_dir;
+    // a partition fenced after an I/O error is reported as an offline log dir of its own
+    // (its directory, KAFKA_STORAGE_ERROR): each partition is its own fault domain here, and
+    // the data dir itself stays online for the others
+    let offline = fenced.into_iter().map(|(topic, p, size, cause)| {
+        tracing::debug!(topic = %topic, partition = p, %cause, "DescribeLogDirs: fenced");
+        DescribeLogDirsResult::default()
+            .with_error_code(codes::KAFKA_STORAGE_ERROR)
+            .with_log_dir(s(absolute(&dir.join(format!("{topic}-{p}")))))
+            .with_topics(vec![log_dir_topic(topic, vec![(p, size)])])
+            .with_total_bytes(-1)
+            .with_usable_bytes(-1)
+    });
+    let offline: Vec<_> = offline.collect();
     let topics = topics
         .into_iter()
-        .map(|(name, mut parts)| {
-            parts.sort_unstable();
-            DescribeLogDirsTopic::default()
-                .with_name(s(name).into())
-                .with_partitions(
-                    parts
-                        .into_iter()
-                        .map(|(p, size)| {
-                            DescribeLogDirsPartition::default()
-                                .with_partition_index(p)
-                                .with_partition_size(i64::try_from(size).unwrap_or(i64::MAX))
-                                .with_offset_lag(0)
-                                .with_is_future_key(false)
-                        })
-                        .collect(),
-                )
-        })
+        .map(|(name, parts)| log_dir_topic(name, parts))
         .collect();
-    let dir = &shard.shared.config.data_dir;
     let (total, usable) = disk_space(dir).unwrap_or((-1, -1));
     let result = DescribeLogDirsResult::default()
         .with_log_dir(s(absolute(dir)))
         .with_topics(topics)
         .with_total_bytes(total)
         .with_usable_bytes(usable);
-    DescribeLogDirsResponse::default().with_results(vec![result])
+    let mut results = vec![result];
+    results.extend(offline);
+    DescribeLogDirsResponse::default().with_results(results)
+}
+
+fn log_dir_topic(name: String, mut parts: Vec<(i32, u64)>) -> DescribeLogDirsTopic {
+    parts.sort_unstable();
+    DescribeLogDirsTopic::default()
+        .with_name(s(name).into())
+        .with_partitions(
+            parts
+                .into_iter()
+                .map(|(p, size)| {
+                    DescribeLogDirsPartition::default()
+                        .with_partition_index(p)
+                        .with_partition_size(i64::try_from(size).unwrap_or(i64::MAX))
+                        .with_offset_lag(0)
+                        .with_is_future_key(false)
+                })
+                .collect(),
+        )
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use sluice_engine::LogConfig;
 
 mod cleaner;
+pub mod faults;
 mod listeners;
 mod sasl;
 mod tls;
@@ -53,6 +54,8 @@ pub struct ServerConfig {
     /// (`sluice.fault.panic.remote.client.id`). Unset in production.
     pub fault_panic_client_id: Option<String>,
     pub fault_panic_remote_client_id: Option<String>,
+    /// `sluice.fault.log`: storage faults armed on named partitions (tests only).
+    pub fault_logs: Vec<faults::LogFault>,
     /// authorizer.class.name set (any authorizer class): ACLs are enforced.
     pub authorizer: bool,
     /// super.users (`User:a;User:b`): allowed everything.
@@ -155,6 +158,7 @@ impl Default for ServerConfig {
             per_listener: Vec::new(),
             fault_panic_client_id: None,
             fault_panic_remote_client_id: None,
+            fault_logs: Vec::new(),
             authorizer: false,
             super_users: Vec::new(),
             allow_everyone_if_no_acl: false,
@@ -610,6 +614,7 @@ impl ServerConfig {
             "sluice.fault.panic.client.id" => {
                 self.fault_panic_client_id = (!value.is_empty()).then(|| value.to_string())
             }
+            "sluice.fault.log" => self.fault_logs = faults::parse(key, value)?,
             "sluice.fault.panic.remote.client.id" => {
                 self.fault_panic_remote_client_id = (!value.is_empty()).then(|| value.to_string())
             }

@@ -293,6 +293,14 @@ impl Collector for Snapshot {
         .gauge(&none(), s.poisoned_partitions)?;
         family(
             &mut enc,
+            "sluice_partitions_disk_full",
+            "Partitions waiting for disk space (appends refused, writes retried).",
+            None,
+            Gauge,
+        )?
+        .gauge(&none(), s.disk_full_partitions)?;
+        family(
+            &mut enc,
             "sluice_disk_free",
             "Free bytes of the file system holding the data dir.",
             Some(&bytes),
@@ -381,6 +389,23 @@ impl Collector for Snapshot {
             Gauge,
             gauge,
             |p| p.log.segments
+        );
+        per_partition!(
+            "sluice_partition_storage_state",
+            "0: writable; 1: waiting for disk space (resumes by itself); 2: fenced after an \
+             I/O error (restart the broker to recover).",
+            None,
+            Gauge,
+            gauge,
+            |p| storage_state(&p.log)
+        );
+        per_partition!(
+            "sluice_partition_disk_full_stalls",
+            "Times the partition started waiting for disk space since it was opened.",
+            None,
+            Counter,
+            counter,
+            |p| p.log.disk_full_stalls
         );
 
         // consumer groups
@@ -506,5 +531,14 @@ impl Collector for Snapshot {
             }
         }
         Ok(())
+    }
+}
+
+/// `sluice_partition_storage_state` of one log.
+fn storage_state(log: &sluice_engine::stats::LogStats) -> u64 {
+    if log.poisoned {
+        2
+    } else {
+        u64::from(log.disk_full)
     }
 }

@@ -199,6 +199,8 @@ pub struct BrokerSnapshot {
     /// `sluice.write.buffer.shard.bytes`).
     pub write_buffer_bytes: u64,
     pub poisoned_partitions: u64,
+    /// Partitions waiting for disk space (they resume by themselves).
+    pub disk_full_partitions: u64,
     pub disk: Disk,
     /// Sorted by topic, partition.
     pub partitions: Vec<PartitionSnapshot>,
@@ -313,6 +315,7 @@ fn merge(shard: &Shard, parts: Vec<(usize, ShardSnapshot)>) -> BrokerSnapshot {
         };
         out.unsynced_bytes += log.unsynced_bytes;
         out.poisoned_partitions += u64::from(log.poisoned);
+        out.disk_full_partitions += u64::from(log.disk_full);
         out.partitions.push(PartitionSnapshot {
             topic: tp.topic.to_string(),
             partition: tp.partition,
