@@ -114,6 +114,8 @@ pub struct Session {
     pub principal: std::cell::RefCell<Rc<str>>,
     /// SASL listeners: where the authentication stands (None on PLAINTEXT and SSL ones).
     pub sasl: Option<std::cell::RefCell<crate::security::sasl::SaslState>>,
+    /// Client quotas: the reader reads no request before this (KIP-219 muting).
+    pub throttled_until: Cell<Option<std::time::Instant>>,
 }
 
 impl Session {
@@ -123,6 +125,25 @@ impl Session {
         self.sasl
             .as_ref()
             .is_some_and(|s| !s.borrow().authenticated())
+    }
+
+    /// A response throttled for `ms` (quota): mutes the connection that long.
+    pub fn throttle(&self, ms: i32) {
+        if ms > 0 {
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(ms as u64);
+            let later = self.throttled_until.get().map_or(until, |t| t.max(until));
+            self.throttled_until.set(Some(later));
+        }
+    }
+
+    /// Waits out a quota throttle, if any.
+    async fn muted(&self) {
+        if let Some(until) = self.throttled_until.take() {
+            let now = std::time::Instant::now();
+            if until > now {
+                glommio::timer::sleep(until - now).await;
+            }
+        }
     }
 
     /// After a v0 SaslHandshake the next frame is a bare SASL token.
@@ -158,6 +179,7 @@ pub async fn serve<S>(
             .protocol
             .sasl()
             .then(|| std::cell::RefCell::new(crate::security::sasl::SaslState::new())),
+        throttled_until: Cell::new(None),
     });
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<Pending>(MAX_IN_FLIGHT);
@@ -193,7 +215,10 @@ pub async fn serve<S>(
                 let raw = session.expects_raw_token();
                 let min = if raw { 0 } else { 8 };
                 let next = futures_lite::future::or(
-                    read_frame(&mut reader, min, max, &budget, &shard.metrics),
+                    async {
+                        session.muted().await;
+                        read_frame(&mut reader, min, max, &budget, &shard.metrics).await
+                    },
                     async {
                         stop.await;
                         Ok(None)
