@@ -52,7 +52,7 @@ struct Sensor {
 }
 
 /// What `/metrics` shows of one sensor.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SensorSnapshot {
     pub quota_type: &'static str,
     pub user: String,
@@ -249,6 +249,24 @@ pub async fn sync_from_image(shared: Arc<crate::shard::BrokerShared>) {
             }
         }
         glommio::timer::sleep(IMAGE_SYNC).await;
+    }
+}
+
+/// The quota part of a metrics snapshot.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct QuotaSnapshot {
+    pub throttled: u64,
+    pub throttle_ms: u64,
+    pub sensors: Vec<SensorSnapshot>,
+}
+
+impl QuotaManager {
+    pub fn metrics(&self) -> QuotaSnapshot {
+        QuotaSnapshot {
+            throttled: self.throttled_total.load(Ordering::Relaxed),
+            throttle_ms: self.throttle_ms_total.load(Ordering::Relaxed),
+            sensors: self.snapshot(),
+        }
     }
 }
 
