@@ -114,7 +114,7 @@ pub struct Session {
     pub principal: std::cell::RefCell<Rc<str>>,
     /// SASL listeners: where the authentication stands (None on PLAINTEXT and SSL ones).
     pub sasl: Option<std::cell::RefCell<crate::security::sasl::SaslState>>,
-    /// Client quotas: the reader reads no request before this (KIP-219 muting).
+    /// Client quotas: no further request is handled before this (KIP-219 muting).
     pub throttled_until: Cell<Option<std::time::Instant>>,
 }
 
@@ -215,10 +215,7 @@ pub async fn serve<S>(
                 let raw = session.expects_raw_token();
                 let min = if raw { 0 } else { 8 };
                 let next = futures_lite::future::or(
-                    async {
-                        session.muted().await;
-                        read_frame(&mut reader, min, max, &budget, &shard.metrics).await
-                    },
+                    read_frame(&mut reader, min, max, &budget, &shard.metrics),
                     async {
                         stop.await;
                         Ok(None)
@@ -238,6 +235,9 @@ pub async fn serve<S>(
                     Ok(None) => return Ok(()),
                     Err(e) => return Err(e),
                 };
+                // a quota throttle on an earlier answer: this request waits it out (KIP-219)
+                let stop = shard.shared.stop.listen();
+                futures_lite::future::or(session.muted(), stop).await;
                 let s = shard.clone();
                 let session = session.clone();
                 let size = frame.len();
