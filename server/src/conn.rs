@@ -116,6 +116,8 @@ pub struct Session {
     pub sasl: Option<std::cell::RefCell<crate::security::sasl::SaslState>>,
     /// Client quotas: no further request is handled before this (KIP-219 muting).
     pub throttled_until: Cell<Option<std::time::Instant>>,
+    /// The last request came under a client quota: requests are then read one at a time.
+    pub quota_bound: Cell<bool>,
 }
 
 impl Session {
@@ -180,6 +182,7 @@ pub async fn serve<S>(
             .sasl()
             .then(|| std::cell::RefCell::new(crate::security::sasl::SaslState::new())),
         throttled_until: Cell::new(None),
+        quota_bound: Cell::new(false),
     });
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<Pending>(MAX_IN_FLIGHT);
@@ -249,6 +252,13 @@ pub async fn serve<S>(
                 } else if session.authenticating() {
                     // one request at a time until authenticated: the next frame may depend on
                     // this one's outcome (a v0 handshake switches the framing)
+                    let r = guarded(api::handle(&s, frame, &session), &s).await;
+                    budget.release(size);
+                    glommio::spawn_local(async move { r }).detach()
+                } else if session.quota_bound.get() {
+                    // under a client quota: one request at a time, as Kafka serves every
+                    // connection, so that each answer's throttle holds back the next request
+                    // (pipelined requests would otherwise all be in before the first throttle)
                     let r = guarded(api::handle(&s, frame, &session), &s).await;
                     budget.release(size);
                     glommio::spawn_local(async move { r }).detach()

@@ -209,6 +209,7 @@ pub async fn handle(
     let principal = session.principal.borrow().clone();
     let charge = shard.shared.quotas.begin(&principal, client_id);
     let charge = charge.as_ref();
+    session.quota_bound.set(charge.is_some_and(|c| c.applies()));
     let size = frame_len;
     let r = match charge.and_then(|c| c.meter()) {
         Some(m) => crate::quota::Busy::new(dispatch(shard, req, session, charge, size), m).await,

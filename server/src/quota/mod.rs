@@ -155,12 +155,18 @@ impl QuotaManager {
             return None;
         }
         let user = principal.strip_prefix("User:").unwrap_or(principal);
+        let map = self.current();
+        let applies =
+            |t: QuotaType| kinds & t.bit() != 0 && map.resolve(t, user, client_id).is_some();
+        let meter = applies(QuotaType::Request).then(|| Rc::new(BusyMeter::default()));
+        let applies = meter.is_some() || applies(QuotaType::Produce) || applies(QuotaType::Fetch);
         Some(Charge {
             mgr: self,
-            map: self.current(),
+            map,
             user: user.to_string(),
             client_id: client_id.to_string(),
-            meter: (kinds & QuotaType::Request.bit() != 0).then(|| Rc::new(BusyMeter::default())),
+            meter,
+            applies,
         })
     }
 
@@ -277,10 +283,16 @@ pub struct Charge<'a> {
     user: String,
     client_id: String,
     meter: Option<Rc<BusyMeter>>,
+    applies: bool,
 }
 
 impl Charge<'_> {
-    /// Set when a request_percentage quota exists: the handler runs under [`Busy`] with it.
+    /// Whether any quota applies to this user and client.
+    pub fn applies(&self) -> bool {
+        self.applies
+    }
+
+    /// Set when a request_percentage quota applies: the handler runs under [`Busy`] with it.
     pub fn meter(&self) -> Option<Rc<BusyMeter>> {
         self.meter.clone()
     }
