@@ -221,3 +221,66 @@ def test_throttled_consumer_is_held_near_its_quota(broker_factory):
     assert throttles and max(throttles) > 0, "throttle_cb saw throttle_time_ms"
     assert metric(b, "sluice_quota_entity_throttled_total", quota="consumer_byte_rate",
                   client_id="slow-consumer") > 0
+
+
+JAAS = (
+    "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+    'user_admin="admin-secret" user_alice="alice-secret";'
+)
+SECURED = [
+    "listeners=PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+    JAAS,
+    "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "super.users=User:admin",
+    *WINDOWS,
+]
+
+
+def as_user(b, user, *args):
+    port = b.listeners["SASL_PLAINTEXT"][1]
+    return subprocess.run(
+        [str(CLI), "--bootstrap-server", f"127.0.0.1:{port}",
+         "-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanism=PLAIN",
+         "-X", f"sasl.username={user}", "-X", f"sasl.password={user}-secret", *args],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_quota_apis_need_cluster_config_acls_and_user_quotas_apply(broker_factory):
+    b = broker_factory(overrides=SECURED)
+    # alice has no ACLs: both APIs are refused on the cluster
+    r = as_user(b, "alice", "quota", "list")
+    assert r.returncode == 1 and "ClusterAuthorizationFailed" in r.stderr, r.stderr
+    r = as_user(b, "admin", "acl", "add", "--allow-principal", "User:alice", "--cluster",
+                "--operation", "DescribeConfigs")
+    assert r.returncode == 0, r.stderr
+    r = as_user(b, "admin", "acl", "add", "--allow-principal", "User:alice", "--topic", "uq",
+                "--operation", "Write", "--operation", "Create", "--operation", "Describe")
+    assert r.returncode == 0, r.stderr
+    # DESCRIBE_CONFIGS lets her list, not alter (ALTER_CONFIGS)
+    assert as_user(b, "alice", "quota", "list").returncode == 0
+    r = as_user(b, "alice", "quota", "set", "--entity-type", "users", "--entity-name", "alice",
+                "--add-config", "producer_byte_rate=50000")
+    assert r.returncode == 1 and "ClusterAuthorizationFailed" in r.stderr, r.stderr
+    r = as_user(b, "admin", "quota", "set", "--entity-type", "users", "--entity-name", "alice",
+                "--add-config", "producer_byte_rate=50000")
+    assert r.returncode == 0, r.stderr
+    assert as_user(b, "alice", "quota", "list").stdout == (
+        "Quota configs for user-principal 'alice' are producer_byte_rate=50000.0\n"
+    )
+    # the user quota applies to alice's SASL connections whatever their client.id
+    throttles = []
+    p = Producer({
+        "bootstrap.servers": f"127.0.0.1:{b.listeners['SASL_PLAINTEXT'][1]}",
+        "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+        "sasl.username": "alice", "sasl.password": "alice-secret",
+        "client.id": "any-client", "linger.ms": 5, "batch.size": 16384,
+        "throttle_cb": lambda e: throttles.append(e.throttle_time),
+    })
+    for _ in range(300):
+        p.produce("uq", VALUE)
+        p.poll(0)
+    assert p.flush(TIMEOUT) == 0
+    assert throttles and max(throttles) > 0, "alice's producer was throttled"
+    assert metric(b, "sluice_quota_entity_throttled_total", quota="producer_byte_rate",
+                  user="alice", client_id="") > 0
