@@ -206,8 +206,11 @@ pub async fn handle(
     let started = std::time::Instant::now();
     // client quotas: None (one atomic load) unless a quota is set somewhere
     let client_id = req.header.client_id.as_ref().map_or("", |c| c.as_str());
-    let principal = session.principal.borrow().clone();
-    let charge = shard.shared.quotas.begin(&principal, client_id);
+    let quotas = &shard.shared.quotas;
+    let charge = match quotas.active() {
+        false => None,
+        true => quotas.begin(&session.principal.borrow(), client_id),
+    };
     let charge = charge.as_ref();
     session.quota_bound.set(charge.is_some_and(|c| c.applies()));
     let size = frame_len;

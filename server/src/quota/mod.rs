@@ -147,6 +147,12 @@ impl QuotaManager {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// Whether any quota is set (the hot-path check: one atomic load).
+    #[inline]
+    pub fn active(&self) -> bool {
+        self.kinds.load(Ordering::Relaxed) != 0
+    }
+
     /// The accounting of one request, or None (the hot path: one atomic load) when no quota
     /// is set. `principal` is `User:<name>`.
     pub fn begin(&self, principal: &str, client_id: &str) -> Option<Charge<'_>> {
