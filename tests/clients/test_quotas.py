@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from cluster_helpers import managed_cluster
 from helpers import TIMEOUT, create_topic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -284,3 +285,40 @@ def test_quota_apis_need_cluster_config_acls_and_user_quotas_apply(broker_factor
     assert throttles and max(throttles) > 0, "alice's producer was throttled"
     assert metric(b, "sluice_quota_entity_throttled_total", quota="producer_byte_rate",
                   user="alice", client_id="") > 0
+
+
+@pytest.fixture
+def quota_cluster(request, tmp_path):
+    yield from managed_cluster(request, tmp_path, overrides=WINDOWS)
+
+
+def test_quotas_are_replicated_and_enforced_in_a_cluster(quota_cluster):
+    c = quota_cluster
+    ok(c.brokers[1], "quota", "set", "--entity-type", "clients", "--entity-name", "c-slow",
+       "--add-config", "producer_byte_rate=50000")
+    want = "Quota configs for client-id 'c-slow' are producer_byte_rate=50000.0\n"
+    for i, b in c.brokers.items():
+        deadline = time.monotonic() + TIMEOUT
+        while ok(b, "quota", "list") != want:
+            assert time.monotonic() < deadline, f"broker {i} never listed the quota"
+            time.sleep(0.2)
+    # the leader enforces it (quotas are per broker: one partition puts all bytes on one)
+    a_broker = c.brokers[2]
+    create_topic(a_broker.bootstrap, "cq", 1)
+    throttles = []
+    p = Producer({
+        "bootstrap.servers": a_broker.bootstrap, "client.id": "c-slow", "linger.ms": 5,
+        "batch.size": 16384, "throttle_cb": lambda e: throttles.append(e.throttle_time),
+    })
+    for _ in range(300):
+        p.produce("cq", VALUE)
+        p.poll(0)
+    assert p.flush(TIMEOUT) == 0
+    assert throttles and max(throttles) > 0, "throttled on the partitions' leaders"
+    # a restarted broker has them from its image
+    c.brokers[3].stop()
+    c.brokers[3].start()
+    deadline = time.monotonic() + TIMEOUT
+    while ok(c.brokers[3], "quota", "list") != want:
+        assert time.monotonic() < deadline, "the restarted broker lost the quota"
+        time.sleep(0.2)
