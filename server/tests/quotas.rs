@@ -20,6 +20,9 @@ use kafka_protocol::messages::*;
 use sluice_engine::batch;
 
 type Ent<'a> = &'a [(&'a str, Option<&'a str>)];
+/// Described entities ("type=name,..." with `<default>`) and their sorted values, or the
+/// error code and message.
+type Described = Result<Vec<(String, Vec<(String, f64)>)>, (i16, String)>;
 
 fn entry(entity: Ent<'_>, ops: &[(&str, f64, bool)]) -> EntryData {
     EntryData::default()
@@ -74,11 +77,7 @@ fn set(c: &mut Client, entity: Ent<'_>, key: &str, v: f64) {
 }
 
 /// Entities (as "type=name" joined, `<default>` for null) and their values, sorted.
-fn describe(
-    c: &mut Client,
-    comps: &[(&str, i8, Option<&str>)],
-    strict: bool,
-) -> Result<Vec<(String, Vec<(String, f64)>)>, (i16, String)> {
+fn describe(c: &mut Client, comps: &[(&str, i8, Option<&str>)], strict: bool) -> Described {
     let req = DescribeClientQuotasRequest::default()
         .with_components(
             comps
@@ -130,7 +129,7 @@ fn describe(
     Ok(out)
 }
 
-fn names(r: Result<Vec<(String, Vec<(String, f64)>)>, (i16, String)>) -> Vec<String> {
+fn names(r: Described) -> Vec<String> {
     r.expect("described").into_iter().map(|(e, _)| e).collect()
 }
 

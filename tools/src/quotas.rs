@@ -17,6 +17,10 @@ use crate::client::{Client, ClientError};
 /// An entity: (entity type `user` / `client-id`, name; None is the default).
 pub type QuotaEntity = Vec<(String, Option<String>)>;
 
+/// A describe filter's name match: Some(Some(name)) that name, Some(None) the default entity,
+/// None any name.
+pub type NameMatch = Option<Option<String>>;
+
 /// One entity and its values, sorted by key.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QuotaEntry {
@@ -58,7 +62,7 @@ impl Client {
     /// Some(None) the default, None any name); `strict`: entities with only those types.
     pub fn describe_client_quotas(
         &mut self,
-        components: &[(String, Option<Option<String>>)],
+        components: &[(String, NameMatch)],
         strict: bool,
     ) -> Result<Vec<QuotaEntry>, ClientError> {
         let v = self.negotiate(ApiKey::DescribeClientQuotas, 0, 1)?;

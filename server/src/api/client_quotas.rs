@@ -92,9 +92,7 @@ fn parse_entry(
         }
         if op.remove {
             // removing needs only a known key
-            if let Err(msg) = validate_value(key, 1.0) {
-                return Err(msg);
-            }
+            validate_value(key, 1.0)?;
             ops.push((key.to_string(), None));
         } else {
             validate_value(key, op.value)?;

@@ -246,11 +246,23 @@ impl Collector for Snapshot {
         for x in &q.sensors {
             f.gauge(&labels(x), x.rate)?;
         }
-        let mut f = family(&mut enc, "sluice_quota_entity_throttled", "Times an entity's quota throttled a request.", None, Counter)?;
+        let mut f = family(
+            &mut enc,
+            "sluice_quota_entity_throttled",
+            "Times an entity's quota throttled a request.",
+            None,
+            Counter,
+        )?;
         for x in &q.sensors {
             f.counter(&labels(x), x.throttled)?;
         }
-        let mut f = family(&mut enc, "sluice_quota_entity_throttle_time_ms", "Throttle time an entity's quota gave, in ms.", None, Counter)?;
+        let mut f = family(
+            &mut enc,
+            "sluice_quota_entity_throttle_time_ms",
+            "Throttle time an entity's quota gave, in ms.",
+            None,
+            Counter,
+        )?;
         for x in &q.sensors {
             f.counter(&labels(x), x.throttle_ms)?;
         }

@@ -8,7 +8,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
-use sluice_tools::quotas::{entity_text, value_text, QuotaEntity};
+use sluice_tools::quotas::{entity_text, value_text, NameMatch, QuotaEntity};
 
 use crate::out::{self, CliError};
 use crate::Global;
@@ -45,13 +45,13 @@ pub struct EntityArgs {
 
 impl EntityArgs {
     /// (type, Some(name) / Some(None) default / None any), user first.
-    fn components(&self) -> Result<Vec<(EntityType, Option<Option<String>>)>, CliError> {
+    fn components(&self) -> Result<Vec<(EntityType, NameMatch)>, CliError> {
         if self.names.len() > self.types.len() {
             return Err(CliError::usage(
                 "each --entity-name needs an --entity-type before it",
             ));
         }
-        let mut out: Vec<(EntityType, Option<Option<String>>)> = Vec::new();
+        let mut out: Vec<(EntityType, NameMatch)> = Vec::new();
         for (i, t) in self.types.iter().enumerate() {
             if out.iter().any(|(o, _)| o == t) {
                 return Err(CliError::usage(format!(
@@ -197,7 +197,7 @@ pub fn run(g: &Global, cmd: QuotaCmd) -> Result<(), CliError> {
                     .filter(|s| !s.is_empty())
                     .collect(),
                 None => {
-                    let comps: Vec<(String, Option<Option<String>>)> = entity
+                    let comps: Vec<(String, NameMatch)> = entity
                         .iter()
                         .map(|(t, n)| (t.clone(), Some(n.clone())))
                         .collect();
@@ -227,7 +227,7 @@ pub fn run(g: &Global, cmd: QuotaCmd) -> Result<(), CliError> {
             out::print(&completed(&entity))
         }
         QuotaCmd::List { entity } => {
-            let comps: Vec<(String, Option<Option<String>>)> = entity
+            let comps: Vec<(String, NameMatch)> = entity
                 .components()?
                 .into_iter()
                 .map(|(t, m)| (t.wire().to_string(), m))
