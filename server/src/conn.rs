@@ -239,8 +239,10 @@ pub async fn serve<S>(
                     Err(e) => return Err(e),
                 };
                 // a quota throttle on an earlier answer: this request waits it out (KIP-219)
-                let stop = shard.shared.stop.listen();
-                futures_lite::future::or(session.muted(), stop).await;
+                if session.throttled_until.get().is_some() {
+                    let stop = shard.shared.stop.listen();
+                    futures_lite::future::or(session.muted(), stop).await;
+                }
                 let s = shard.clone();
                 let session = session.clone();
                 let size = frame.len();
