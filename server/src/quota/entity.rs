@@ -195,11 +195,41 @@ struct Row {
 /// Every entity's quotas (stored as a list: JSON maps need string keys).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "Vec<Row>", into = "Vec<Row>")]
-pub struct QuotaMap(pub BTreeMap<Entity, Quotas>);
+pub struct QuotaMap(pub BTreeMap<Entity, Quotas>, Index);
+
+/// What [`QuotaMap::resolve`] checks before it builds a key: the (user, client) shapes that
+/// exist and the names they use, so a client no quota names costs no allocation. Derived from
+/// the map (built on first use, dropped by [`QuotaMap::apply`]).
+#[derive(Debug, Clone, Default)]
+struct Index(std::sync::OnceLock<Box<Names>>);
+
+/// Derived from the map: two maps are equal when their entries are.
+impl PartialEq for Index {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Index {}
+
+#[derive(Debug, Clone, Default)]
+struct Names {
+    /// Bit `3 * user side + client side` (0 absent, 1 default, 2 named).
+    shapes: u16,
+    users: std::collections::HashSet<String>,
+    clients: std::collections::HashSet<String>,
+}
+
+fn side(n: &Option<Name>) -> u16 {
+    match n {
+        None => 0,
+        Some(Name::Default) => 1,
+        Some(Name::Named(_)) => 2,
+    }
+}
 
 impl From<Vec<Row>> for QuotaMap {
     fn from(rows: Vec<Row>) -> Self {
-        QuotaMap(
+        QuotaMap::new(
             rows.into_iter()
                 .filter(|r| !r.quotas.is_empty())
                 .map(|r| (r.entity, r.quotas))
@@ -220,8 +250,29 @@ impl From<QuotaMap> for Vec<Row> {
 pub type Ops = Vec<(String, Option<QuotaValue>)>;
 
 impl QuotaMap {
+    pub fn new(map: BTreeMap<Entity, Quotas>) -> QuotaMap {
+        QuotaMap(map, Index::default())
+    }
+
+    fn names(&self) -> &Names {
+        self.1 .0.get_or_init(|| {
+            let mut n = Names::default();
+            for e in self.0.keys() {
+                n.shapes |= 1 << (3 * side(&e.user) + side(&e.client_id));
+                if let Some(Name::Named(u)) = &e.user {
+                    n.users.insert(u.clone());
+                }
+                if let Some(Name::Named(c)) = &e.client_id {
+                    n.clients.insert(c.clone());
+                }
+            }
+            Box::new(n)
+        })
+    }
+
     /// Applies `ops` to `entity` (an entity left without values is removed).
     pub fn apply(&mut self, entity: &Entity, ops: &Ops) {
+        self.1 = Index::default();
         let q = self.0.entry(entity.clone()).or_default();
         for (k, v) in ops {
             match v {
@@ -261,17 +312,36 @@ impl QuotaMap {
     pub fn resolve(&self, t: QuotaType, user: &str, client_id: &str) -> Option<(Tags, f64)> {
         let named = |s: &str| Some(Name::Named(s.to_string()));
         let def = || Some(Name::Default);
-        let order = [
-            (named(user), named(client_id)),
-            (named(user), def()),
-            (named(user), None),
-            (def(), named(client_id)),
-            (def(), def()),
-            (def(), None),
-            (None, named(client_id)),
-            (None, def()),
+        let order = |level: usize| match level {
+            0 => (named(user), named(client_id)),
+            1 => (named(user), def()),
+            2 => (named(user), None),
+            3 => (def(), named(client_id)),
+            4 => (def(), def()),
+            5 => (def(), None),
+            6 => (None, named(client_id)),
+            _ => (None, def()),
+        };
+        let idx = self.names();
+        // (user side, client side) of each level, as in `side`
+        const SHAPES: [(u16, u16); 8] = [
+            (2, 2),
+            (2, 1),
+            (2, 0),
+            (1, 2),
+            (1, 1),
+            (1, 0),
+            (0, 2),
+            (0, 1),
         ];
-        for (u, c) in order {
+        for (level, (us, cs)) in SHAPES.into_iter().enumerate() {
+            if idx.shapes & (1 << (3 * us + cs)) == 0
+                || (us == 2 && !idx.users.contains(user))
+                || (cs == 2 && !idx.clients.contains(client_id))
+            {
+                continue;
+            }
+            let (u, c) = order(level);
             let (has_user, has_client) = (u.is_some(), c.is_some());
             let e = Entity {
                 user: u,
