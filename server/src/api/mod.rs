@@ -212,7 +212,7 @@ pub async fn handle(
         true => quotas.begin(&session.principal.borrow(), client_id),
     };
     let charge = charge.as_ref();
-    session.quota_bound.set(charge.is_some_and(|c| c.applies()));
+    session.quota_bound.set(charge.is_some());
     let size = frame_len;
     let r = match charge.and_then(|c| c.meter()) {
         Some(m) => crate::quota::Busy::new(dispatch(shard, req, session, charge, size), m).await,

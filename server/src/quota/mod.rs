@@ -153,8 +153,8 @@ impl QuotaManager {
         self.kinds.load(Ordering::Relaxed) != 0
     }
 
-    /// The accounting of one request, or None (the hot path: one atomic load) when no quota
-    /// is set. `principal` is `User:<name>`.
+    /// The accounting of one request, or None when no quota applies to this user and client
+    /// (the hot path when no quota is set anywhere: one atomic load). `principal` is `User:<name>`.
     pub fn begin(&self, principal: &str, client_id: &str) -> Option<Charge<'_>> {
         let kinds = self.kinds.load(Ordering::Acquire);
         if kinds == 0 {
@@ -165,14 +165,15 @@ impl QuotaManager {
         let applies =
             |t: QuotaType| kinds & t.bit() != 0 && map.resolve(t, user, client_id).is_some();
         let meter = applies(QuotaType::Request).then(|| Rc::new(BusyMeter::default()));
-        let applies = meter.is_some() || applies(QuotaType::Produce) || applies(QuotaType::Fetch);
+        if meter.is_none() && !applies(QuotaType::Produce) && !applies(QuotaType::Fetch) {
+            return None; // quotas exist, none for this user and client
+        }
         Some(Charge {
             mgr: self,
             map,
             user: user.to_string(),
             client_id: client_id.to_string(),
             meter,
-            applies,
         })
     }
 
@@ -289,15 +290,9 @@ pub struct Charge<'a> {
     user: String,
     client_id: String,
     meter: Option<Rc<BusyMeter>>,
-    applies: bool,
 }
 
 impl Charge<'_> {
-    /// Whether any quota applies to this user and client.
-    pub fn applies(&self) -> bool {
-        self.applies
-    }
-
     /// Set when a request_percentage quota applies: the handler runs under [`Busy`] with it.
     pub fn meter(&self) -> Option<Rc<BusyMeter>> {
         self.meter.clone()
@@ -412,13 +407,8 @@ mod tests {
         assert!(ch.meter().is_none(), "no request quota: no meter");
         // 20000 B in the first ms against 1000 B/s over 10 windows
         assert_eq!(ch.finish(Some(20_000), 0), 10_000);
-        // another client is not limited
-        assert_eq!(
-            m.begin("User:ANONYMOUS", "d")
-                .expect("charged")
-                .finish(Some(1 << 30), 0),
-            0
-        );
+        // another client is not limited: nothing to charge
+        assert!(m.begin("User:ANONYMOUS", "d").is_none());
         let again = QuotaManager::open(dir.path(), w).expect("reopen");
         assert_eq!(*again.current(), *m.current());
         let snap = m.snapshot();
