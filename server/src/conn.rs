@@ -114,6 +114,10 @@ pub struct Session {
     pub principal: std::cell::RefCell<Rc<str>>,
     /// SASL listeners: where the authentication stands (None on PLAINTEXT and SSL ones).
     pub sasl: Option<std::cell::RefCell<crate::security::sasl::SaslState>>,
+    /// Client quotas: no further request is handled before this (KIP-219 muting).
+    pub throttled_until: Cell<Option<std::time::Instant>>,
+    /// The last request came under a client quota: requests are then read one at a time.
+    pub quota_bound: Cell<bool>,
 }
 
 impl Session {
@@ -123,6 +127,25 @@ impl Session {
         self.sasl
             .as_ref()
             .is_some_and(|s| !s.borrow().authenticated())
+    }
+
+    /// A response throttled for `ms` (quota): mutes the connection that long.
+    pub fn throttle(&self, ms: i32) {
+        if ms > 0 {
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(ms as u64);
+            let later = self.throttled_until.get().map_or(until, |t| t.max(until));
+            self.throttled_until.set(Some(later));
+        }
+    }
+
+    /// Waits out a quota throttle, if any.
+    async fn muted(&self) {
+        if let Some(until) = self.throttled_until.take() {
+            let now = std::time::Instant::now();
+            if until > now {
+                glommio::timer::sleep(until - now).await;
+            }
+        }
     }
 
     /// After a v0 SaslHandshake the next frame is a bare SASL token.
@@ -158,6 +181,8 @@ pub async fn serve<S>(
             .protocol
             .sasl()
             .then(|| std::cell::RefCell::new(crate::security::sasl::SaslState::new())),
+        throttled_until: Cell::new(None),
+        quota_bound: Cell::new(false),
     });
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<Pending>(MAX_IN_FLIGHT);
@@ -214,6 +239,11 @@ pub async fn serve<S>(
                     Ok(None) => return Ok(()),
                     Err(e) => return Err(e),
                 };
+                // a quota throttle on an earlier answer: this request waits it out (KIP-219)
+                if session.throttled_until.get().is_some() {
+                    let stop = shard.shared.stop.listen();
+                    futures_lite::future::or(session.muted(), stop).await;
+                }
                 let s = shard.clone();
                 let session = session.clone();
                 let size = frame.len();
@@ -225,6 +255,13 @@ pub async fn serve<S>(
                 } else if session.authenticating() {
                     // one request at a time until authenticated: the next frame may depend on
                     // this one's outcome (a v0 handshake switches the framing)
+                    let r = guarded(api::handle(&s, frame, &session), &s).await;
+                    budget.answered(size, &r);
+                    glommio::spawn_local(async move { r }).detach()
+                } else if session.quota_bound.get() {
+                    // under a client quota: one request at a time, as Kafka serves every
+                    // connection, so that each answer's throttle holds back the next request
+                    // (pipelined requests would otherwise all be in before the first throttle)
                     let r = guarded(api::handle(&s, frame, &session), &s).await;
                     budget.answered(size, &r);
                     glommio::spawn_local(async move { r }).detach()

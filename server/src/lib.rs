@@ -21,6 +21,7 @@ pub mod http;
 pub mod kvlog;
 pub mod limits;
 pub mod metrics;
+pub mod quota;
 pub mod security;
 mod sendfile;
 pub mod shard;
@@ -146,6 +147,8 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
     }
     let group_configs = group::configs::LocalGroupConfigs::open(&config.data_dir)
         .map_err(|e| StartError::Config(format!("group configs: {e}")))?;
+    let quotas = quota::QuotaManager::open(&config.data_dir, config.quota_windows)
+        .map_err(|e| StartError::Config(format!("client quotas: {e}")))?;
     let catalog = Catalog::open(&config.data_dir, cores)?;
     let limits =
         limits::ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
@@ -155,6 +158,7 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
         catalog,
         security,
         group_configs,
+        quotas,
         listeners,
         inter_broker,
         bound: OnceLock::new(),
@@ -443,6 +447,9 @@ async fn shard_main(
         })
         .detach()
     });
+    // cluster mode: the metadata image's client quotas put in force on this broker
+    let quota_sync = (id == 0 && shared.is_clustered())
+        .then(|| glommio::spawn_local(quota::sync_from_image(shared.clone())).detach());
     // cluster mode: replicas of this shard's partitions follow their leaders
     let replication = shared
         .is_clustered()
@@ -469,6 +476,9 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     retention.cancel();
+    if let Some(q) = quota_sync {
+        q.cancel();
+    }
     if let Some(c) = cleaner {
         // a pass cut short leaves its .cleaned files (or a committed swap) to the next open
         c.cancel();

@@ -42,6 +42,8 @@ pub struct BrokerShared {
     pub security: crate::security::Security,
     /// Dynamic group configs of a single node (a cluster keeps them in the metadata image).
     pub group_configs: crate::group::configs::LocalGroupConfigs,
+    /// Client quotas and the rates measured against them (every shard's requests together).
+    pub quotas: crate::quota::QuotaManager,
     /// The listeners, resolved from the config; connections refer to them by index.
     pub listeners: Vec<Listener>,
     /// Index into `listeners` of the one brokers reach each other on (cluster mode).

@@ -25,6 +25,7 @@ pub mod member;
 pub mod partitioner;
 pub mod pipeline;
 pub mod produce;
+pub mod quotas;
 pub mod records;
 pub mod sasl;
 pub mod security;

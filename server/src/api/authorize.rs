@@ -312,6 +312,12 @@ pub fn check(authz: &Authz<'_>, body: &mut RequestKind) -> Result<Denied, Refuse
         RequestKind::AlterUserScramCredentials(_) if !authz.cluster(op::ALTER) => {
             return Err(Refused(CLUSTER_AUTHORIZATION_FAILED));
         }
+        RequestKind::DescribeClientQuotas(_) if !authz.cluster(op::DESCRIBE_CONFIGS) => {
+            return Err(Refused(CLUSTER_AUTHORIZATION_FAILED));
+        }
+        RequestKind::AlterClientQuotas(_) if !authz.cluster(op::ALTER_CONFIGS) => {
+            return Err(Refused(CLUSTER_AUTHORIZATION_FAILED));
+        }
         RequestKind::WriteTxnMarkers(_) if !authz.cluster(op::CLUSTER_ACTION) => {
             return Err(Refused(CLUSTER_AUTHORIZATION_FAILED));
         }
@@ -926,6 +932,33 @@ pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
         RequestKind::DescribeLogDirs(_) => {
             ResponseKind::DescribeLogDirs(DescribeLogDirsResponse::default().with_error_code(code))
         }
+        RequestKind::DescribeClientQuotas(_) => ResponseKind::DescribeClientQuotas(
+            DescribeClientQuotasResponse::default()
+                .with_error_code(code)
+                .with_error_message(m),
+        ),
+        RequestKind::AlterClientQuotas(r) => ResponseKind::AlterClientQuotas(
+            AlterClientQuotasResponse::default().with_entries(
+                r.entries
+                    .iter()
+                    .map(|e| {
+                        alter_client_quotas_response::EntryData::default()
+                            .with_error_code(code)
+                            .with_error_message(m.clone())
+                            .with_entity(
+                                e.entity
+                                    .iter()
+                                    .map(|p| {
+                                        alter_client_quotas_response::EntityData::default()
+                                            .with_entity_type(p.entity_type.clone())
+                                            .with_entity_name(p.entity_name.clone())
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
+        ),
         _ => return None,
     })
 }

@@ -99,6 +99,7 @@ pub async fn handle(
     correlation_id: i32,
     client_id: &str,
     authz: &Authz<'_>,
+    quota: &dyn Fn(u64) -> i32,
 ) -> Result<Response, ConnError> {
     let started = Instant::now();
     tracing::trace!(
@@ -216,6 +217,8 @@ pub async fn handle(
     let mut budget = total_max as u64;
     let mut first = true;
     let mut datas: Vec<Data> = Vec::new();
+    // a consumer's record bytes by partition: counted once the quota lets them out
+    let mut sent = Vec::new();
     for (ti, (t, rs)) in topics_out.iter_mut().zip(reads).enumerate() {
         let parts = &req.topics[ti].partitions;
         let mut out = Vec::with_capacity(rs.len());
@@ -252,7 +255,7 @@ pub async fn handle(
                 first = false;
                 budget = budget.saturating_sub(len);
                 if replica.is_none() {
-                    shard.metrics.bytes_out(&names[ti], p.partition, len);
+                    sent.push((ti, p.partition, len));
                 }
                 pd = pd.with_records(Some(sentinel(datas.len())));
                 datas.push(r.data);
@@ -262,6 +265,20 @@ pub async fn handle(
             out.push(pd);
         }
         t.partitions = out;
+    }
+    // consumer_byte_rate (and request_percentage): a throttled fetch answers empty, as Kafka
+    let throttle = match replica {
+        None => quota(sent.iter().map(|(_, _, len)| *len).sum()),
+        Some(_) => 0,
+    };
+    if throttle > 0 {
+        let body = FetchResponse::default()
+            .with_session_id(0)
+            .with_throttle_time_ms(throttle);
+        return encode_with_data(version, correlation_id, &body, Vec::new());
+    }
+    for (ti, partition, len) in sent {
+        shard.metrics.bytes_out(&names[ti], partition, len);
     }
     let body = FetchResponse::default()
         .with_session_id(0)

@@ -19,6 +19,7 @@ mod admin;
 mod api_versions;
 mod authorize;
 mod broker_configs;
+mod client_quotas;
 mod configs;
 mod consumer_groups;
 mod describe_topic_partitions;
@@ -132,6 +133,8 @@ pub const SUPPORTED: &[ApiKey] = &[
     ApiKey::SaslAuthenticate,
     ApiKey::DescribeUserScramCredentials,
     ApiKey::AlterUserScramCredentials,
+    ApiKey::DescribeClientQuotas,
+    ApiKey::AlterClientQuotas,
 ];
 
 /// The versions of `api_key` sluice answers: kafka-protocol's range, capped where a newer
@@ -180,6 +183,7 @@ pub async fn handle(
             version,
         });
     }
+    let frame_len = frame.len();
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, api_key.request_header_version(version))
         .map_err(|e| ConnError::Malformed(format!("{api_key:?} v{version} header: {e}")))?;
@@ -200,7 +204,20 @@ pub async fn handle(
         body,
     };
     let started = std::time::Instant::now();
-    let r = dispatch(shard, req, session).await;
+    // client quotas: None (one atomic load) unless a quota is set somewhere
+    let client_id = req.header.client_id.as_ref().map_or("", |c| c.as_str());
+    let quotas = &shard.shared.quotas;
+    let charge = match quotas.active() {
+        false => None,
+        true => quotas.begin(&session.principal.borrow(), client_id),
+    };
+    let charge = charge.as_ref();
+    session.quota_bound.set(charge.is_some());
+    let size = frame_len;
+    let r = match charge.and_then(|c| c.meter()) {
+        Some(m) => crate::quota::Busy::new(dispatch(shard, req, session, charge, size), m).await,
+        None => dispatch(shard, req, session, charge, size).await,
+    };
     shard.metrics.request(api_key, started.elapsed());
     r
 }
@@ -230,7 +247,10 @@ async fn dispatch(
     shard: &Rc<Shard>,
     req: Request,
     session: &Session,
+    charge: Option<&crate::quota::Charge<'_>>,
+    request_bytes: usize,
 ) -> Result<Option<Response>, ConnError> {
+    use crate::quota::SetThrottle;
     let listener = session.listener;
     let client_id = req
         .header
@@ -242,8 +262,19 @@ async fn dispatch(
     if k != ApiKey::ApiVersions {
         fault_panics(shard, &client_id).await;
     }
+    // the quota throttle (0 without quotas); the connection reads nothing more for that long
+    let throttle = |produce_bytes: Option<usize>| -> i32 {
+        let t = charge.map_or(0, |q| q.finish(produce_bytes, 0));
+        session.throttle(t);
+        t
+    };
     macro_rules! respond {
         ($body:expr) => {{
+            let mut body = $body;
+            body.set_throttle(throttle(None));
+            respond!(@encode body)
+        }};
+        (@encode $body:ident) => {{
             let body = $body;
             body.each_error(&mut |code| shard.metrics.error(k, code));
             wire::encode(k, v, c, &body)
@@ -286,16 +317,25 @@ async fn dispatch(
         }
         RequestKind::Produce(r) => {
             let acks = r.acks;
-            let resp = denied.fill_produce(produce::handle(shard, r, v).await);
+            let mut resp = denied.fill_produce(produce::handle(shard, r, v).await);
+            // acks=0 too: no answer, but the connection is muted all the same (KIP-219)
+            resp.set_throttle(throttle(Some(request_bytes)));
             if acks == 0 {
                 Ok(None)
             } else {
-                respond!(resp)
+                respond!(@encode resp)
             }
         }
-        RequestKind::Fetch(r) => fetch::handle(shard, r, v, c, &client_id, &authz)
-            .await
-            .map(Some),
+        RequestKind::Fetch(r) => {
+            let quota = |bytes: u64| -> i32 {
+                let t = charge.map_or(0, |q| q.finish_fetch(bytes));
+                session.throttle(t);
+                t
+            };
+            fetch::handle(shard, r, v, c, &client_id, &authz, &quota)
+                .await
+                .map(Some)
+        }
         RequestKind::ListOffsets(r) => {
             respond!(denied.fill_list_offsets(list_offsets::handle(shard, r, v).await))
         }
@@ -430,6 +470,8 @@ async fn dispatch(
         }
         RequestKind::DescribeUserScramCredentials(r) => respond!(sasl::describe_scram(shard, r)),
         RequestKind::AlterUserScramCredentials(r) => respond!(sasl::alter_scram(shard, r).await),
+        RequestKind::DescribeClientQuotas(r) => respond!(client_quotas::describe(shard, r)),
+        RequestKind::AlterClientQuotas(r) => respond!(client_quotas::alter(shard, r).await),
         _ => Err(ConnError::UnknownApi(k as i16)),
     }
 }

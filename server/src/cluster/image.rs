@@ -119,6 +119,9 @@ pub struct Image {
     /// Dynamic group configs (GROUP config resources), by group id.
     #[serde(default)]
     pub group_configs: crate::group::configs::GroupConfigMap,
+    /// Client quotas (AlterClientQuotas), the same on every broker.
+    #[serde(default)]
+    pub client_quotas: crate::quota::QuotaMap,
     /// Index of the last command applied (the image's version).
     pub applied: u64,
 }
@@ -188,6 +191,11 @@ pub enum Command {
     SetGroupConfigs {
         group: String,
         configs: BTreeMap<String, String>,
+    },
+    /// AlterClientQuotas: values to set or remove per entity (validated by the broker that
+    /// took the request).
+    AlterClientQuotas {
+        changes: Vec<(crate::quota::Entity, crate::quota::Ops)>,
     },
 }
 
@@ -374,6 +382,12 @@ impl Image {
             }
             Command::SetGroupConfigs { group, configs } => {
                 crate::group::configs::apply(&mut self.group_configs, group, configs);
+                Ok(Applied::Done)
+            }
+            Command::AlterClientQuotas { changes } => {
+                for (entity, ops) in changes {
+                    self.client_quotas.apply(entity, ops);
+                }
                 Ok(Applied::Done)
             }
         }

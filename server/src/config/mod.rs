@@ -84,6 +84,9 @@ pub struct ServerConfig {
     /// handled, with the answers it has not read yet (Kafka bounds the whole broker's queue with it; -1, its default, is taken as
     /// socket.request.max.bytes per connection here, so every connection is bounded).
     pub queued_max_request_bytes: usize,
+    /// quota.window.num / quota.window.size.seconds: the samples client quota rates are
+    /// measured over (Kafka's defaults 11 x 1 s).
+    pub quota_windows: crate::quota::Windows,
     /// Defaults for every partition log (log.* keys); topics override them.
     pub log: LogConfig,
     /// The log cleaner of compacted topics (log.cleaner.* keys).
@@ -173,6 +176,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: i32::MAX as usize,
             connections_max_idle_ms: 600_000,
             queued_max_request_bytes: 104_857_600,
+            quota_windows: crate::quota::Windows::default(),
             log: LogConfig::default(),
             cleaner: CleanerSettings::default(),
             retention_check_ms: 300_000,
@@ -607,6 +611,10 @@ impl ServerConfig {
                     "-1" => self.socket_request_max_bytes,
                     _ => parse_positive(key, value)?,
                 }
+            }
+            "quota.window.num" => self.quota_windows.num = parse_positive(key, value)?,
+            "quota.window.size.seconds" => {
+                self.quota_windows.size_ms = parse_positive(key, value)? as u64 * 1000
             }
             "connections.max.idle.ms" => {
                 self.connections_max_idle_ms = parse_positive(key, value)? as u64

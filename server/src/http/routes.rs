@@ -261,6 +261,8 @@ async fn write(shard: &Rc<Shard>, req: Request<Incoming>, what: Write) -> Resp {
         listener: 0,
         principal: std::cell::RefCell::new(Rc::from(principal.as_str())),
         sasl: None,
+        throttled_until: std::cell::Cell::new(None),
+        quota_bound: std::cell::Cell::new(false),
     };
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),

@@ -65,6 +65,8 @@ errors! {
     CreateAclsResponse => [results/error_code];
     DeleteAclsResponse => [filter_results/error_code];
     AlterUserScramCredentialsResponse => [results/error_code];
+    DescribeClientQuotasResponse => [error_code];
+    AlterClientQuotasResponse => [entries/error_code];
 
     ProduceResponse => [responses/partition_responses/error_code];
     ListOffsetsResponse => [topics/partitions/error_code];

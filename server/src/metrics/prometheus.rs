@@ -217,6 +217,56 @@ impl Collector for Snapshot {
         f.counter(&vec![("path", "sendfile".into())], c.fetch_sendfile_bytes)?;
         f.counter(&vec![("path", "copy".into())], c.fetch_copied_bytes)?;
 
+        // client quotas
+        let q = &s.quotas;
+        family(
+            &mut enc,
+            "sluice_quota_throttled_responses",
+            "Responses throttled by a client quota (throttle_time_ms > 0; the connection was muted that long).",
+            None,
+            Counter,
+        )?
+        .counter(&none(), q.throttled)?;
+        family(
+            &mut enc,
+            "sluice_quota_throttle_time_ms",
+            "Throttle time of throttled responses together, in ms.",
+            None,
+            Counter,
+        )?
+        .counter(&none(), q.throttle_ms)?;
+        let labels = |x: &crate::quota::SensorSnapshot| {
+            vec![
+                ("quota", x.quota_type.to_string()),
+                ("user", x.user.clone()),
+                ("client_id", x.client_id.clone()),
+            ]
+        };
+        let mut f = family(&mut enc, "sluice_quota_rate", "Measured rate of an entity under a client quota: bytes/s (producer_byte_rate, consumer_byte_rate) or percent of one thread (request_percentage).", None, Gauge)?;
+        for x in &q.sensors {
+            f.gauge(&labels(x), x.rate)?;
+        }
+        let mut f = family(
+            &mut enc,
+            "sluice_quota_entity_throttled",
+            "Times an entity's quota throttled a request.",
+            None,
+            Counter,
+        )?;
+        for x in &q.sensors {
+            f.counter(&labels(x), x.throttled)?;
+        }
+        let mut f = family(
+            &mut enc,
+            "sluice_quota_entity_throttle_time_ms",
+            "Throttle time an entity's quota gave, in ms.",
+            None,
+            Counter,
+        )?;
+        for x in &q.sensors {
+            f.counter(&labels(x), x.throttle_ms)?;
+        }
+
         // storage
         let st = &s.storage;
         family(

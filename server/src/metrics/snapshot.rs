@@ -207,6 +207,8 @@ pub struct BrokerSnapshot {
     /// Sorted by group id.
     pub groups: Vec<GroupSnapshot>,
     pub cluster: Option<ClusterSnapshot>,
+    /// Client quotas: throttled responses and the rate of each entity with a quota.
+    pub quotas: crate::quota::QuotaSnapshot,
 }
 
 impl BrokerSnapshot {
@@ -267,6 +269,7 @@ fn merge(shard: &Shard, parts: Vec<(usize, ShardSnapshot)>) -> BrokerSnapshot {
         uptime_seconds: shared.started.elapsed().as_secs_f64(),
         shards: shard.nr,
         disk: disk_usage(&shared.config.data_dir),
+        quotas: shared.quotas.metrics(),
         ..Default::default()
     };
     let mut bytes_out: HashMap<TopicPartition, u64> = HashMap::new();

@@ -51,15 +51,26 @@ pub fn sb(s: &str) -> StrBytes {
 pub struct Client {
     pub stream: TcpStream,
     next_id: i32,
+    /// The header's client.id (`sluice-test` unless [`Client::connect_as`]).
+    pub client_id: String,
 }
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
+        Client::connect_as(addr, "sluice-test")
+    }
+
+    /// A client whose requests carry `client_id`.
+    pub fn connect_as(addr: SocketAddr, client_id: &str) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
-        Client { stream, next_id: 1 }
+        Client {
+            stream,
+            next_id: 1,
+            client_id: client_id.to_string(),
+        }
     }
 
     /// Sends one request without reading the answer; returns its correlation id.
@@ -70,7 +81,7 @@ impl Client {
             .with_request_api_key(key as i16)
             .with_request_api_version(version)
             .with_correlation_id(id)
-            .with_client_id(Some(StrBytes::from_static_str("sluice-test")));
+            .with_client_id(Some(StrBytes::from_string(self.client_id.clone())));
         let mut buf = BytesMut::new();
         buf.put_i32(0);
         header

@@ -13,6 +13,7 @@ mod dump;
 mod group;
 mod out;
 mod produce;
+mod quota;
 mod top;
 mod topic;
 mod user;
@@ -111,6 +112,11 @@ enum Command {
     /// ACLs: add, list and remove (kafka-acls.sh)
     #[command(subcommand)]
     Acl(acl::AclCmd),
+    /// Client quotas: set, list and delete producer_byte_rate, consumer_byte_rate and
+    /// request_percentage of users and client ids (kafka-configs.sh --entity-type
+    /// users|clients)
+    #[command(subcommand)]
+    Quota(quota::QuotaCmd),
     /// Live view: per topic end offsets, messages/s, bytes stored and bytes/s; per consumer
     /// group its state, members and lag (refreshed every --interval-ms)
     Top(top::TopArgs),
@@ -129,6 +135,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::DumpLog(a) => dump::run(g, a),
         Command::User(c) => user::run(g, c),
         Command::Acl(c) => acl::run(g, c),
+        Command::Quota(c) => quota::run(g, c),
         Command::Top(a) => top::run(g, a),
     }
 }
