@@ -16,8 +16,8 @@ use crate::wire::{self, Response};
 
 mod acls;
 mod admin;
-mod api_versions;
-mod authorize;
+pub(crate) mod api_versions;
+pub(crate) mod authorize;
 mod broker_configs;
 mod configs;
 mod consumer_groups;
@@ -152,13 +152,24 @@ fn supported(api_key: ApiKey, version: i16) -> bool {
     SUPPORTED.contains(&api_key) && version >= min && version <= max
 }
 
-/// Handles one frame (without its length prefix). `Ok(None)`: no response (acks=0).
-/// `session` is the connection it came on.
-pub async fn handle(
-    shard: &Rc<Shard>,
+/// What a frame decoded into (moved once per frame, so not boxed).
+#[allow(clippy::large_enum_variant)]
+pub enum Decoded {
+    Request(Request),
+    /// An ApiVersions request of a version sluice does not know (KIP-511: answered with a v0
+    /// response carrying UNSUPPORTED_VERSION and the supported ranges).
+    UnsupportedApiVersions {
+        correlation_id: i32,
+    },
+}
+
+/// Decodes one frame (without its length prefix): the api key, version and correlation id, then
+/// `gate` (the SASL gate of the connection), the version check, header and body. Everything a
+/// client sends passes here before any handler runs (fuzzed by `fuzzing::request_frame`).
+pub fn decode_frame(
     frame: Bytes,
-    session: &Session,
-) -> Result<Option<Response>, ConnError> {
+    gate: impl FnOnce(ApiKey) -> Result<(), ConnError>,
+) -> Result<Decoded, ConnError> {
     if frame.len() < 8 {
         return Err(ConnError::Malformed(format!("{}-byte frame", frame.len())));
     }
@@ -166,11 +177,10 @@ pub async fn handle(
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let api_key = ApiKey::try_from(key).map_err(|_| ConnError::UnknownApi(key))?;
-    sasl::gate(session, api_key)?;
+    gate(api_key)?;
     if !supported(api_key, version) {
         if api_key == ApiKey::ApiVersions {
-            // KIP-511: answer with a v0 response carrying UNSUPPORTED_VERSION and our ranges
-            return api_versions::unsupported(correlation_id).map(Some);
+            return Ok(Decoded::UnsupportedApiVersions { correlation_id });
         }
         if !SUPPORTED.contains(&api_key) {
             return Err(ConnError::UnknownApi(key));
@@ -193,12 +203,28 @@ pub async fn handle(
             "trailing bytes after request"
         );
     }
-    let req = Request {
+    Ok(Decoded::Request(Request {
         api_key,
         version,
         header,
         body,
+    }))
+}
+
+/// Handles one frame (without its length prefix). `Ok(None)`: no response (acks=0).
+/// `session` is the connection it came on.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    frame: Bytes,
+    session: &Session,
+) -> Result<Option<Response>, ConnError> {
+    let req = match decode_frame(frame, |k| sasl::gate(session, k))? {
+        Decoded::Request(r) => r,
+        Decoded::UnsupportedApiVersions { correlation_id } => {
+            return api_versions::unsupported(correlation_id).map(Some);
+        }
     };
+    let api_key = req.api_key;
     let started = std::time::Instant::now();
     let r = dispatch(shard, req, session).await;
     shard.metrics.request(api_key, started.elapsed());
