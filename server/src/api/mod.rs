@@ -136,12 +136,22 @@ pub const SUPPORTED: &[ApiKey] = &[
 
 /// The versions of `api_key` sluice answers: kafka-protocol's range, capped where a newer
 /// version means semantics sluice does not implement (transaction protocol v2 of KIP-890
-/// part 2 in EndTxn v5 / TxnOffsetCommit v5).
+/// part 2 in EndTxn v5 / TxnOffsetCommit v5), and where kafka-protocol 0.18's `ApiKey` range
+/// runs past what its request type decodes (OffsetCommit v10, OffsetFetch v10, InitProducerId
+/// v6: such a frame would fail to decode and close the connection; found by the
+/// `request_frame` fuzz seeds, `server/tests/fuzz_targets.rs` checks every advertised version).
 pub fn version_range(api_key: ApiKey) -> (i16, i16) {
+    use kafka_protocol::messages::{
+        InitProducerIdRequest, OffsetCommitRequest, OffsetFetchRequest,
+    };
+    use kafka_protocol::protocol::Message;
     let r = api_key.valid_versions();
     let cap = match api_key {
         ApiKey::EndTxn => 4,
         ApiKey::TxnOffsetCommit => 4,
+        ApiKey::OffsetCommit => OffsetCommitRequest::VERSIONS.max,
+        ApiKey::OffsetFetch => OffsetFetchRequest::VERSIONS.max,
+        ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS.max,
         _ => r.max,
     };
     (r.min, r.max.min(cap))
