@@ -730,8 +730,8 @@ impl Denied {
     }
 }
 
-/// The answer to a refused request (its top-level error code, or every entry's).
-pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
+/// The answer to a refused request of `version` (its top-level error code, or every entry's).
+pub fn refused(body: &RequestKind, code: i16, version: i16) -> Option<ResponseKind> {
     let m = msg(code);
     Some(match body {
         RequestKind::Produce(r) => ResponseKind::Produce(
@@ -825,13 +825,9 @@ pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
                     .collect(),
             ),
         ),
-        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
-            FindCoordinatorResponse::default()
-                .with_error_code(code)
-                .with_error_message(m.clone())
-                .with_node_id(BrokerId(-1))
-                .with_port(-1)
-                .with_coordinators(
+        // v4+ (KIP-699) answers per key only: the top-level fields do not exist there
+        RequestKind::FindCoordinator(r) if version >= 4 => ResponseKind::FindCoordinator(
+            FindCoordinatorResponse::default().with_coordinators(
                     r.coordinator_keys
                         .iter()
                         .map(|k| {
@@ -844,6 +840,13 @@ pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
                         })
                         .collect(),
                 ),
+        ),
+        RequestKind::FindCoordinator(_) => ResponseKind::FindCoordinator(
+            FindCoordinatorResponse::default()
+                .with_error_code(code)
+                .with_error_message(m.clone())
+                .with_node_id(BrokerId(-1))
+                .with_port(-1),
         ),
         RequestKind::InitProducerId(_) => ResponseKind::InitProducerId(
             InitProducerIdResponse::default()

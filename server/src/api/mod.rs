@@ -297,7 +297,7 @@ async fn dispatch(
             if matches!(&body, RequestKind::Produce(r) if r.acks == 0) {
                 return Ok(None);
             }
-            let Some(resp) = authorize::refused(&body, code) else {
+            let Some(resp) = authorize::refused(&body, code, v) else {
                 return Err(ConnError::Malformed(format!("{k:?}: not authorized")));
             };
             return wire::encode_raw(k.response_header_version(v), c, |b| {
@@ -482,7 +482,8 @@ pub async fn serve_as(
     let mut body = body;
     let denied = match authorize::check(&authz, &mut body) {
         Ok(d) => d,
-        Err(authorize::Refused(code)) => return authorize::refused(&body, code),
+        // the console runs CreateTopics at v5 (below); the version only shapes FindCoordinator
+        Err(authorize::Refused(code)) => return authorize::refused(&body, code, 5),
     };
     match body {
         RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(

@@ -39,7 +39,7 @@ pub fn request_frame(data: &[u8]) {
         Ok(Decoded::UnsupportedApiVersions { .. }) => panic!("{k:?} v{v} became unsupported"),
         Err(e) => panic!("{k:?} v{v} re-encoded does not decode: {e}"),
     }
-    if let Some(resp) = authorize::refused(&req.body, REFUSED) {
+    if let Some(resp) = authorize::refused(&req.body, REFUSED, v) {
         let mut b = BytesMut::new();
         resp.encode(&mut b, v)
             .unwrap_or_else(|e| panic!("{k:?} v{v} refusal does not encode: {e}"));
