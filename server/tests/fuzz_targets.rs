@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use kafka_protocol::messages::ApiKey;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use sluice_server::fuzzing::{Target, TARGETS};
@@ -212,4 +213,94 @@ fn seeds_reach_the_interesting_paths() {
         assert_eq!(who[5 + 2 * v].as_deref(), Some("User:alice"), "PLAIN v{v}");
         assert_eq!(who[6 + 2 * v].as_deref(), Some("User:bob"), "SCRAM v{v}");
     }
+}
+
+/// Requests with an entry in each list, at every advertised version they encode at, through
+/// `request_frame` (whose refusal answer must encode at the request's version: DescribeGroups
+/// v0-v5, FindCoordinator v0 and v4+, OffsetFetch v0-v1 and v8+, DescribeLogDirs v0-v2,
+/// DescribeQuorum v0-v1 and AddPartitionsToTxn v4+ did not).
+#[test]
+fn refusals_encode_at_every_version() {
+    use bytes::BytesMut;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let s = StrBytes::from_static_str;
+    let group = || GroupId(s("g"));
+    let txn = || TransactionalId(s("t"));
+    let topic = || TopicName(s("t"));
+    let bodies: Vec<(ApiKey, RequestKind)> = vec![
+        (
+            ApiKey::DescribeGroups,
+            RequestKind::DescribeGroups(
+                DescribeGroupsRequest::default().with_groups(vec![group()]),
+            ),
+        ),
+        (
+            ApiKey::FindCoordinator,
+            RequestKind::FindCoordinator(FindCoordinatorRequest::default().with_key(s("g"))),
+        ),
+        (
+            ApiKey::FindCoordinator,
+            RequestKind::FindCoordinator(
+                FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g")]),
+            ),
+        ),
+        (
+            ApiKey::OffsetFetch,
+            RequestKind::OffsetFetch(OffsetFetchRequest::default().with_group_id(group())),
+        ),
+        (
+            ApiKey::OffsetFetch,
+            RequestKind::OffsetFetch(OffsetFetchRequest::default().with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(group()),
+            ])),
+        ),
+        (
+            ApiKey::DescribeLogDirs,
+            RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default()),
+        ),
+        (
+            ApiKey::DescribeQuorum,
+            RequestKind::DescribeQuorum(DescribeQuorumRequest::default()),
+        ),
+        (
+            ApiKey::AddPartitionsToTxn,
+            RequestKind::AddPartitionsToTxn(
+                AddPartitionsToTxnRequest::default()
+                    .with_v3_and_below_transactional_id(txn())
+                    .with_v3_and_below_topics(vec![
+                        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                            .with_name(topic())
+                            .with_partitions(vec![0]),
+                    ]),
+            ),
+        ),
+        (
+            ApiKey::AddPartitionsToTxn,
+            RequestKind::AddPartitionsToTxn(
+                AddPartitionsToTxnRequest::default().with_transactions(vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                        .with_transactional_id(txn()),
+                ]),
+            ),
+        ),
+    ];
+    let mut ran = 0;
+    for (k, body) in &bodies {
+        let (lo, hi) = sluice_server::api::version_range(*k);
+        for v in lo..=hi {
+            let mut b = BytesMut::new();
+            RequestHeader::default()
+                .with_request_api_key(*k as i16)
+                .with_request_api_version(v)
+                .encode(&mut b, k.request_header_version(v))
+                .expect("header");
+            if body.encode(&mut b, v).is_err() {
+                continue; // a field this version does not have
+            }
+            sluice_server::fuzzing::request_frame(&b);
+            ran += 1;
+        }
+    }
+    assert!(ran >= 36, "{ran} requests");
 }
