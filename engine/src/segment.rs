@@ -275,8 +275,11 @@ where
             .or_else(|| {
                 // fewer than 61 bytes buffered: judge the length field alone
                 let l = i32::from_be_bytes(buf[off + 8..off + 12].try_into().ok()?);
-                (l >= (batch::HEADER_LEN - LOG_OVERHEAD) as i32)
-                    .then_some(l as usize + LOG_OVERHEAD)
+                // (a negative length must not reach the addition: it overflowed)
+                usize::try_from(l)
+                    .ok()
+                    .filter(|&l| l >= batch::HEADER_LEN - LOG_OVERHEAD)
+                    .map(|l| l + LOG_OVERHEAD)
             })
         else {
             stopped = Some(format!("invalid batch length at position {pos}"));
