@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 
-use kafka_protocol::messages::ApiKey;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use sluice_server::fuzzing::{Target, TARGETS};
