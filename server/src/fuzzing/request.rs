@@ -32,6 +32,8 @@ pub fn request_frame(data: &[u8]) {
     let frame = encode(&req.header, &req.body, k, v)
         .unwrap_or_else(|e| panic!("{k:?} v{v} decoded but does not re-encode: {e}"));
     match api::decode_frame(frame, |_| Ok(())) {
+        Ok(Decoded::Request(again)) if again.header == req.header && again.body == req.body => {}
+        _ if negative_tag(&req) => {}
         Ok(Decoded::Request(again)) => {
             assert_eq!(again.header, req.header, "{k:?} v{v} header round trip");
             assert_eq!(again.body, req.body, "{k:?} v{v} body round trip");
@@ -48,6 +50,16 @@ pub fn request_frame(data: &[u8]) {
         wire::encode(k, v, req.header.correlation_id, &api_versions::response())
             .unwrap_or_else(|e| panic!("ApiVersions v{v} answer does not encode: {e}"));
     }
+}
+
+/// Whether the request holds an unknown tagged field whose tag is at least 2^31: kafka-protocol
+/// decodes the unsigned varint tag into an i32 (negative) and cannot encode it back. Only the
+/// round trip is affected (the broker never re-encodes a request, nor copies unknown tagged
+/// fields into an answer), so such a request is exempt from it. Negative keys sort first, so
+/// they show right after the opening brace.
+fn negative_tag(req: &api::Request) -> bool {
+    let text = format!("{:?} {:?}", req.header, req.body);
+    text.contains("unknown_tagged_fields: {-")
 }
 
 fn encode(header: &RequestHeader, body: &RequestKind, k: ApiKey, v: i16) -> Result<Bytes, String> {
