@@ -29,6 +29,7 @@ pub mod config;
 pub mod epoch;
 pub mod error;
 pub mod fault;
+pub mod fuzzing;
 mod hot;
 pub mod index;
 mod log;

@@ -224,6 +224,33 @@ pub async fn scan(
     max_batch: usize,
     allow_gaps: bool,
 ) -> Result<ScanOutcome> {
+    let read_at = |pos, len| read_exact_at(file, pos, len);
+    scan_with(
+        read_at,
+        base,
+        file_len,
+        index_interval,
+        max_batch,
+        allow_gaps,
+    )
+    .await
+}
+
+/// [`scan`] over any source of the segment's bytes: `read_at(pos, len)` returns up to `len`
+/// bytes at `pos` (short at end of file), as [`read_exact_at`] does for the file. The recovery
+/// scan itself; `fuzzing::segment_scan` runs it over a byte slice.
+pub async fn scan_with<F, R>(
+    mut read_at: F,
+    base: Offset,
+    file_len: u64,
+    index_interval: u64,
+    max_batch: usize,
+    allow_gaps: bool,
+) -> Result<ScanOutcome>
+where
+    F: FnMut(u64, usize) -> R,
+    R: std::future::Future<Output = Result<Vec<u8>>>,
+{
     let mut index = SegmentIndex::default();
     let mut pos = 0u64;
     let mut next = base;
@@ -235,7 +262,7 @@ pub async fn scan(
         let need_header = (pos - buf_pos) as usize + LOG_OVERHEAD;
         if buf.len() < need_header {
             let n = SCAN_CHUNK.min((file_len - pos) as usize);
-            buf = read_exact_at(file, pos, n).await?;
+            buf = read_at(pos, n).await?;
             buf_pos = pos;
             if buf.len() < LOG_OVERHEAD {
                 stopped = Some(format!("incomplete batch header at position {pos}"));
@@ -248,8 +275,11 @@ pub async fn scan(
             .or_else(|| {
                 // fewer than 61 bytes buffered: judge the length field alone
                 let l = i32::from_be_bytes(buf[off + 8..off + 12].try_into().ok()?);
-                (l >= (batch::HEADER_LEN - LOG_OVERHEAD) as i32)
-                    .then_some(l as usize + LOG_OVERHEAD)
+                // (a negative length must not reach the addition: it overflowed)
+                usize::try_from(l)
+                    .ok()
+                    .filter(|&l| l >= batch::HEADER_LEN - LOG_OVERHEAD)
+                    .map(|l| l + LOG_OVERHEAD)
             })
         else {
             stopped = Some(format!("invalid batch length at position {pos}"));
@@ -262,12 +292,7 @@ pub async fn scan(
             break;
         }
         if off + total > buf.len() {
-            buf = read_exact_at(
-                file,
-                pos,
-                total.max(SCAN_CHUNK.min((file_len - pos) as usize)),
-            )
-            .await?;
+            buf = read_at(pos, total.max(SCAN_CHUNK.min((file_len - pos) as usize))).await?;
             buf_pos = pos;
             if buf.len() < total {
                 stopped = Some(format!("truncated batch at position {pos}"));

@@ -121,6 +121,19 @@ pub struct Session {
 }
 
 impl Session {
+    /// A new connection's session: `principal` as the transport authenticated it, `sasl` on
+    /// SASL listeners; not throttled.
+    pub fn new(peer: Rc<str>, listener: usize, principal: &str, sasl: bool) -> Session {
+        Session {
+            peer,
+            listener,
+            principal: std::cell::RefCell::new(principal.into()),
+            sasl: sasl.then(|| std::cell::RefCell::new(crate::security::sasl::SaslState::new())),
+            throttled_until: Cell::new(None),
+            quota_bound: Cell::new(false),
+        }
+    }
+
     /// A SASL listener's client that has not authenticated yet: its requests are served one
     /// at a time, and only the authentication ones.
     pub fn authenticating(&self) -> bool {
@@ -173,17 +186,8 @@ pub async fn serve<S>(
         raw_fd,
         principal,
     } = transport;
-    let session = Rc::new(Session {
-        peer: peer.clone(),
-        listener,
-        principal: std::cell::RefCell::new(principal.into()),
-        sasl: shard.shared.listeners[listener]
-            .protocol
-            .sasl()
-            .then(|| std::cell::RefCell::new(crate::security::sasl::SaslState::new())),
-        throttled_until: Cell::new(None),
-        quota_bound: Cell::new(false),
-    });
+    let sasl = shard.shared.listeners[listener].protocol.sasl();
+    let session = Rc::new(Session::new(peer.clone(), listener, &principal, sasl));
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<Pending>(MAX_IN_FLIGHT);
     // sendfile only where the socket carries the bytes as they are

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod compression;
 pub mod config;
 pub mod conn;
+pub mod fuzzing;
 pub mod group;
 pub mod http;
 pub mod kvlog;

@@ -736,9 +736,17 @@ impl Denied {
     }
 }
 
-/// The answer to a refused request (its top-level error code, or every entry's).
-pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
+/// The answer to a refused request of `version` (its top-level error code, or every entry's).
+///
+/// Fields a version does not have stay at their defaults (kafka-protocol refuses to encode
+/// them otherwise, which closed the connection): error messages of DescribeGroups before v6,
+/// FindCoordinator before v1 and DescribeQuorum before v2, the top-level error code of
+/// OffsetFetch outside v2-v7, DescribeLogDirs before v3 and AddPartitionsToTxn before v4 (found
+/// by the request_frame fuzz target).
+pub fn refused(body: &RequestKind, code: i16, version: i16) -> Option<ResponseKind> {
     let m = msg(code);
+    let m_from = |v: i16| if version >= v { m.clone() } else { None };
+    let code_if = |has: bool| if has { code } else { 0 };
     Some(match body {
         RequestKind::Produce(r) => ResponseKind::Produce(
             Denied {
@@ -795,7 +803,7 @@ pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
             ),
         ),
         RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(
-            OffsetFetchResponse::default().with_error_code(code).with_groups(
+            OffsetFetchResponse::default().with_error_code(code_if((2..=7).contains(&version))).with_groups(
                 r.groups
                     .iter()
                     .map(|g| {
@@ -814,7 +822,7 @@ pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
                         describe_groups_response::DescribedGroup::default()
                             .with_group_id(g.clone())
                             .with_error_code(code)
-                            .with_error_message(m.clone())
+                            .with_error_message(m_from(6))
                     })
                     .collect(),
             ),
@@ -831,13 +839,9 @@ pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
                     .collect(),
             ),
         ),
-        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
-            FindCoordinatorResponse::default()
-                .with_error_code(code)
-                .with_error_message(m.clone())
-                .with_node_id(BrokerId(-1))
-                .with_port(-1)
-                .with_coordinators(
+        // v4+ (KIP-699) answers per key only: the top-level fields do not exist there
+        RequestKind::FindCoordinator(r) if version >= 4 => ResponseKind::FindCoordinator(
+            FindCoordinatorResponse::default().with_coordinators(
                     r.coordinator_keys
                         .iter()
                         .map(|k| {
@@ -850,6 +854,13 @@ pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
                         })
                         .collect(),
                 ),
+        ),
+        RequestKind::FindCoordinator(_) => ResponseKind::FindCoordinator(
+            FindCoordinatorResponse::default()
+                .with_error_code(code)
+                .with_error_message(m_from(1))
+                .with_node_id(BrokerId(-1))
+                .with_port(-1),
         ),
         RequestKind::InitProducerId(_) => ResponseKind::InitProducerId(
             InitProducerIdResponse::default()
@@ -886,7 +897,7 @@ pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
             ),
         ),
         RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(
-            AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
+            AddPartitionsToTxnResponse::default().with_error_code(code_if(version >= 4)).with_results_by_topic_v3_and_below(
                 r.v3_and_below_topics
                     .iter()
                     .map(|t| {
@@ -927,10 +938,10 @@ pub fn refused(body: &RequestKind, code: i16) -> Option<ResponseKind> {
         RequestKind::DescribeQuorum(_) => ResponseKind::DescribeQuorum(
             DescribeQuorumResponse::default()
                 .with_error_code(code)
-                .with_error_message(m),
+                .with_error_message(m_from(2)),
         ),
         RequestKind::DescribeLogDirs(_) => {
-            ResponseKind::DescribeLogDirs(DescribeLogDirsResponse::default().with_error_code(code))
+            ResponseKind::DescribeLogDirs(DescribeLogDirsResponse::default().with_error_code(code_if(version >= 3)))
         }
         RequestKind::DescribeClientQuotas(_) => ResponseKind::DescribeClientQuotas(
             DescribeClientQuotasResponse::default()

@@ -16,8 +16,8 @@ use crate::wire::{self, Response};
 
 mod acls;
 mod admin;
-mod api_versions;
-mod authorize;
+pub(crate) mod api_versions;
+pub(crate) mod authorize;
 mod broker_configs;
 mod client_quotas;
 mod configs;
@@ -139,12 +139,22 @@ pub const SUPPORTED: &[ApiKey] = &[
 
 /// The versions of `api_key` sluice answers: kafka-protocol's range, capped where a newer
 /// version means semantics sluice does not implement (transaction protocol v2 of KIP-890
-/// part 2 in EndTxn v5 / TxnOffsetCommit v5).
+/// part 2 in EndTxn v5 / TxnOffsetCommit v5), and where kafka-protocol 0.18's `ApiKey` range
+/// runs past what its request type decodes (OffsetCommit v10, OffsetFetch v10, InitProducerId
+/// v6: such a frame would fail to decode and close the connection; found by the
+/// `request_frame` fuzz seeds, `server/tests/fuzz_targets.rs` checks every advertised version).
 pub fn version_range(api_key: ApiKey) -> (i16, i16) {
+    use kafka_protocol::messages::{
+        InitProducerIdRequest, OffsetCommitRequest, OffsetFetchRequest,
+    };
+    use kafka_protocol::protocol::Message;
     let r = api_key.valid_versions();
     let cap = match api_key {
         ApiKey::EndTxn => 4,
         ApiKey::TxnOffsetCommit => 4,
+        ApiKey::OffsetCommit => OffsetCommitRequest::VERSIONS.max,
+        ApiKey::OffsetFetch => OffsetFetchRequest::VERSIONS.max,
+        ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS.max,
         _ => r.max,
     };
     (r.min, r.max.min(cap))
@@ -155,13 +165,24 @@ fn supported(api_key: ApiKey, version: i16) -> bool {
     SUPPORTED.contains(&api_key) && version >= min && version <= max
 }
 
-/// Handles one frame (without its length prefix). `Ok(None)`: no response (acks=0).
-/// `session` is the connection it came on.
-pub async fn handle(
-    shard: &Rc<Shard>,
+/// What a frame decoded into (moved once per frame, so not boxed).
+#[allow(clippy::large_enum_variant)]
+pub enum Decoded {
+    Request(Request),
+    /// An ApiVersions request of a version sluice does not know (KIP-511: answered with a v0
+    /// response carrying UNSUPPORTED_VERSION and the supported ranges).
+    UnsupportedApiVersions {
+        correlation_id: i32,
+    },
+}
+
+/// Decodes one frame (without its length prefix): the api key, version and correlation id, then
+/// `gate` (the SASL gate of the connection), the version check, header and body. Everything a
+/// client sends passes here before any handler runs (fuzzed by `fuzzing::request_frame`).
+pub fn decode_frame(
     frame: Bytes,
-    session: &Session,
-) -> Result<Option<Response>, ConnError> {
+    gate: impl FnOnce(ApiKey) -> Result<(), ConnError>,
+) -> Result<Decoded, ConnError> {
     if frame.len() < 8 {
         return Err(ConnError::Malformed(format!("{}-byte frame", frame.len())));
     }
@@ -169,11 +190,10 @@ pub async fn handle(
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let api_key = ApiKey::try_from(key).map_err(|_| ConnError::UnknownApi(key))?;
-    sasl::gate(session, api_key)?;
+    gate(api_key)?;
     if !supported(api_key, version) {
         if api_key == ApiKey::ApiVersions {
-            // KIP-511: answer with a v0 response carrying UNSUPPORTED_VERSION and our ranges
-            return api_versions::unsupported(correlation_id).map(Some);
+            return Ok(Decoded::UnsupportedApiVersions { correlation_id });
         }
         if !SUPPORTED.contains(&api_key) {
             return Err(ConnError::UnknownApi(key));
@@ -183,7 +203,6 @@ pub async fn handle(
             version,
         });
     }
-    let frame_len = frame.len();
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, api_key.request_header_version(version))
         .map_err(|e| ConnError::Malformed(format!("{api_key:?} v{version} header: {e}")))?;
@@ -197,12 +216,29 @@ pub async fn handle(
             "trailing bytes after request"
         );
     }
-    let req = Request {
+    Ok(Decoded::Request(Request {
         api_key,
         version,
         header,
         body,
+    }))
+}
+
+/// Handles one frame (without its length prefix). `Ok(None)`: no response (acks=0).
+/// `session` is the connection it came on.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    frame: Bytes,
+    session: &Session,
+) -> Result<Option<Response>, ConnError> {
+    let size = frame.len();
+    let req = match decode_frame(frame, |k| sasl::gate(session, k))? {
+        Decoded::Request(r) => r,
+        Decoded::UnsupportedApiVersions { correlation_id } => {
+            return api_versions::unsupported(correlation_id).map(Some);
+        }
     };
+    let api_key = req.api_key;
     let started = std::time::Instant::now();
     // client quotas: None (one atomic load) unless a quota is set somewhere
     let client_id = req.header.client_id.as_ref().map_or("", |c| c.as_str());
@@ -213,7 +249,6 @@ pub async fn handle(
     };
     let charge = charge.as_ref();
     session.quota_bound.set(charge.is_some());
-    let size = frame_len;
     let r = match charge.and_then(|c| c.meter()) {
         Some(m) => crate::quota::Busy::new(dispatch(shard, req, session, charge, size), m).await,
         None => dispatch(shard, req, session, charge, size).await,
@@ -292,7 +327,7 @@ async fn dispatch(
             if matches!(&body, RequestKind::Produce(r) if r.acks == 0) {
                 return Ok(None);
             }
-            let Some(resp) = authorize::refused(&body, code) else {
+            let Some(resp) = authorize::refused(&body, code, v) else {
                 return Err(ConnError::Malformed(format!("{k:?}: not authorized")));
             };
             return wire::encode_raw(k.response_header_version(v), c, |b| {
@@ -488,7 +523,8 @@ pub async fn serve_as(
     let mut body = body;
     let denied = match authorize::check(&authz, &mut body) {
         Ok(d) => d,
-        Err(authorize::Refused(code)) => return authorize::refused(&body, code),
+        // the console runs CreateTopics at v5 (below); the version only shapes FindCoordinator
+        Err(authorize::Refused(code)) => return authorize::refused(&body, code, 5),
     };
     match body {
         RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(

@@ -22,7 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::codes;
 use crate::conn::{ConnError, Session};
 use crate::security::credentials::ScramChange;
-use crate::security::sasl::Outcome;
+use crate::security::sasl::{Credentials, Outcome};
 use crate::security::scram::{self, Credential, Hash};
 use crate::shard::Shard;
 use crate::wire::{Piece, Response};
@@ -67,6 +67,16 @@ pub fn handshake(
         .sasl_mechanisms
         .get(session.listener)
         .map_or(&shard.shared.config.sasl.mechanisms, |m| m);
+    handshake_with(enabled, req, version, session)
+}
+
+/// [`handshake`] with the listener's `enabled` mechanisms.
+pub fn handshake_with(
+    enabled: &[String],
+    req: SaslHandshakeRequest,
+    version: i16,
+    session: &Session,
+) -> SaslHandshakeResponse {
     let resp = SaslHandshakeResponse::default()
         .with_mechanisms(enabled.iter().map(|m| s(m.as_str())).collect());
     let Some(sasl) = &session.sasl else {
@@ -91,16 +101,29 @@ fn server_nonce() -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(b)
 }
 
-/// One step of the exchange; records the principal on success.
+/// The broker's side of [`step_with`]: its credential stores, connections.max.reauth.ms and a
+/// random server nonce.
 fn step(shard: &Rc<Shard>, session: &Session, token: &[u8]) -> Outcome {
+    let ms = shard.shared.config.sasl.max_reauth_ms;
+    step_with(&*shard.shared, ms, server_nonce, session, token)
+}
+
+/// One step of the exchange; records the principal on success.
+pub fn step_with(
+    creds: &dyn Credentials,
+    max_reauth_ms: u64,
+    nonce: impl FnOnce() -> String,
+    session: &Session,
+    token: &[u8],
+) -> Outcome {
     let Some(sasl) = &session.sasl else {
         return Outcome::Failed("SASL is not enabled on this listener".into());
     };
-    let ms = shard.shared.config.sasl.max_reauth_ms;
+    let ms = max_reauth_ms;
     let lifetime = (ms > 0).then(|| Duration::from_millis(ms));
     let outcome = sasl
         .borrow_mut()
-        .authenticate(token, &*shard.shared, server_nonce, lifetime);
+        .authenticate(token, creds, nonce, lifetime);
     match &outcome {
         Outcome::Done { principal, .. } => {
             tracing::debug!(peer = %session.peer, %principal, "SASL authenticated");
@@ -120,17 +143,20 @@ pub fn authenticate(
     req: SaslAuthenticateRequest,
     session: &Session,
 ) -> (SaslAuthenticateResponse, bool) {
+    let ms = shard.shared.config.sasl.max_reauth_ms;
+    authenticate_with(step(shard, session, &req.auth_bytes), ms)
+}
+
+/// The SaslAuthenticate answer to the outcome of a step.
+pub fn authenticate_with(outcome: Outcome, ms: u64) -> (SaslAuthenticateResponse, bool) {
     let resp = SaslAuthenticateResponse::default();
-    match step(shard, session, &req.auth_bytes) {
+    match outcome {
         Outcome::Continue(token) => (resp.with_auth_bytes(Bytes::from(token)), false),
-        Outcome::Done { token, .. } => {
-            let ms = shard.shared.config.sasl.max_reauth_ms;
-            (
-                resp.with_auth_bytes(Bytes::from(token))
-                    .with_session_lifetime_ms(ms as i64),
-                false,
-            )
-        }
+        Outcome::Done { token, .. } => (
+            resp.with_auth_bytes(Bytes::from(token))
+                .with_session_lifetime_ms(ms as i64),
+            false,
+        ),
         Outcome::Failed(m) => (
             resp.with_error_code(SASL_AUTHENTICATION_FAILED)
                 .with_error_message(Some(s(m))),
@@ -146,7 +172,12 @@ pub fn raw_token(
     frame: &Bytes,
     session: &Session,
 ) -> Result<Option<Response>, ConnError> {
-    let token = match step(shard, session, frame) {
+    raw_token_with(step(shard, session, frame))
+}
+
+/// The v0 answer to the outcome of a step on a bare token.
+pub fn raw_token_with(outcome: Outcome) -> Result<Option<Response>, ConnError> {
+    let token = match outcome {
         Outcome::Continue(t) => t,
         Outcome::Done { token, .. } => token,
         Outcome::Failed(m) => return Err(ConnError::Malformed(format!("SASL v0: {m}"))),

@@ -256,14 +256,7 @@ async fn write(shard: &Rc<Shard>, req: Request<Incoming>, what: Write) -> Resp {
         Err(r) => return *r,
     };
     let peer = "127.0.0.1:0".to_string();
-    let session = crate::conn::Session {
-        peer: Rc::from(peer.as_str()),
-        listener: 0,
-        principal: std::cell::RefCell::new(Rc::from(principal.as_str())),
-        sasl: None,
-        throttled_until: std::cell::Cell::new(None),
-        quota_bound: std::cell::Cell::new(false),
-    };
+    let session = crate::conn::Session::new(Rc::from(peer.as_str()), 0, &principal, false);
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),

@@ -143,6 +143,12 @@ impl TlsContext {
         pick(&l)
     }
 
+    /// The rustls configuration the next handshake runs on (what [`TlsContext::accept`] hands
+    /// futures-rustls; `fuzzing::tls_handshake` feeds client bytes to it).
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.config()
+    }
+
     /// Runs the server side of a handshake; returns the session and the client's principal
     /// (`User:<subject DN>` mapped by the rules when it presented a certificate, else
     /// `User:ANONYMOUS`).
