@@ -183,6 +183,12 @@ fn default_body(k: ApiKey) -> Result<RequestKind, ConnError> {
         ApiKey::AlterUserScramCredentials => {
             RequestKind::AlterUserScramCredentials(AlterUserScramCredentialsRequest::default())
         }
+        ApiKey::DescribeClientQuotas => {
+            RequestKind::DescribeClientQuotas(DescribeClientQuotasRequest::default())
+        }
+        ApiKey::AlterClientQuotas => {
+            RequestKind::AlterClientQuotas(AlterClientQuotasRequest::default())
+        }
         other => return Err(ConnError::UnknownApi(other as i16)),
     })
 }
