@@ -1,8 +1,8 @@
 //! The small per-partition metadata file (`partition.meta`, JSON), written atomically:
 //! write a temp file, fdatasync it, rename over the old one, fsync the directory.
 
+use crate::io;
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -86,12 +86,9 @@ pub fn durable_replace(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    let mut f = fs::File::create(&tmp).map_err(|e| LogError::io("creating", &tmp, e))?;
-    f.write_all(bytes)
-        .map_err(|e| LogError::io("writing", &tmp, e))?;
-    f.sync_data()
-        .map_err(|e| LogError::io("syncing", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| LogError::io("renaming", path, e))?;
+    let f = io::write_new(&tmp, bytes).map_err(|e| LogError::io("writing", &tmp, e))?;
+    io::sync_data(&f).map_err(|e| LogError::io("syncing", &tmp, e))?;
+    io::rename(&tmp, path).map_err(|e| LogError::io("renaming", path, e))?;
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
         _ => sync_dir(Path::new(".")),
@@ -100,7 +97,5 @@ pub fn durable_replace(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// fsync a directory so that file creations, renames and deletions in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    let d = fs::File::open(dir).map_err(|e| LogError::io("opening dir", dir, e))?;
-    d.sync_all()
-        .map_err(|e| LogError::io("syncing dir", dir, e))
+    io::sync_dir(dir).map_err(|e| LogError::io("syncing dir", dir, e))
 }

@@ -15,6 +15,7 @@ use super::{align_up, Chunk, Inner, PartitionLog, RunState, Signals, ALIGN};
 use crate::epoch::LeaderEpochCache;
 use crate::error::{LogError, Result};
 use crate::fault::Fault;
+use crate::io;
 use crate::meta::CleanShutdown;
 use crate::segment::{self, path_of, SegmentFiles};
 use crate::types::Offset;
@@ -175,7 +176,7 @@ async fn sync_to(inner: &Rc<RefCell<Inner>>, dma: &DmaFile, target: Offset) -> R
     let started = std::time::Instant::now();
     let res = match fault {
         Some(_) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
-        None => dma.fdatasync().await.map_err(Into::into),
+        None => io::dma_fdatasync(dma).await,
     };
     res.map_err(|e| LogError::io("fdatasync", path_of(dma), e))?;
     let mut st = inner.borrow_mut();
@@ -233,9 +234,9 @@ async fn write_chunks(
             };
             if prealloc > 0 && end > allocated {
                 let target = end.div_ceil(prealloc) * prealloc;
-                dma.pre_allocate(target, false)
+                io::dma_pre_allocate(&dma, target)
                     .await
-                    .map_err(|e| LogError::io("preallocating", &path, e.into()))?;
+                    .map_err(|e| LogError::io("preallocating", &path, e))?;
                 if let Some(s) = inner.borrow_mut().segments.get_mut(&seg_base) {
                     s.allocated = target;
                 }
@@ -251,15 +252,10 @@ async fn write_chunks(
                     first
                         .as_bytes_mut()
                         .copy_from_slice(&buf.as_bytes()[..ALIGN]);
-                    dma.write_at(first, chunk.file_pos)
-                        .await
-                        .map_err(Into::into)
+                    io::dma_write(&dma, first, chunk.file_pos).await
                 }
                 Some(_) => Ok(0), // a one-page write that stored nothing
-                None => dma
-                    .write_rc_at(Rc::new(buf), chunk.file_pos)
-                    .await
-                    .map_err(Into::into),
+                None => io::dma_write_rc(&dma, Rc::new(buf), chunk.file_pos).await,
             }
             .map_err(|e| LogError::io("writing", &path, e))?;
             if n < write_len {
@@ -306,9 +302,9 @@ async fn seal(
 ) -> Result<()> {
     let path = path_of(dma);
     let size = inner.borrow().segments.get(&base).map_or(0, |s| s.size);
-    dma.truncate(size)
+    io::dma_truncate(dma, size)
         .await
-        .map_err(|e| LogError::io("truncating", &path, e.into()))?;
+        .map_err(|e| LogError::io("truncating", &path, e))?;
     let (fault, covered) = {
         let st = inner.borrow();
         let fault = inject(&st, |f| f == Fault::SyncEio);
@@ -317,7 +313,7 @@ async fn seal(
     let started = std::time::Instant::now();
     match fault {
         Some(_) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
-        None => dma.fdatasync().await.map_err(Into::into),
+        None => io::dma_fdatasync(dma).await,
     }
     .map_err(|e| LogError::io("fdatasync", &path, e))?;
     let mut st = inner.borrow_mut();
@@ -389,12 +385,12 @@ impl PartitionLog {
             }
         };
         let path = path_of(&dma);
-        dma.truncate(size)
+        io::dma_truncate(&dma, size)
             .await
-            .map_err(|e| LogError::io("truncating", &path, e.into()))?;
-        dma.fdatasync()
+            .map_err(|e| LogError::io("truncating", &path, e))?;
+        io::dma_fdatasync(&dma)
             .await
-            .map_err(|e| LogError::io("syncing", &path, e.into()))?;
+            .map_err(|e| LogError::io("syncing", &path, e))?;
         let mut st = self.inner.borrow_mut();
         let leo = st.leo;
         let active = st.active_mut();
