@@ -72,6 +72,13 @@ pub fn uninstall() {
     *RECORDER.write().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
+/// Whether a recorder is installed: the only cost the hooks add when none is (one relaxed
+/// atomic load; engine/examples/io_hook_cost.rs measures it beside a real write).
+#[inline]
+pub fn recording() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
 #[inline]
 fn recorder() -> Option<Arc<dyn Recorder>> {
     if !ACTIVE.load(Ordering::Relaxed) {

@@ -405,15 +405,35 @@ fn chain(seed: u64, rounds: u64, root: &Path) -> Result<(usize, usize), String> 
     Ok((ex.topics.len(), ex.txns.len()))
 }
 
+/// The recorder and the sabotage knob are process-wide: the tests take turns.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Uninstall;
 impl Drop for Uninstall {
     fn drop(&mut self) {
         io::uninstall();
+        io::set_sabotage(io::Sabotage::None);
     }
+}
+
+/// A broker whose directory fsyncs do nothing (new topics' directories, the catalog's rename
+/// and the state logs' segment files are never made durable in their directories) must be
+/// caught within 6 cuts.
+#[test]
+fn broker_with_skipped_directory_fsyncs_is_caught() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _u = Uninstall;
+    io::set_sabotage(io::Sabotage::SkipDirSync);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let e = chain(BASE_SEED, 6, &tmp.path().join("data"))
+        .expect_err("lost directory entries must be caught");
+    eprintln!("caught: {e}");
+    assert!(e.contains("replay: SLUICE_POWERCUT_SEED="), "{e}");
 }
 
 #[test]
 fn broker_power_cuts_keep_topics_offsets_and_commits() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let _u = Uninstall;
     let tmp = tempfile::tempdir().expect("tempdir");
     let seed = env_u64(SEED_ENV).unwrap_or(BASE_SEED);
