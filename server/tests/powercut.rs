@@ -12,8 +12,8 @@
 //! its acknowledged end; every acknowledged OffsetCommit is returned by OffsetFetch, and no
 //! committed offset is beyond its partition's log end (the committed-offsets state log).
 //!
-//! CI runs [`CI_CUTS`]; `SLUICE_POWERCUT_BROKER_CUTS=300 cargo test --release -p sluice-server
-//! --test powercut` is the full run; a failure prints its seed:
+//! CI runs [`CI_CUTS`]; `SLUICE_POWERCUT_BROKER_CUTS=150 cargo test -p sluice-server --test
+//! powercut` is the full run; a failure prints its seed:
 //! `SLUICE_POWERCUT_SEED=<seed> SLUICE_POWERCUT_BROKER_CUTS=<rounds> cargo test -p sluice-server --test powercut`.
 
 mod common;
