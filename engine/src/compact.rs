@@ -543,15 +543,14 @@ fn io(op: &'static str, path: &Path, e: impl Into<std::io::Error>) -> LogError {
 /// Writes `bytes` to a new file at `path` and fdatasyncs it, through glommio (the reactor
 /// never waits for the disk).
 pub async fn write_file(path: &Path, bytes: Vec<u8>) -> Result<()> {
-    let f = glommio::io::BufferedFile::create(path)
+    let f = crate::io::buffered_create(path)
         .await
         .map_err(|e| io("creating", path, e))?;
     let len = bytes.len();
     let mut pos = 0usize;
     let mut rest = bytes;
     while !rest.is_empty() {
-        let n = f
-            .write_at(rest.clone(), pos as u64)
+        let n = crate::io::buffered_write(&f, rest.clone(), pos as u64)
             .await
             .map_err(|e| io("writing", path, e))?;
         if n == 0 {
@@ -564,19 +563,18 @@ pub async fn write_file(path: &Path, bytes: Vec<u8>) -> Result<()> {
         pos += n;
         rest.drain(..n);
     }
-    f.fdatasync().await.map_err(|e| io("syncing", path, e))?;
+    crate::io::buffered_fdatasync(&f)
+        .await
+        .map_err(|e| io("syncing", path, e))?;
     f.close().await.map_err(|e| io("closing", path, e))?;
     Ok(())
 }
 
 /// fsyncs a directory through glommio.
 pub async fn sync_dir_async(dir: &Path) -> Result<()> {
-    let d = glommio::io::Directory::open(dir)
+    crate::io::sync_dir_async(dir)
         .await
-        .map_err(|e| io("opening", dir, e))?;
-    d.sync().await.map_err(|e| io("syncing", dir, e))?;
-    d.close().await.map_err(|e| io("closing", dir, e))?;
-    Ok(())
+        .map_err(|e| io("syncing", dir, e))
 }
 
 /// Writes the commit record durably (temp file, fdatasync, rename, fsync dir): from here on a
@@ -589,7 +587,7 @@ pub async fn commit_swap(dir: &Path, record: &SwapRecord) -> Result<()> {
     })?;
     let tmp = dir.join(format!("{SWAP_FILE}.tmp"));
     write_file(&tmp, bytes).await?;
-    glommio::io::rename(&tmp, &path)
+    crate::io::rename_async(&tmp, &path)
         .await
         .map_err(|e| io("renaming", &path, e))?;
     sync_dir_async(dir).await
@@ -604,7 +602,7 @@ pub fn apply_swap(dir: &Path, record: &SwapRecord, stop_at: Option<u8>) -> Resul
     for (i, ext) in SEGMENT_EXTS.into_iter().enumerate() {
         let from = segment_file(dir, base, ext, true);
         let to = segment_file(dir, base, ext, false);
-        match std::fs::rename(&from, &to) {
+        match crate::io::rename(&from, &to) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io("renaming", &from, e)),
@@ -622,7 +620,7 @@ pub fn apply_swap(dir: &Path, record: &SwapRecord, stop_at: Option<u8>) -> Resul
 /// Deletes the `.cleaned` files of `base` (a pass that will not swap).
 pub fn remove_cleaned(dir: &Path, base: Offset) {
     for ext in SEGMENT_EXTS {
-        let _ = std::fs::remove_file(segment_file(dir, base, ext, true));
+        let _ = crate::io::remove_file(&segment_file(dir, base, ext, true));
     }
 }
 
@@ -650,7 +648,7 @@ pub fn recover_swap(dir: &Path) -> Result<()> {
     }
     meta.gapped_segments.insert(record.base);
     meta.store(dir)?;
-    std::fs::remove_file(&path).map_err(|e| io("deleting", &path, e))?;
+    crate::io::remove_file(&path).map_err(|e| io("deleting", &path, e))?;
     sync_dir(dir)
 }
 

@@ -1,8 +1,8 @@
 //! The small per-partition metadata file (`partition.meta`, JSON), written atomically:
 //! write a temp file, fdatasync it, rename over the old one, fsync the directory.
 
+use crate::io;
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -86,17 +86,15 @@ pub fn durable_replace(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    let mut f = fs::File::create(&tmp).map_err(|e| LogError::io("creating", &tmp, e))?;
-    let written = f
-        .write_all(bytes)
+    let written = io::write_new(&tmp, bytes)
         .map_err(|e| LogError::io("writing", &tmp, e))
-        .and_then(|()| f.sync_data().map_err(|e| LogError::io("syncing", &tmp, e)));
+        .and_then(|f| io::sync_data(&f).map_err(|e| LogError::io("syncing", &tmp, e)));
     if let Err(e) = written {
         // a full disk: give the temp file's blocks back (the old file is untouched)
-        let _ = fs::remove_file(&tmp);
+        let _ = io::remove_file(&tmp);
         return Err(e);
     }
-    fs::rename(&tmp, path).map_err(|e| LogError::io("renaming", path, e))?;
+    io::rename(&tmp, path).map_err(|e| LogError::io("renaming", path, e))?;
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
         _ => sync_dir(Path::new(".")),
@@ -105,7 +103,5 @@ pub fn durable_replace(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// fsync a directory so that file creations, renames and deletions in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    let d = fs::File::open(dir).map_err(|e| LogError::io("opening dir", dir, e))?;
-    d.sync_all()
-        .map_err(|e| LogError::io("syncing dir", dir, e))
+    io::sync_dir(dir).map_err(|e| LogError::io("syncing dir", dir, e))
 }

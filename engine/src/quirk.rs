@@ -11,6 +11,7 @@ use std::path::Path;
 use glommio::io::OpenOptions;
 
 use crate::error::{LogError, Result};
+use crate::io;
 
 thread_local! {
     static PROBED: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
@@ -39,17 +40,13 @@ pub async fn prime_dma_probe(dir: &Path) -> Result<()> {
         // thread's and renamed into place once synced: the shards of one broker start at once,
         // and another shard must never see the file at its full length before it is allocated
         // (that race made a start fail now and then with "reading probe ...: os error 95").
-        use std::io::Write;
         let tmp = dir.join(format!(
             "{PROBE_FILE}.tmp-{}-{:?}",
             std::process::id(),
             std::thread::current().id()
         ));
-        let mut f = std::fs::File::create(&tmp).map_err(|e| LogError::io("creating", &tmp, e))?;
-        f.write_all(&[0x5a_u8; 4096])
-            .map_err(|e| LogError::io("writing", &tmp, e))?;
-        f.sync_all().map_err(|e| LogError::io("syncing", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| LogError::io("renaming", &tmp, e))?;
+        io::write_synced(&tmp, &[0x5a_u8; 4096]).map_err(|e| LogError::io("writing", &tmp, e))?;
+        io::rename(&tmp, &path).map_err(|e| LogError::io("renaming", &tmp, e))?;
     }
     let f = OpenOptions::new()
         .read(true)

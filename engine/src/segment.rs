@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::DmaFile;
 
 use crate::batch::{self, BatchHeader, LOG_OVERHEAD};
 use crate::error::{LogError, Result};
@@ -78,14 +78,9 @@ impl Segment {
     /// Opens (creating if needed) the segment's `.log` for O_DIRECT reads and writes.
     pub async fn open_dma(dir: &Path, base: Offset, create: bool) -> Result<Rc<DmaFile>> {
         let path = log_path(dir, base);
-        // read+write: glommio's iopoll probe reads the file, so write-only opens fail (glommio#670).
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .dma_open(&path)
+        let f = crate::io::dma_open(&path, create)
             .await
-            .map_err(|e| LogError::io("opening", &path, e.into()))?;
+            .map_err(|e| LogError::io("opening", &path, e))?;
         Ok(Rc::new(f))
     }
 
@@ -163,7 +158,7 @@ impl Segment {
     pub fn remove_files(dir: &Path, base: Offset) -> Result<()> {
         for ext in ["log", "index", "timeindex", "txnindex"] {
             let path = dir.join(index::file_name(base, ext));
-            match fs::remove_file(&path) {
+            match crate::io::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(LogError::io("deleting", &path, e)),
@@ -190,11 +185,8 @@ fn write_files<const N: usize>(
     for (ext, bytes) in files {
         let path = dir.join(index::file_name(base, ext));
         let tmp = path.with_extension(format!("{ext}.tmp"));
-        fs::write(&tmp, &bytes).map_err(|e| LogError::io("writing", &tmp, e))?;
-        let f = fs::File::open(&tmp).map_err(|e| LogError::io("opening", &tmp, e))?;
-        f.sync_data()
-            .map_err(|e| LogError::io("syncing", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| LogError::io("renaming", &path, e))?;
+        crate::io::write_synced(&tmp, &bytes).map_err(|e| LogError::io("writing", &tmp, e))?;
+        crate::io::rename(&tmp, &path).map_err(|e| LogError::io("renaming", &path, e))?;
     }
     Ok(())
 }

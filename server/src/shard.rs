@@ -367,7 +367,7 @@ impl Shard {
             let _ = log.close().await;
         }
         let dir = partition_dir(&self.shared.config.data_dir, topic, partition);
-        match std::fs::remove_dir_all(&dir) {
+        match sluice_engine::io::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("deleting {}: {e}", dir.display())),

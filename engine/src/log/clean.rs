@@ -380,9 +380,9 @@ impl PartitionLog {
         let base = g[0].base;
         let next = g[g.len() - 1].next;
         let log_path = compact::segment_file(&plan.dir, base, "log", true);
-        let file = glommio::io::BufferedFile::create(&log_path)
+        let file = crate::io::buffered_create(&log_path)
             .await
-            .map_err(|e| LogError::io("creating", &log_path, e.into()))?;
+            .map_err(|e| LogError::io("creating", &log_path, e))?;
         let mut seg = Segment::new_empty(base);
         let mut out = GroupOut {
             file,
@@ -521,7 +521,7 @@ impl PartitionLog {
         };
         if let Err(e) = compact::commit_swap(dir, &record).await {
             compact::remove_cleaned(dir, cleaned.base);
-            let _ = std::fs::remove_file(dir.join(compact::SWAP_FILE));
+            let _ = crate::io::remove_file(&dir.join(compact::SWAP_FILE));
             return Err(e);
         }
         // committed: from here on a failure leaves the swap to the next open
@@ -581,9 +581,9 @@ impl PartitionLog {
             return Err(crashed(12));
         }
         let path = dir.join(compact::SWAP_FILE);
-        glommio::io::remove(&path)
+        crate::io::remove_async(&path)
             .await
-            .map_err(|e| LogError::io("deleting", &path, e.into()))?;
+            .map_err(|e| LogError::io("deleting", &path, e))?;
         compact::sync_dir_async(dir).await
     }
 }
@@ -622,11 +622,9 @@ impl GroupOut {
         while !self.buf.is_empty() {
             let chunk = std::mem::take(&mut self.buf);
             let len = chunk.len();
-            let n = self
-                .file
-                .write_at(chunk.clone(), self.flushed)
+            let n = crate::io::buffered_write(&self.file, chunk.clone(), self.flushed)
                 .await
-                .map_err(|e| LogError::io("writing", &self.path, e.into()))?;
+                .map_err(|e| LogError::io("writing", &self.path, e))?;
             if n == 0 {
                 return Err(LogError::io(
                     "writing",
@@ -645,10 +643,9 @@ impl GroupOut {
 
     async fn finish(mut self, throttle: &mut Throttle) -> Result<()> {
         self.flush(throttle).await?;
-        self.file
-            .fdatasync()
+        crate::io::buffered_fdatasync(&self.file)
             .await
-            .map_err(|e| LogError::io("syncing", &self.path, e.into()))?;
+            .map_err(|e| LogError::io("syncing", &self.path, e))?;
         self.file
             .close()
             .await

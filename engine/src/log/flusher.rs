@@ -18,6 +18,7 @@ use super::{align_up, Chunk, Inner, PartitionLog, RunState, Signals, ALIGN};
 use crate::epoch::LeaderEpochCache;
 use crate::error::{LogError, Result};
 use crate::fault::Fault;
+use crate::io;
 use crate::meta::CleanShutdown;
 use crate::segment::{self, path_of, SegmentFiles};
 use crate::types::Offset;
@@ -222,7 +223,7 @@ async fn sync_to(inner: &Rc<RefCell<Inner>>, dma: &DmaFile, target: Offset) -> R
     let started = std::time::Instant::now();
     let res = match fault {
         Some(_) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
-        None => dma.fdatasync().await.map_err(Into::into),
+        None => io::dma_fdatasync(dma).await,
     };
     res.map_err(|e| LogError::io("fdatasync", path_of(dma), e))?;
     let mut st = inner.borrow_mut();
@@ -306,7 +307,7 @@ async fn write_segment_chunks(
                     .is_some_and(|f| f.disk_full());
                 let r = match full {
                     true => Err(std::io::Error::from_raw_os_error(libc::ENOSPC)),
-                    false => dma.pre_allocate(target, false).await.map_err(Into::into),
+                    false => io::dma_pre_allocate(&dma, target).await,
                 };
                 match r {
                     Ok(()) => {
@@ -404,10 +405,10 @@ async fn write_once(
             first
                 .as_bytes_mut()
                 .copy_from_slice(&buf.as_bytes()[..ALIGN]);
-            dma.write_at(first, pos).await.map_err(Into::into)
+            io::dma_write(dma, first, pos).await
         }
         Some(_) => Ok(0), // a one-page write that stored nothing
-        None => dma.write_rc_at(buf.clone(), pos).await.map_err(Into::into),
+        None => io::dma_write_rc(dma, buf.clone(), pos).await,
     }
 }
 
@@ -421,9 +422,9 @@ async fn seal(
 ) -> Result<()> {
     let path = path_of(dma);
     let size = inner.borrow().segments.get(&base).map_or(0, |s| s.size);
-    dma.truncate(size)
+    io::dma_truncate(dma, size)
         .await
-        .map_err(|e| LogError::io("truncating", &path, e.into()))?;
+        .map_err(|e| LogError::io("truncating", &path, e))?;
     let (fault, covered) = {
         let st = inner.borrow();
         let fault = inject(&st, |f| f == Fault::SyncEio);
@@ -432,7 +433,7 @@ async fn seal(
     let started = std::time::Instant::now();
     match fault {
         Some(_) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
-        None => dma.fdatasync().await.map_err(Into::into),
+        None => io::dma_fdatasync(dma).await,
     }
     .map_err(|e| LogError::io("fdatasync", &path, e))?;
     let mut st = inner.borrow_mut();
@@ -509,12 +510,12 @@ impl PartitionLog {
             }
         };
         let path = path_of(&dma);
-        dma.truncate(size)
+        io::dma_truncate(&dma, size)
             .await
-            .map_err(|e| LogError::io("truncating", &path, e.into()))?;
-        dma.fdatasync()
+            .map_err(|e| LogError::io("truncating", &path, e))?;
+        io::dma_fdatasync(&dma)
             .await
-            .map_err(|e| LogError::io("syncing", &path, e.into()))?;
+            .map_err(|e| LogError::io("syncing", &path, e))?;
         let mut st = self.inner.borrow_mut();
         let leo = st.leo;
         let active = st.active_mut();

@@ -31,7 +31,7 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(".tmp") || name.ends_with(crate::compact::CLEANED_SUFFIX) {
             // a temp file, or the output of a cleaner pass that never committed its swap
-            let _ = fs::remove_file(entry.path());
+            let _ = crate::io::remove_file(&entry.path());
             continue;
         }
         if let Some(stem) = name.strip_suffix(".log") {
@@ -105,13 +105,13 @@ async fn recover_segment(
             reason = out.stopped.as_deref().unwrap_or("trailing bytes"),
             "truncating log to its valid prefix"
         );
-        dma.truncate(out.valid_size)
+        crate::io::dma_truncate(&dma, out.valid_size)
             .await
-            .map_err(|e| LogError::io("truncating", &path, e.into()))?;
+            .map_err(|e| LogError::io("truncating", &path, e))?;
     }
-    dma.fdatasync()
+    crate::io::dma_fdatasync(&dma)
         .await
-        .map_err(|e| LogError::io("syncing", &path, e.into()))?;
+        .map_err(|e| LogError::io("syncing", &path, e))?;
     seg.size = out.valid_size;
     seg.written_size = out.valid_size;
     seg.allocated = out.valid_size;
@@ -164,7 +164,7 @@ impl PartitionLog {
             config.segment_bytes <= i32::MAX as u64,
             "segment.bytes must fit Kafka's i32 positions"
         );
-        fs::create_dir_all(dir).map_err(|e| LogError::io("creating", dir, e))?;
+        crate::io::create_dir_all_durable(dir).map_err(|e| LogError::io("creating", dir, e))?;
         prime_dma_probe(dir).await?;
         // a cleaner swap cut short by a crash: finish it (committed) or drop its files
         crate::compact::recover_swap(dir)?;

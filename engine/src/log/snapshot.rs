@@ -37,7 +37,7 @@ pub(super) fn list_snapshots(dir: &Path) -> Result<Vec<Offset>> {
 /// Deletes the snapshot as of `offset` (the caller fsyncs the directory).
 pub(super) fn remove_snapshot(dir: &Path, offset: Offset) -> Result<()> {
     let path = snapshot_path(dir, offset);
-    match fs::remove_file(&path) {
+    match crate::io::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(LogError::io("deleting", path, e))
         }
@@ -50,14 +50,11 @@ pub(super) fn remove_snapshot(dir: &Path, offset: Offset) -> Result<()> {
 pub(super) fn write_snapshot(dir: &Path, offset: Offset, bytes: &[u8]) -> Result<()> {
     let path = snapshot_path(dir, offset);
     let tmp = path.with_extension("producers.tmp");
-    fs::write(&tmp, bytes).map_err(|e| LogError::io("writing", &tmp, e))?;
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_data())
-        .map_err(|e| LogError::io("syncing", &tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| LogError::io("renaming", &path, e))?;
+    crate::io::write_synced(&tmp, bytes).map_err(|e| LogError::io("writing", &tmp, e))?;
+    crate::io::rename(&tmp, &path).map_err(|e| LogError::io("renaming", &path, e))?;
     let all = list_snapshots(dir)?;
     for old in all.iter().rev().skip(2) {
-        let _ = fs::remove_file(snapshot_path(dir, *old));
+        let _ = crate::io::remove_file(&snapshot_path(dir, *old));
     }
     Ok(())
 }
@@ -120,7 +117,7 @@ pub(super) async fn rebuild_producers(
     let snaps = list_snapshots(dir)?;
     for s in snaps.iter().filter(|s| **s > leo) {
         // the log was truncated below it
-        let _ = fs::remove_file(snapshot_path(dir, *s));
+        let _ = crate::io::remove_file(&snapshot_path(dir, *s));
     }
     let mut start: Option<(Offset, ProducerStates)> = None;
     for s in snaps

@@ -280,12 +280,12 @@ impl PartitionLog {
             Segment::remove_files(&dir, *b)?;
         }
         let path = segment::log_path(&dir, cut.base);
-        dma.truncate(cut.size)
+        crate::io::dma_truncate(&dma, cut.size)
             .await
-            .map_err(|e| LogError::io("truncating", &path, e.into()))?;
-        dma.fdatasync()
+            .map_err(|e| LogError::io("truncating", &path, e))?;
+        crate::io::dma_fdatasync(&dma)
             .await
-            .map_err(|e| LogError::io("syncing", &path, e.into()))?;
+            .map_err(|e| LogError::io("syncing", &path, e))?;
         {
             let st = self.inner.borrow();
             // a sealed segment's .txnindex may name aborts past the cut

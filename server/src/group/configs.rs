@@ -411,7 +411,8 @@ impl LocalGroupConfigs {
         apply(&mut next, group, configs);
         let bytes = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            sluice_engine::io::create_dir_all_durable(dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         sluice_engine::meta::durable_replace(&self.path, &bytes)
             .map_err(|e| format!("{}: {e}", self.path.display()))?;

@@ -62,7 +62,8 @@ pub struct LocalStore {
 impl LocalStore {
     pub fn open(data_dir: &std::path::Path) -> Result<LocalStore, String> {
         let dir = data_dir.join("__sluice");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        sluice_engine::io::create_dir_all_durable(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = dir.join("scram-credentials.json");
         let users = match std::fs::read(&path) {
             Ok(bytes) => {
