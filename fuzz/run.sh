@@ -2,6 +2,8 @@
 # Runs the cargo-fuzz targets one after another (see README.md "Fuzzing"):
 #   fuzz/run.sh [runs] [target...]       default: 10000000 runs of every target
 #   FUZZ_SECONDS=600 fuzz/run.sh ...     also stop each target after this many seconds
+#   FUZZ_SANITIZER=none fuzz/run.sh ...  build without AddressSanitizer (default: address);
+#                                        debug assertions and overflow checks stay on
 # Needs `cargo +nightly` and `cargo install cargo-fuzz`. The corpus starts from each target's
 # seeds (fuzz/corpus/<target>, not committed); crashes land in fuzz/artifacts/<target>/ and,
 # once fixed, belong in fuzz/regressions/<target>/ (replayed by server/tests/fuzz_targets.rs).
@@ -15,7 +17,7 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(request_frame produce_batch segment_scan sasl tls_handshake)
 fi
-cargo +nightly fuzz build || exit 1
+cargo +nightly fuzz build --sanitizer "${FUZZ_SANITIZER:-address}" || exit 1
 bin=target/x86_64-unknown-linux-gnu/release
 "$bin/seeds" corpus || exit 1
 mkdir -p logs
