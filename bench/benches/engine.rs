@@ -342,7 +342,7 @@ fn bench_append(c: &mut Criterion, policy: Policy) {
                     });
                     let d = ex.run(run_writers(log, &p.bytes, writers, iters, policy.level()));
                     // outside the timed part: drop segments beyond retention.bytes
-                    log.enforce_retention().expect("retention");
+                    ex.run(log.enforce_retention()).expect("retention");
                     d
                 })
             });
@@ -795,7 +795,7 @@ fn paired_comparison(rounds: usize) {
                     e.ratios.push(rate[i] / rate[r]);
                 }
                 if let Contender::Log { log, .. } = &e.contender {
-                    log.enforce_retention().expect("retention");
+                    log.enforce_retention().await.expect("retention");
                 }
             }
         }

@@ -368,3 +368,15 @@ pub async fn sync_dir_async(dir: &Path) -> io::Result<()> {
     d.close().await.map_err(glommio_err)?;
     Ok(())
 }
+
+/// Runs blocking file work (std writes, fdatasyncs, renames, directory fsyncs of small
+/// metadata files) on the executor's blocking thread pool, so the reactor and every partition
+/// of its shard go on meanwhile. The work's reports reach the recorder from that thread, after
+/// each operation completed, as on the reactor.
+pub async fn off_reactor<R, F>(work: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    glommio::executor().spawn_blocking(work).await
+}

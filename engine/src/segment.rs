@@ -131,6 +131,19 @@ impl Segment {
         write_txn_index(dir, self.base, &self.aborted)
     }
 
+    /// The contents of `.index`, `.timeindex` and `.txnindex`, for [`write_files`] (off the
+    /// reactor) at seal and close.
+    pub fn index_file_contents(&self) -> Result<[(&'static str, Vec<u8>); 3]> {
+        Ok([
+            ("index", self.index.encode_offsets()),
+            ("timeindex", self.index.encode_times()),
+            (
+                "txnindex",
+                encode_txn_index(dir_less_name(self.base), &self.aborted)?,
+            ),
+        ])
+    }
+
     fn write_files<const N: usize>(&self, dir: &Path, files: [(&str, Vec<u8>); N]) -> Result<()> {
         write_files(dir, self.base, files)
     }
@@ -170,14 +183,24 @@ impl Segment {
 
 /// Writes the aborted-transaction index `.txnindex` of the segment at `base` and syncs it.
 pub fn write_txn_index(dir: &Path, base: Offset, aborted: &[AbortedTxn]) -> Result<()> {
-    let bytes = serde_json::to_vec(aborted).map_err(|e| LogError::BadMetadata {
-        path: dir.join(index::file_name(base, "txnindex")),
-        reason: e.to_string(),
-    })?;
+    let bytes = encode_txn_index(dir.join(index::file_name(base, "txnindex")), aborted)?;
     write_files(dir, base, [("txnindex", bytes)])
 }
 
-fn write_files<const N: usize>(
+fn dir_less_name(base: Offset) -> PathBuf {
+    PathBuf::from(index::file_name(base, "txnindex"))
+}
+
+fn encode_txn_index(path: PathBuf, aborted: &[AbortedTxn]) -> Result<Vec<u8>> {
+    serde_json::to_vec(aborted).map_err(|e| LogError::BadMetadata {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// Writes each `(extension, bytes)` file of the segment at `base` (temp file, fdatasync,
+/// rename; blocking). The caller fsyncs the directory.
+pub fn write_files<const N: usize>(
     dir: &Path,
     base: Offset,
     files: [(&str, Vec<u8>); N],

@@ -660,7 +660,7 @@ fn damaged_index_files_of_a_sealed_segment_are_rebuilt() {
         log.set_config(cfg);
         // the sealed segment's newest record (T0 + 19 s) is now older than 60 s
         clock.0.set(T0 + 100_000);
-        let deleted = log.enforce_retention().expect("retention");
+        let deleted = log.enforce_retention().await.expect("retention");
         assert_eq!(deleted, 1, "{what}: the old sealed segment expires");
         assert_eq!(log.offsets().log_start, Offset(p.active_base), "{what}");
         assert!(

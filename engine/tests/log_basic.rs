@@ -252,7 +252,7 @@ fn retention_and_delete_records() {
             .expect("append");
         }
         let before = log.segment_count();
-        let deleted = log.enforce_retention().expect("retention");
+        let deleted = log.enforce_retention().await.expect("retention");
         assert!(
             deleted > 0 && log.segment_count() == before - deleted,
             "deleted {deleted} of {before}, {} left",
@@ -273,7 +273,7 @@ fn retention_and_delete_records() {
             retention_bytes: Some(100_000),
             ..cfg
         });
-        log.enforce_retention().expect("retention");
+        log.enforce_retention().await.expect("retention");
         assert!(log.size_bytes() < 100_000 + 64 * 1024);
         // DeleteRecords moves the start into the middle of a segment
         let hw = log.offsets().high_watermark;

@@ -518,7 +518,7 @@ async fn apply(log: &PartitionLog, m: &mut Model, op: Op, what: &str) -> Option<
                 wait_all(log, m, Durability::Synced).await;
                 m.sealed_known = m.segs.len() - 1;
             }
-            let deleted = log.enforce_retention().expect("retention");
+            let deleted = log.enforce_retention().await.expect("retention");
             let start = log.offsets().log_start.get();
             // retention.bytes over the oldest `sealed` segments, for each possible sealed count
             let limit = log.config().retention_bytes.expect("retention.bytes");

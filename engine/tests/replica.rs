@@ -909,13 +909,13 @@ fn retention_waits_for_the_high_watermark() {
         let segments = log.segment_count();
         assert!(segments > 3);
         assert_eq!(
-            log.enforce_retention().expect("retention"),
+            log.enforce_retention().await.expect("retention"),
             0,
             "nothing visible"
         );
         let third = log.segment_bases()[2];
         log.set_high_watermark(third);
-        assert_eq!(log.enforce_retention().expect("retention"), 2);
+        assert_eq!(log.enforce_retention().await.expect("retention"), 2);
         assert_eq!(log.offsets().log_start, third);
         log.close().await.expect("close");
     });

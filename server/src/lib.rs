@@ -426,7 +426,7 @@ async fn shard_main(
         glommio::spawn_local(async move {
             loop {
                 glommio::timer::sleep(every).await;
-                shard.enforce_retention();
+                shard.enforce_retention().await;
             }
         })
         .detach()

@@ -441,10 +441,10 @@ impl Shard {
 
     /// Runs retention on this shard's logs and forgets idle producers
     /// (producer.id.expiration.ms).
-    pub fn enforce_retention(&self) {
+    pub async fn enforce_retention(&self) {
         let idle_ms = self.shared.config.producer_id_expiration_ms as i64;
         for (tp, log) in self.logs() {
-            if let Err(e) = log.enforce_retention() {
+            if let Err(e) = log.enforce_retention().await {
                 tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "retention failed");
             }
             let n = log.expire_producers(idle_ms);

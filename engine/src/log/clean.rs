@@ -228,8 +228,8 @@ impl PartitionLog {
             let mut st = self.inner.borrow_mut();
             st.cleaner.first_dirty = map_end.0.max(st.cleaner.first_dirty);
             st.cleaner.delete_horizon = horizon;
-            st.meta().store(&st.dir)?;
         }
+        super::metafiles::store_meta(&self.inner, |_| {}).await?;
         stats.first_dirty = map_end;
         tracing::info!(
             dir = %plan.dir.display(),
@@ -574,8 +574,8 @@ impl PartitionLog {
             st.segments.insert(cleaned.base, seg);
             st.gapped.insert(cleaned.base);
             st.hot.drop_below(cleaned.next);
-            st.meta().store(&st.dir)?;
         }
+        super::metafiles::store_meta(&self.inner, |_| {}).await?;
         compact::sync_dir_async(dir).await?;
         if self.stop_here(12) {
             return Err(crashed(12));

@@ -4,7 +4,6 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -12,10 +11,9 @@ use event_listener::EventListener;
 use glommio::io::DmaFile;
 use glommio::task::JoinHandle;
 
-use super::snapshot::write_snapshot;
+use super::metafiles::{self, SegmentWrites};
 use super::space::waits_for_space;
 use super::{align_up, Chunk, Inner, PartitionLog, RunState, Signals, ALIGN};
-use crate::epoch::LeaderEpochCache;
 use crate::error::{LogError, Result};
 use crate::fault::Fault;
 use crate::io;
@@ -26,9 +24,9 @@ use crate::types::Offset;
 /// What the flusher does next.
 enum Job {
     /// Persist the leader epoch cache (it changed).
-    Checkpoint(LeaderEpochCache, PathBuf),
-    /// Persist partition.meta (the gapped segments grew).
-    Meta(crate::meta::PartitionMeta, PathBuf),
+    Checkpoint,
+    /// Persist partition.meta (the gapped segments grew, or a store found the disk full).
+    Meta,
     Write(Vec<Chunk>),
     Sync {
         dma: Rc<DmaFile>,
@@ -100,12 +98,11 @@ fn next_job(st: &mut Inner, signals: &Signals) -> Job {
 fn next_write(st: &mut Inner) -> Option<Job> {
     if st.epochs_dirty {
         // before the data: the checkpoint must cover every batch that reaches the disk
-        st.epochs_dirty = false;
-        return Some(Job::Checkpoint(st.epochs.clone(), st.dir.clone()));
+        return Some(Job::Checkpoint);
     }
     if st.meta_dirty {
         st.meta_dirty = false;
-        return Some(Job::Meta(st.meta(), st.dir.clone()));
+        return Some(Job::Meta);
     }
     if st.queue.is_empty() {
         st.take_pending();
@@ -141,7 +138,7 @@ pub(super) fn spawn_flusher(inner: &Rc<RefCell<Inner>>, signals: &Rc<Signals>) -
 async fn flusher(inner: Rc<RefCell<Inner>>, signals: Rc<Signals>) {
     loop {
         let job = next_job(&mut inner.borrow_mut(), &signals);
-        let writes = matches!(job, Job::Checkpoint(..) | Job::Meta(..) | Job::Write(_));
+        let writes = matches!(job, Job::Checkpoint | Job::Meta | Job::Write(_));
         let outcome = match job {
             Job::Stop => break,
             Job::Wait { listener, deadline } => {
@@ -153,16 +150,15 @@ async fn flusher(inner: Rc<RefCell<Inner>>, signals: Rc<Signals>) {
                 }
                 Ok(())
             }
-            Job::Checkpoint(cache, dir) => cache.store(&dir).inspect_err(|e| {
-                if waits_for_space(e) {
-                    inner.borrow_mut().epochs_dirty = true;
-                }
-            }),
-            Job::Meta(meta, dir) => meta.store(&dir).inspect_err(|e| {
-                if waits_for_space(e) {
-                    inner.borrow_mut().meta_dirty = true;
-                }
-            }),
+            // (a failed store leaves the checkpoint marked behind)
+            Job::Checkpoint => metafiles::store_epochs(&inner).await,
+            Job::Meta => metafiles::store_meta(&inner, |_| {})
+                .await
+                .inspect_err(|e| {
+                    if waits_for_space(e) {
+                        inner.borrow_mut().meta_dirty = true;
+                    }
+                }),
             Job::Write(chunks) => write_chunks(&inner, &signals, chunks).await,
             Job::Sync { dma, target } => {
                 // the fdatasync runs beside the flusher: the next round's writes overlap it
@@ -370,7 +366,7 @@ async fn write_segment_chunks(
             signals.space.notify(usize::MAX);
         }
         if chunk.seal {
-            if let Err(e) = seal(inner, &dma, seg_base, chunk.snapshot.as_deref()).await {
+            if let Err(e) = seal(inner, signals, &dma, seg_base, chunk.snapshot.as_deref()).await {
                 // written already (`buf` is gone): a retry only seals
                 chunks.push_front(chunk);
                 return Err(e);
@@ -416,6 +412,7 @@ async fn write_once(
 /// recovery point past it.
 async fn seal(
     inner: &Rc<RefCell<Inner>>,
+    signals: &Signals,
     dma: &DmaFile,
     base: Offset,
     snapshot: Option<&[u8]>,
@@ -436,27 +433,35 @@ async fn seal(
         None => io::dma_fdatasync(dma).await,
     }
     .map_err(|e| LogError::io("fdatasync", &path, e))?;
-    let mut st = inner.borrow_mut();
-    st.env.stats.on_sync(started.elapsed());
-    st.counters.mark_synced(covered);
-    let dir = st.dir.clone();
-    let Some(seg) = st.segments.get_mut(&base) else {
-        return Ok(());
+    let (writes, next) = {
+        let mut st = inner.borrow_mut();
+        st.env.stats.on_sync(started.elapsed());
+        st.counters.mark_synced(covered);
+        let Some(seg) = st.segments.get_mut(&base) else {
+            return Ok(());
+        };
+        seg.allocated = size;
+        seg.finish_time_index();
+        let next = seg.next_offset;
+        let writes = SegmentWrites::of(seg, snapshot.map(|s| (next, s.to_vec())))?;
+        // the data is durable: its appends are answered now, not after the index files
+        st.synced = st.synced.max(next);
+        st.check_invariants();
+        (writes, next)
     };
-    seg.sealed = true;
-    seg.allocated = size;
-    seg.finish_time_index();
-    seg.write_index_files(&dir)?;
-    seg.write_txn_index(&dir)?;
-    let next = seg.next_offset;
-    if let Some(snap) = snapshot {
-        write_snapshot(&dir, next, snap)?;
+    signals.progress.notify(usize::MAX);
+    // the index files and the snapshot, then the recovery point past them; until it moves a
+    // restart scans this segment (and rebuilds whatever of them did not land)
+    metafiles::write_segment_files(inner, writes).await?;
+    {
+        let mut st = inner.borrow_mut();
+        if let Some(seg) = st.segments.get_mut(&base) {
+            // retention and the cleaner may take it from now on (its files are complete)
+            seg.sealed = true;
+        }
+        st.recovery_point = st.recovery_point.max(next);
     }
-    st.synced = st.synced.max(next);
-    st.check_invariants();
-    st.recovery_point = next;
-    st.meta().store(&dir)?;
-    Ok(())
+    metafiles::store_meta(inner, |_| {}).await
 }
 
 impl PartitionLog {
@@ -516,20 +521,23 @@ impl PartitionLog {
         io::dma_fdatasync(&dma)
             .await
             .map_err(|e| LogError::io("syncing", &path, e))?;
-        let mut st = self.inner.borrow_mut();
-        let leo = st.leo;
-        let active = st.active_mut();
-        active.finish_time_index();
-        active.write_index_files(&dir)?;
-        active.write_txn_index(&dir)?;
-        write_snapshot(&dir, leo, &st.producers.to_json())?;
-        let mut meta = st.meta();
-        meta.clean_shutdown = Some(CleanShutdown {
-            log_end_offset: leo.0,
-            active_size: size,
-        });
-        meta.store(&dir)?;
-        st.synced = leo;
+        let (writes, leo) = {
+            let mut st = self.inner.borrow_mut();
+            let leo = st.leo;
+            let snapshot = st.producers.to_json();
+            let active = st.active_mut();
+            active.finish_time_index();
+            (SegmentWrites::of(active, Some((leo, snapshot)))?, leo)
+        };
+        metafiles::write_segment_files(&self.inner, writes).await?;
+        metafiles::store_meta(&self.inner, |meta| {
+            meta.clean_shutdown = Some(CleanShutdown {
+                log_end_offset: leo.0,
+                active_size: size,
+            })
+        })
+        .await?;
+        self.inner.borrow_mut().synced = leo;
         Ok(())
     }
 }

@@ -21,13 +21,15 @@
 //! the copy into the pending buffer, rolls, durability waits), `read` (reads and timestamp
 //! lookups), `recovery` (open: segment scan and state rebuild), `snapshot` (producer-state
 //! snapshots and their replay), `flusher` (writes, group fdatasync, seal, clean close),
-//! `space` (waiting for disk space after ENOSPC),
+//! `space` (waiting for disk space after ENOSPC), `metafiles` (partition.meta, the epoch
+//! checkpoint, index files and snapshots, written off the reactor),
 //! `truncate` (follower truncation). This file holds the state they share and the small
 //! accessors, the high watermark, retention and DeleteRecords.
 
 mod append;
 mod clean;
 mod flusher;
+mod metafiles;
 mod read;
 mod recovery;
 mod snapshot;
@@ -53,7 +55,7 @@ use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{LogError, Result};
 use crate::hot::HotTail;
-use crate::meta::{sync_dir, CleanerCheckpoint, PartitionMeta};
+use crate::meta::{CleanerCheckpoint, PartitionMeta};
 use crate::producer::{AbortedTxn, ProducerEntry, ProducerStates};
 use crate::segment::Segment;
 use crate::stats::{LogCounters, LogStats};
@@ -206,6 +208,8 @@ struct Inner {
     meta_dirty: bool,
     /// A cleaner pass is running (one at a time).
     cleaning: bool,
+    /// One metadata-file writer at a time (see `metafiles`).
+    meta_lock: Rc<glommio::sync::Semaphore>,
 }
 
 /// Wake-ups between appenders, waiters and the flusher.
@@ -226,7 +230,7 @@ pub struct PartitionLog {
     flusher: RefCell<Option<JoinHandle<()>>>,
     /// FIFO gate for appenders that found the write buffer full.
     append_gate: glommio::sync::Semaphore,
-    /// One truncation, close or DeleteRecords at a time.
+    /// One truncation, close, DeleteRecords or retention pass at a time.
     maintenance: glommio::sync::Semaphore,
 }
 
@@ -359,22 +363,6 @@ impl Inner {
             self.hw_requested.min(self.written).max(self.log_start)
         } else {
             self.written
-        }
-    }
-
-    /// Stores partition.meta now; on a full disk, leaves it to the flusher (which retries
-    /// until there is space) and carries on. For changes of the log start: the segments below
-    /// it are deleted next, which frees space, and a restart before the store lands shows the
-    /// log from the first remaining segment (records below the new start reappear, none is
-    /// lost).
-    fn store_meta_or_defer(&mut self) -> Result<()> {
-        match self.meta().store(&self.dir) {
-            Err(e) if e.is_no_space() => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "partition.meta deferred: disk full");
-                self.meta_dirty = true;
-                Ok(())
-            }
-            r => r,
         }
     }
 
@@ -603,7 +591,7 @@ impl PartitionLog {
             .acquire_permit(1)
             .await
             .map_err(|_| LogError::Closed)?;
-        {
+        let moved = {
             let mut st = self.inner.borrow_mut();
             st.check_writable()?;
             let o = st.offsets();
@@ -614,23 +602,26 @@ impl PartitionLog {
                     log_end: o.high_watermark,
                 });
             }
-            if before > st.log_start {
-                st.log_start = before;
-                st.store_meta_or_defer()?;
-            }
+            let moved = before > st.log_start;
+            st.log_start = st.log_start.max(before);
+            moved
+        };
+        if moved {
+            metafiles::store_meta_or_defer(&self.inner).await?;
         }
-        self.delete_segments_below_start()?;
+        self.delete_segments_below_start().await?;
         Ok(self.inner.borrow().log_start)
     }
 
     /// Applies retention.ms and retention.bytes: deletes whole sealed segments, oldest first.
     /// Returns how many were deleted.
-    pub fn enforce_retention(&self) -> Result<usize> {
-        if self.maintenance.available() == 0 {
-            // a truncation (or close) is changing the segments; the next round applies it
+    pub async fn enforce_retention(&self) -> Result<usize> {
+        let Ok(_one_at_a_time) = self.maintenance.try_acquire_permit(1) else {
+            // a truncation, close or DeleteRecords is changing the segments; the next round
+            // applies it
             return Ok(0);
-        }
-        {
+        };
+        let moved = {
             let mut st = self.inner.borrow_mut();
             st.check_writable()?;
             let now = st.env.clock.now_ms();
@@ -657,30 +648,39 @@ impl PartitionLog {
                 total -= seg.size;
                 new_start = new_start.max(seg.next_offset);
             }
-            if new_start > st.log_start {
-                st.log_start = new_start;
-                st.store_meta_or_defer()?;
-            }
+            let moved = new_start > st.log_start;
+            st.log_start = st.log_start.max(new_start);
+            moved
+        };
+        if moved {
+            metafiles::store_meta_or_defer(&self.inner).await?;
         }
-        self.delete_segments_below_start()
+        self.delete_segments_below_start().await
     }
 
-    fn delete_segments_below_start(&self) -> Result<usize> {
-        let mut st = self.inner.borrow_mut();
-        let start = st.log_start;
-        let doomed: Vec<Offset> = st
-            .segments
-            .values()
-            .filter(|s| s.sealed && s.next_offset <= start)
-            .map(|s| s.base)
-            .collect();
-        for b in &doomed {
-            st.segments.remove(b);
-            st.gapped.remove(b);
-            Segment::remove_files(&st.dir, *b)?;
-        }
+    async fn delete_segments_below_start(&self) -> Result<usize> {
+        let (doomed, dir) = {
+            let mut st = self.inner.borrow_mut();
+            let start = st.log_start;
+            let doomed: Vec<Offset> = st
+                .segments
+                .values()
+                .filter(|s| s.sealed && s.next_offset <= start)
+                .map(|s| s.base)
+                .collect();
+            for b in &doomed {
+                st.segments.remove(b);
+                st.gapped.remove(b);
+                Segment::remove_files(&st.dir, *b)?;
+            }
+            (doomed, st.dir.clone())
+        };
         if !doomed.is_empty() {
-            sync_dir(&st.dir)?;
+            crate::io::sync_dir_async(&dir)
+                .await
+                .map_err(|e| LogError::io("syncing dir", &dir, e))?;
+            let mut st = self.inner.borrow_mut();
+            let start = st.log_start;
             // space was freed: a log waiting for it retries now
             st.disk_full.retry_now();
             self.signals.work.notify(1);

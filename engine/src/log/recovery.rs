@@ -343,6 +343,7 @@ impl PartitionLog {
             cleaner: meta.cleaner.unwrap_or_default(),
             gapped,
             meta_dirty: meta_behind,
+            meta_lock: super::metafiles::new_lock(),
             cleaning: false,
         };
         let inner = Rc::new(RefCell::new(inner));

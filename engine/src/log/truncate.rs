@@ -14,6 +14,7 @@ use glommio::sync::Permit;
 
 use super::append::WaitingAppender;
 use super::flusher::spawn_flusher;
+use super::metafiles;
 use super::snapshot::{list_snapshots, rebuild_producers, remove_snapshot, ReplaySegment};
 use super::{align_down, Inner, PartitionLog, Pending, RunState};
 use crate::error::{LogError, Result};
@@ -292,7 +293,7 @@ impl PartitionLog {
             st.segments[&cut.base].write_txn_index(&dir)?;
         }
         self.rebuild_producers_after_truncation().await?;
-        self.store_truncated_metadata()?;
+        self.store_truncated_metadata().await?;
         Ok(())
     }
 
@@ -321,7 +322,7 @@ impl PartitionLog {
         }
         sync_dir(&dir)?;
         // with no segment file left, an open after a crash starts the log at meta's log start
-        self.store_truncated_metadata()?;
+        self.store_truncated_metadata().await?;
         let dma = segment::create_file(&dir, offset).await?;
         if let Some(seg) = self.inner.borrow_mut().segments.get_mut(&offset) {
             seg.files = Some(SegmentFiles { dma, plain: None });
@@ -345,15 +346,14 @@ impl PartitionLog {
 
     /// Makes the directory changes durable (deleted segments and snapshots), then writes the
     /// epoch checkpoint and partition.meta as of the truncated log.
-    fn store_truncated_metadata(&self) -> Result<()> {
-        let mut st = self.inner.borrow_mut();
-        sync_dir(&st.dir)?;
-        if st.epochs_dirty {
-            st.epochs.store(&st.dir)?;
-            st.epochs_dirty = false;
-        }
-        st.meta().store(&st.dir)?;
-        st.check_invariants();
+    async fn store_truncated_metadata(&self) -> Result<()> {
+        let dir = self.inner.borrow().dir.clone();
+        crate::io::sync_dir_async(&dir)
+            .await
+            .map_err(|e| LogError::io("syncing dir", &dir, e))?;
+        metafiles::store_epochs(&self.inner).await?;
+        metafiles::store_meta(&self.inner, |_| {}).await?;
+        self.inner.borrow().check_invariants();
         Ok(())
     }
 }
