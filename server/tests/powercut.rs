@@ -25,7 +25,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::{config, name, sb, Client};
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
@@ -201,39 +200,6 @@ fn fetch_committed(c: &mut Client, topic: &str, partitions: i32) -> Vec<i64> {
         .collect()
 }
 
-/// Fetch v11 read_committed from `offset`: (error, high watermark, LSO, aborted producer ids
-/// with first offsets, record bytes).
-fn fetch_committed_data(
-    c: &mut Client,
-    topic: &str,
-    p: i32,
-    offset: i64,
-) -> (i16, i64, i64, Vec<(i64, i64)>, Bytes) {
-    let req = FetchRequest::default()
-        .with_max_wait_ms(0)
-        .with_min_bytes(0)
-        .with_isolation_level(1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(name(topic))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(p)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])]);
-    let r: FetchResponse = c.call(ApiKey::Fetch, 11, &req);
-    let pd = &r.responses[0].partitions[0];
-    (
-        pd.error_code,
-        pd.high_watermark,
-        pd.last_stable_offset,
-        pd.aborted_transactions
-            .iter()
-            .flatten()
-            .map(|a| (a.producer_id.0, a.first_offset))
-            .collect(),
-        pd.records.clone().unwrap_or_default(),
-    )
-}
-
 /// No half transaction: once this round's InitProducerId has aborted whatever the cut left
 /// open, every partition's last stable offset reaches its high watermark; every acknowledged
 /// commit is readable with read_committed, every acknowledged abort is listed as aborted.
@@ -244,7 +210,7 @@ fn check_transactions(c: &mut Client, ex: &mut Expect) -> Result<(), String> {
         for p in 0..*n {
             let mut settled = false;
             for _ in 0..200 {
-                let (e, hw, lso, _, _) = fetch_committed_data(c, t, p, 0);
+                let (e, hw, lso, _, _) = c.fetch_isolated(t, p, 0, true);
                 if e == 0 && lso == hw {
                     settled = true;
                     break;
@@ -257,7 +223,7 @@ fn check_transactions(c: &mut Client, ex: &mut Expect) -> Result<(), String> {
         }
     }
     for (t, p, base, committed) in &ex.txns {
-        let (e, _, _, aborted, bytes) = fetch_committed_data(c, t, *p, *base);
+        let (e, _, _, aborted, bytes) = c.fetch_isolated(t, *p, *base, true);
         if e != 0 {
             return Err(format!("read_committed fetch {t}-{p} at {base}: error {e}"));
         }

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{config, name, sb, start_with as start, Client};
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::txn_offset_commit_request::{
@@ -101,39 +100,6 @@ fn end_txn(c: &mut Client, id: &str, pid: i64, epoch: i16, commit: bool) -> i16 
             .with_committed(commit),
     );
     r.error_code
-}
-
-/// Fetch v11 with an isolation level: (error, high watermark, LSO, aborted, record bytes).
-fn fetch(
-    c: &mut Client,
-    topic: &str,
-    p: i32,
-    offset: i64,
-    committed: bool,
-) -> (i16, i64, i64, Vec<(i64, i64)>, Bytes) {
-    let req = FetchRequest::default()
-        .with_max_wait_ms(0)
-        .with_min_bytes(0)
-        .with_isolation_level(if committed { 1 } else { 0 })
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(name(topic))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(p)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])]);
-    let r: FetchResponse = c.call(ApiKey::Fetch, 11, &req);
-    let pd = &r.responses[0].partitions[0];
-    (
-        pd.error_code,
-        pd.high_watermark,
-        pd.last_stable_offset,
-        pd.aborted_transactions
-            .iter()
-            .flatten()
-            .map(|a| (a.producer_id.0, a.first_offset))
-            .collect(),
-        pd.records.clone().unwrap_or_default(),
-    )
 }
 
 /// (offset, is control) of every batch in fetched bytes.
@@ -250,9 +216,9 @@ fn transactions_commit_abort_fence_and_restart() {
         ),
         (0, 0)
     );
-    let (_, hw, lso, _, _) = fetch(&mut c, "tx", 0, 0, true);
+    let (_, hw, lso, _, _) = c.fetch_isolated("tx", 0, 0, true);
     assert_eq!((hw, lso), (2, 0), "the open transaction holds the LSO");
-    let (_, _, _, _, data) = fetch(&mut c, "tx", 0, 0, true);
+    let (_, _, _, _, data) = c.fetch_isolated("tx", 0, 0, true);
     assert!(
         data.is_empty(),
         "read_committed sees nothing of an open transaction"
@@ -275,7 +241,7 @@ fn transactions_commit_abort_fence_and_restart() {
         (0, 3)
     );
     assert_eq!(end_txn(&mut c, id, pid, e0, true), 0);
-    let (code, hw, lso, aborted, data) = fetch(&mut c, "tx", 0, 0, true);
+    let (code, hw, lso, aborted, data) = c.fetch_isolated("tx", 0, 0, true);
     assert_eq!(code, 0);
     assert_eq!((hw, lso), (5, 5));
     assert_eq!(aborted, vec![(pid, 0)]);
@@ -315,7 +281,7 @@ fn transactions_commit_abort_fence_and_restart() {
     );
     assert_eq!(end_txn(&mut c, id, pid, e0, true), 90, "PRODUCER_FENCED");
     assert_eq!(add_partitions(&mut c, id, pid, e0, &[("tx", 0)]), vec![90]);
-    let (_, hw, lso, aborted, _) = fetch(&mut c, "tx", 0, 0, true);
+    let (_, hw, lso, aborted, _) = c.fetch_isolated("tx", 0, 0, true);
     assert_eq!(hw, lso);
     assert_eq!(aborted, vec![(pid, 0), (pid, 5)]);
 
@@ -332,13 +298,13 @@ fn transactions_commit_abort_fence_and_restart() {
     b.stop();
     let b = start(config(dir.path(), 2));
     let mut c = Client::connect(b.addr);
-    let (_, _, lso, _, _) = fetch(&mut c, "tx", 0, 0, true);
+    let (_, _, lso, _, _) = c.fetch_isolated("tx", 0, 0, true);
     assert_eq!(
         lso, open_at,
         "the open transaction still holds the LSO after a restart"
     );
     assert_eq!(end_txn(&mut c, id, pid, e1, true), 0);
-    let (_, hw, lso, aborted, data) = fetch(&mut c, "tx", 0, 0, true);
+    let (_, hw, lso, aborted, data) = c.fetch_isolated("tx", 0, 0, true);
     assert_eq!(hw, lso);
     assert_eq!(aborted, vec![(pid, 0), (pid, 5)]);
     assert!(batches(&data).contains(&(open_at as u64, false)));
@@ -373,7 +339,7 @@ fn hung_transactions_are_aborted_by_timeout() {
     c.produce("hung", 0, batch_of(-1, -1, -1, &["plain"], false));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, hw, lso, aborted, _) = fetch(&mut c, "hung", 0, 0, true);
+        let (_, hw, lso, aborted, _) = c.fetch_isolated("hung", 0, 0, true);
         if lso == hw {
             assert_eq!(aborted, vec![(pid, 0)]);
             break;
@@ -503,7 +469,7 @@ fn a_new_transaction_starts_without_the_last_ones_partitions() {
     // each partition got its record and one COMMIT marker: the second transaction did not
     // write a marker into the first one's partition
     for p in [0, 1] {
-        let (_, hw, lso, _, data) = fetch(&mut c, "r", p, 0, true);
+        let (_, hw, lso, _, data) = c.fetch_isolated("r", p, 0, true);
         assert_eq!((hw, lso), (2, 2), "partition {p}");
         assert_eq!(batches(&data), vec![(0, false), (1, true)], "partition {p}");
     }

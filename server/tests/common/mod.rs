@@ -237,4 +237,37 @@ impl Client {
             p.records.as_ref().map_or(0, |b| b.len()),
         )
     }
+    /// Fetch v11 of one partition from `offset`, read_committed or read_uncommitted: (error,
+    /// high watermark, last stable offset, aborted (producer id, first offset), record bytes).
+    pub fn fetch_isolated(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        committed: bool,
+    ) -> (i16, i64, i64, Vec<(i64, i64)>, Bytes) {
+        let req = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_isolation_level(i8::from(committed))
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let r: FetchResponse = self.call(ApiKey::Fetch, 11, &req);
+        let pd = &r.responses[0].partitions[0];
+        (
+            pd.error_code,
+            pd.high_watermark,
+            pd.last_stable_offset,
+            pd.aborted_transactions
+                .iter()
+                .flatten()
+                .map(|a| (a.producer_id.0, a.first_offset))
+                .collect(),
+            pd.records.clone().unwrap_or_default(),
+        )
+    }
 }
