@@ -9,48 +9,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use super::{bad, ConfigError};
 
-/// How a listener's connections are secured (Kafka's `security.protocol` values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum SecurityProtocol {
-    Plaintext,
-    Ssl,
-    SaslPlaintext,
-    SaslSsl,
-}
-
-impl SecurityProtocol {
-    pub fn parse(s: &str) -> Option<SecurityProtocol> {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "PLAINTEXT" => Some(SecurityProtocol::Plaintext),
-            "SSL" => Some(SecurityProtocol::Ssl),
-            "SASL_PLAINTEXT" => Some(SecurityProtocol::SaslPlaintext),
-            "SASL_SSL" => Some(SecurityProtocol::SaslSsl),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SecurityProtocol::Plaintext => "PLAINTEXT",
-            SecurityProtocol::Ssl => "SSL",
-            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
-            SecurityProtocol::SaslSsl => "SASL_SSL",
-        }
-    }
-
-    /// Connections run inside a TLS session.
-    pub fn tls(self) -> bool {
-        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
-    }
-
-    /// Clients authenticate with SASL before anything else is served.
-    pub fn sasl(self) -> bool {
-        matches!(
-            self,
-            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
-        )
-    }
-}
+/// How a listener's connections are secured (Kafka's `security.protocol` values; the CLI's
+/// type).
+pub use sluice_tools::security::SecurityProtocol;
 
 /// One `NAME://host:port` entry as written (also a broker's registered endpoint).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -148,7 +109,7 @@ impl Listeners {
                 .protocol_map
                 .get(&e.name)
                 .copied()
-                .or_else(|| SecurityProtocol::parse(&e.name))
+                .or_else(|| e.name.parse::<SecurityProtocol>().ok())
                 .ok_or_else(|| {
                     bad(
                         "listener.security.protocol.map",
@@ -320,7 +281,7 @@ fn parse_map(key: &str, value: &str) -> Result<BTreeMap<String, SecurityProtocol
         let (name, proto) = entry
             .split_once(':')
             .ok_or_else(|| bad(key, value, "expected NAME:PROTOCOL,..."))?;
-        let protocol = SecurityProtocol::parse(proto).ok_or_else(|| {
+        let protocol = proto.parse::<SecurityProtocol>().map_err(|_| {
             bad(
                 key,
                 value,
