@@ -10,9 +10,8 @@ static ALLOC: sluice_server::alloc::GuardedAlloc = sluice_server::alloc::Guarded
 use std::io::Write;
 
 use bytes::Bytes;
-use common::{start, Client};
+use common::{fetch_request, start, Client};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
@@ -59,16 +58,10 @@ fn fetch(
     offset: i64,
     max_wait_ms: i32,
 ) -> (i16, i64, Bytes) {
-    let req = FetchRequest::default()
+    let req = fetch_request(topic, partition, offset)
         .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(name(topic))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(partition)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])]);
+        .with_max_bytes(1 << 20);
     let r: FetchResponse = c.call(ApiKey::Fetch, 11, &req);
     let p = &r.responses[0].partitions[0];
     (

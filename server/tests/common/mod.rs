@@ -44,6 +44,19 @@ pub fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
+/// A Fetch of one partition from `offset` (up to 1 MiB) that answers at once.
+pub fn fetch_request(topic: &str, partition: i32, offset: i64) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
 pub fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
@@ -219,16 +232,8 @@ impl Client {
     /// Fetch v12 of one partition from `offset`: (error, log start offset, high watermark,
     /// record bytes returned).
     pub fn fetch(&mut self, topic: &str, partition: i32, offset: i64) -> (i16, i64, i64, usize) {
-        let req = FetchRequest::default()
-            .with_max_wait_ms(0)
-            .with_min_bytes(0)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(name(topic))
-                .with_partitions(vec![FetchPartition::default()
-                    .with_partition(partition)
-                    .with_fetch_offset(offset)
-                    .with_partition_max_bytes(1 << 20)])]);
-        let r: FetchResponse = self.call(ApiKey::Fetch, 12, &req);
+        let r: FetchResponse =
+            self.call(ApiKey::Fetch, 12, &fetch_request(topic, partition, offset));
         let p = &r.responses[0].partitions[0];
         (
             p.error_code,
@@ -246,16 +251,7 @@ impl Client {
         offset: i64,
         committed: bool,
     ) -> (i16, i64, i64, Vec<(i64, i64)>, Bytes) {
-        let req = FetchRequest::default()
-            .with_max_wait_ms(0)
-            .with_min_bytes(0)
-            .with_isolation_level(i8::from(committed))
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(name(topic))
-                .with_partitions(vec![FetchPartition::default()
-                    .with_partition(partition)
-                    .with_fetch_offset(offset)
-                    .with_partition_max_bytes(1 << 20)])]);
+        let req = fetch_request(topic, partition, offset).with_isolation_level(i8::from(committed));
         let r: FetchResponse = self.call(ApiKey::Fetch, 11, &req);
         let pd = &r.responses[0].partitions[0];
         (
