@@ -199,6 +199,21 @@ impl Catalog {
         Ok(r)
     }
 
+    /// [`Catalog::update`] on the executor's blocking thread: the shard that serves the
+    /// request goes on while the catalog is written and fsync'd (and while another shard's
+    /// update holds the catalog).
+    pub async fn update_off_reactor<R, E>(
+        self: &Arc<Self>,
+        change: impl FnOnce(&mut CatalogState) -> Result<R, E> + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<CatalogError> + Send + 'static,
+    {
+        let catalog = self.clone();
+        sluice_engine::io::off_reactor(move || catalog.update(change)).await
+    }
+
     /// Cluster mode: makes the local catalog the projection of the metadata image (topics,
     /// configs, partition counts, the cluster id), keeping the shard of partitions it already
     /// placed and placing new ones on the least loaded shard. The image is the source of truth;

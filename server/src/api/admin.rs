@@ -140,16 +140,22 @@ async fn add_partitions(
         return Ok(());
     }
     let nr = shard.nr;
-    let (info, old) = shard.shared.catalog.update(|st| {
-        let old = check_new_partitions(st, node_id, name, count, assignments)?;
-        let mut added = Vec::with_capacity(count as usize - old);
-        for _ in old..count as usize {
-            added.push(st.least_loaded_shard(nr, &added));
-        }
-        let t = st.topics.get_mut(name).ok_or_else(|| unknown_topic(name))?;
-        t.shards.extend(added);
-        Ok::<_, TopicError>((t.clone(), old))
-    })?;
+    let (name_owned, assignments) = (name.to_string(), assignments.map(<[_]>::to_vec));
+    let (info, old) = shard
+        .shared
+        .catalog
+        .update_off_reactor(move |st| {
+            let name = name_owned.as_str();
+            let old = check_new_partitions(st, node_id, name, count, assignments.as_deref())?;
+            let mut added = Vec::with_capacity(count as usize - old);
+            for _ in old..count as usize {
+                added.push(st.least_loaded_shard(nr, &added));
+            }
+            let t = st.topics.get_mut(name).ok_or_else(|| unknown_topic(name))?;
+            t.shards.extend(added);
+            Ok::<_, TopicError>((t.clone(), old))
+        })
+        .await?;
     open_partitions(shard, &info, old).await?;
     tracing::info!(topic = name, from = old, to = count, "added partitions");
     Ok(())

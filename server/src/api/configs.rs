@@ -450,11 +450,38 @@ async fn alter_topic(
         tracing::info!(topic = name, "altered topic configs");
         return Ok(());
     }
-    let owners: BTreeSet<usize> = shard.shared.catalog.update(|st| {
-        let t = st.topics.get_mut(name).ok_or_else(|| unknown_topic(name))?;
-        t.configs = checked(&t.configs)?;
-        Ok::<_, TopicError>(t.shards.iter().copied().collect())
-    })?;
+    // computed here from what the catalog holds, stored off the reactor if that is still what
+    // it holds (else computed again: another alter of the topic landed in between)
+    let owners: BTreeSet<usize> = loop {
+        let current = shard
+            .shared
+            .catalog
+            .read()
+            .topics
+            .get(name)
+            .map(|t| t.configs.clone())
+            .ok_or_else(|| unknown_topic(name))?;
+        let next = checked(&current)?;
+        let owned = name.to_string();
+        let stored = shard
+            .shared
+            .catalog
+            .update_off_reactor(move |st| {
+                let t = st
+                    .topics
+                    .get_mut(&owned)
+                    .ok_or_else(|| unknown_topic(&owned))?;
+                if t.configs != current {
+                    return Ok(None);
+                }
+                t.configs = next;
+                Ok::<_, TopicError>(Some(t.shards.iter().copied().collect()))
+            })
+            .await?;
+        if let Some(owners) = stored {
+            break owners;
+        }
+    };
     for owner in owners {
         let topic = name.to_string();
         shard

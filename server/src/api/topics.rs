@@ -78,40 +78,47 @@ pub async fn create_topic(
         ));
     }
     let nr = shard.nr;
-    let build = |st: &crate::catalog::CatalogState| {
-        let mut shards = Vec::with_capacity(partitions as usize);
-        for _ in 0..partitions {
-            shards.push(st.least_loaded_shard(nr, &shards));
-        }
-        TopicInfo {
-            name: name.to_string(),
-            id: Uuid::new_v4(),
-            shards,
-            configs: configs.clone(),
+    let build = {
+        let name = name.to_string();
+        move |st: &crate::catalog::CatalogState| {
+            let mut shards = Vec::with_capacity(partitions as usize);
+            for _ in 0..partitions {
+                shards.push(st.least_loaded_shard(nr, &shards));
+            }
+            TopicInfo {
+                name: name.clone(),
+                id: Uuid::new_v4(),
+                shards,
+                configs: configs.clone(),
+            }
         }
     };
-    let exists = |st: &crate::catalog::CatalogState| st.topics.contains_key(name);
+    let exists = |name: &str| {
+        TopicError(
+            codes::TOPIC_ALREADY_EXISTS,
+            format!("Topic '{name}' already exists."),
+        )
+    };
     if validate_only {
         let st = shard.shared.catalog.read();
-        if exists(&st) {
-            return Err(TopicError(
-                codes::TOPIC_ALREADY_EXISTS,
-                format!("Topic '{name}' already exists."),
-            ));
+        if st.topics.contains_key(name) {
+            return Err(exists(name));
         }
         return Ok(build(&st));
     }
-    let info = shard.shared.catalog.update(|st| {
-        if exists(st) {
-            return Err(TopicError(
-                codes::TOPIC_ALREADY_EXISTS,
-                format!("Topic '{name}' already exists."),
-            ));
-        }
-        let info = build(st);
-        st.topics.insert(name.to_string(), info.clone());
-        Ok(info)
-    })?;
+    let owned = name.to_string();
+    let info = shard
+        .shared
+        .catalog
+        .update_off_reactor(move |st| {
+            if st.topics.contains_key(&owned) {
+                return Err(exists(&owned));
+            }
+            let info = build(st);
+            st.topics.insert(owned, info.clone());
+            Ok(info)
+        })
+        .await?;
     open_partitions(shard, &info, 0).await?;
     tracing::info!(topic = name, partitions, "created topic");
     Ok(info)
@@ -515,14 +522,19 @@ pub async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<Uuid, TopicEr
     if shard.shared.is_clustered() {
         return delete_clustered(shard, name).await;
     }
-    let info = shard.shared.catalog.update(|st| {
-        st.topics.remove(name).ok_or_else(|| {
-            TopicError(
-                codes::UNKNOWN_TOPIC_OR_PARTITION,
-                "This server does not host this topic-partition.".into(),
-            )
+    let owned = name.to_string();
+    let info = shard
+        .shared
+        .catalog
+        .update_off_reactor(move |st| {
+            st.topics.remove(&owned).ok_or_else(|| {
+                TopicError(
+                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    "This server does not host this topic-partition.".into(),
+                )
+            })
         })
-    })?;
+        .await?;
     on_owners(shard, &info, 0, PartitionOp::Delete).await?;
     tracing::info!(topic = name, "deleted topic");
     Ok(info.id)
