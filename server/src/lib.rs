@@ -19,6 +19,7 @@ pub mod conn;
 pub mod fuzzing;
 pub mod group;
 pub mod http;
+pub mod jsonstore;
 pub mod kvlog;
 pub mod limits;
 pub mod metrics;
@@ -146,7 +147,7 @@ pub fn start(config: ServerConfig) -> Result<BrokerHandle, StartError> {
             }
         }
     }
-    let group_configs = group::configs::LocalGroupConfigs::open(&config.data_dir)
+    let group_configs = group::configs::open_local(&config.data_dir)
         .map_err(|e| StartError::Config(format!("group configs: {e}")))?;
     let quotas = quota::QuotaManager::open(&config.data_dir, config.quota_windows)
         .map_err(|e| StartError::Config(format!("client quotas: {e}")))?;

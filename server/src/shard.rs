@@ -41,7 +41,7 @@ pub struct BrokerShared {
     /// TLS contexts (and later SASL credentials and ACLs).
     pub security: crate::security::Security,
     /// Dynamic group configs of a single node (a cluster keeps them in the metadata image).
-    pub group_configs: crate::group::configs::LocalGroupConfigs,
+    pub group_configs: Arc<crate::group::configs::LocalGroupConfigs>,
     /// Client quotas and the rates measured against them (every shard's requests together).
     pub quotas: crate::quota::QuotaManager,
     /// The listeners, resolved from the config; connections refer to them by index.

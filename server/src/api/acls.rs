@@ -68,7 +68,12 @@ async fn change(
     remove: Vec<AclBinding>,
 ) -> Result<(), String> {
     if !shard.shared.is_clustered() {
-        return shard.shared.security.acls.change(&add, &remove);
+        return shard
+            .shared
+            .security
+            .acls
+            .change_off_reactor(move |set| crate::security::acl::apply(set, &add, &remove))
+            .await;
     }
     let Some(member) = shard.shared.cluster.get().cloned() else {
         return Err("not in a cluster".into());

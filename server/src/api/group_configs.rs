@@ -30,7 +30,7 @@ fn check_group_name(name: &str) -> Result<(), TopicError> {
 pub(crate) fn overrides(shared: &BrokerShared, group: &str) -> BTreeMap<String, String> {
     let found = match shared.image() {
         Some(img) => img.group_configs.get(group).cloned(),
-        None => shared.group_configs.all().get(group).cloned(),
+        None => shared.group_configs.get().get(group).cloned(),
     };
     found.unwrap_or_default()
 }
@@ -107,7 +107,11 @@ pub(super) async fn alter(
         return Ok(());
     }
     let stored = if !shared.is_clustered() {
-        shared.group_configs.set(group, &next)
+        let group = group.to_string();
+        shared
+            .group_configs
+            .change_off_reactor(move |map| crate::group::configs::apply(map, &group, &next))
+            .await
     } else {
         match shared.cluster.get().cloned() {
             None => Err("not in a cluster yet".to_string()),

@@ -378,7 +378,15 @@ pub async fn alter_scram(
                 None => Err("not in a cluster".into()),
             }
         } else {
-            shard.shared.security.credentials.alter(&changes)
+            let changes = changes.clone();
+            shard
+                .shared
+                .security
+                .credentials
+                .change_off_reactor(move |users| {
+                    crate::security::credentials::apply(users, &changes)
+                })
+                .await
         };
         if let Err(e) = applied {
             for c in &changes {

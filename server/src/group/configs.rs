@@ -18,8 +18,7 @@
 //! session timeout from JoinGroup, and Kafka does not apply these keys to them either.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -378,47 +377,12 @@ pub fn apply(map: &mut GroupConfigMap, group: &str, configs: &BTreeMap<String, S
     }
 }
 
-/// The single-node store.
-pub struct LocalGroupConfigs {
-    path: PathBuf,
-    map: RwLock<Arc<GroupConfigMap>>,
-}
+/// The single-node store: `<data>/__sluice/group-configs.json`.
+pub type LocalGroupConfigs = crate::jsonstore::JsonStore<GroupConfigMap>;
 
-impl LocalGroupConfigs {
-    pub fn open(data_dir: &std::path::Path) -> Result<LocalGroupConfigs, String> {
-        let path = data_dir.join("__sluice").join("group-configs.json");
-        let map = match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => GroupConfigMap::new(),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        };
-        Ok(LocalGroupConfigs {
-            path,
-            map: RwLock::new(Arc::new(map)),
-        })
-    }
-
-    pub fn all(&self) -> Arc<GroupConfigMap> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Replaces `group`'s overrides, durably; on a write error nothing changes.
-    pub fn set(&self, group: &str, configs: &BTreeMap<String, String>) -> Result<(), String> {
-        let mut guard = self.map.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = (**guard).clone();
-        apply(&mut next, group, configs);
-        let bytes = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
-        if let Some(dir) = self.path.parent() {
-            sluice_engine::io::create_dir_all_durable(dir)
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-        sluice_engine::meta::durable_replace(&self.path, &bytes)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        *guard = Arc::new(next);
-        Ok(())
-    }
+/// Opens the single-node store.
+pub fn open_local(data_dir: &std::path::Path) -> Result<Arc<LocalGroupConfigs>, String> {
+    LocalGroupConfigs::open(data_dir, "group-configs.json")
 }
 
 #[cfg(test)]
@@ -522,18 +486,15 @@ mod tests {
     #[test]
     fn store_is_durable() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = LocalGroupConfigs::open(dir.path()).expect("open");
-        assert!(s.all().is_empty());
-        s.set("g", &m(&[(SESSION_TIMEOUT, "50000")])).expect("set");
-        let again = LocalGroupConfigs::open(dir.path()).expect("reopen");
-        assert_eq!(
-            again.all().get("g"),
-            Some(&m(&[(SESSION_TIMEOUT, "50000")]))
-        );
-        again.set("g", &BTreeMap::new()).expect("clear");
-        assert!(LocalGroupConfigs::open(dir.path())
-            .expect("reopen")
-            .all()
-            .is_empty());
+        let s = open_local(dir.path()).expect("open");
+        assert!(s.get().is_empty());
+        let set = m(&[(SESSION_TIMEOUT, "50000")]);
+        s.change(|g| apply(g, "g", &set)).expect("set");
+        let again = open_local(dir.path()).expect("reopen");
+        assert_eq!(again.get().get("g"), Some(&set));
+        again
+            .change(|g| apply(g, "g", &BTreeMap::new()))
+            .expect("clear");
+        assert!(open_local(dir.path()).expect("reopen").get().is_empty());
     }
 }

@@ -11,8 +11,7 @@
 //! current set, so a change applies at once to open connections.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -180,46 +179,12 @@ pub fn authorize(bindings: &BTreeSet<AclBinding>, policy: &Policy<'_>, ask: &Ask
     allowed || (!any_on_resource && allow_if_no_acl)
 }
 
-/// The single-node store.
-pub struct LocalAcls {
-    path: PathBuf,
-    bindings: RwLock<Arc<BTreeSet<AclBinding>>>,
-}
+/// The single-node store: `<data>/__sluice/acls.json`.
+pub type LocalAcls = crate::jsonstore::JsonStore<BTreeSet<AclBinding>>;
 
-impl LocalAcls {
-    pub fn open(data_dir: &std::path::Path) -> Result<LocalAcls, String> {
-        let path = data_dir.join("__sluice").join("acls.json");
-        let bindings = match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        };
-        Ok(LocalAcls {
-            path,
-            bindings: RwLock::new(Arc::new(bindings)),
-        })
-    }
-
-    pub fn bindings(&self) -> Arc<BTreeSet<AclBinding>> {
-        self.bindings
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Adds `add` and removes `remove`, durably; on a write error nothing changes.
-    pub fn change(&self, add: &[AclBinding], remove: &[AclBinding]) -> Result<(), String> {
-        let mut guard = self.bindings.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = (**guard).clone();
-        apply(&mut next, add, remove);
-        let bytes = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
-        sluice_engine::meta::durable_replace(&self.path, &bytes)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        *guard = Arc::new(next);
-        Ok(())
-    }
+/// Opens the single-node store.
+pub fn open_local(data_dir: &std::path::Path) -> Result<Arc<LocalAcls>, String> {
+    LocalAcls::open(data_dir, "acls.json")
 }
 
 pub fn apply(set: &mut BTreeSet<AclBinding>, add: &[AclBinding], remove: &[AclBinding]) {

@@ -4,8 +4,7 @@
 //! (`Command::AlterScramCredentials`), so every broker authenticates the same users.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,46 +52,12 @@ pub fn apply(users: &mut ScramUsers, changes: &[ScramChange]) {
     }
 }
 
-/// The single-node store.
-pub struct LocalStore {
-    path: PathBuf,
-    users: RwLock<Arc<ScramUsers>>,
-}
+/// The single-node store: `<data>/__sluice/scram-credentials.json`.
+pub type LocalStore = crate::jsonstore::JsonStore<ScramUsers>;
 
-impl LocalStore {
-    pub fn open(data_dir: &std::path::Path) -> Result<LocalStore, String> {
-        let dir = data_dir.join("__sluice");
-        sluice_engine::io::create_dir_all_durable(&dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let path = dir.join("scram-credentials.json");
-        let users = match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ScramUsers::new(),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        };
-        Ok(LocalStore {
-            path,
-            users: RwLock::new(Arc::new(users)),
-        })
-    }
-
-    pub fn users(&self) -> Arc<ScramUsers> {
-        self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Applies and persists `changes`; on a write error nothing changes.
-    pub fn alter(&self, changes: &[ScramChange]) -> Result<(), String> {
-        let mut guard = self.users.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = (**guard).clone();
-        apply(&mut next, changes);
-        let bytes = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
-        sluice_engine::meta::durable_replace(&self.path, &bytes)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        *guard = Arc::new(next);
-        Ok(())
-    }
+/// Opens the single-node store.
+pub fn open_local(data_dir: &std::path::Path) -> Result<Arc<LocalStore>, String> {
+    LocalStore::open(data_dir, "scram-credentials.json")
 }
 
 #[cfg(test)]
@@ -102,25 +67,21 @@ mod tests {
     #[test]
     fn survives_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = LocalStore::open(dir.path()).expect("open");
+        let s = open_local(dir.path()).expect("open");
         let cred = Credential::from_salted(Hash::Sha512, vec![1, 2], 4096, b"salted");
-        s.alter(&[ScramChange::Upsert {
+        let upsert = [ScramChange::Upsert {
             user: "alice".into(),
             hash: Hash::Sha512,
             credential: cred.clone(),
-        }])
-        .expect("alter");
-        let again = LocalStore::open(dir.path()).expect("reopen");
-        assert_eq!(again.users()["alice"][&Hash::Sha512], cred);
-        again
-            .alter(&[ScramChange::Delete {
-                user: "alice".into(),
-                hash: Hash::Sha512,
-            }])
-            .expect("delete");
-        assert!(LocalStore::open(dir.path())
-            .expect("open")
-            .users()
-            .is_empty());
+        }];
+        s.change(|u| apply(u, &upsert)).expect("alter");
+        let again = open_local(dir.path()).expect("reopen");
+        assert_eq!(again.get()["alice"][&Hash::Sha512], cred);
+        let delete = [ScramChange::Delete {
+            user: "alice".into(),
+            hash: Hash::Sha512,
+        }];
+        again.change(|u| apply(u, &delete)).expect("delete");
+        assert!(open_local(dir.path()).expect("open").get().is_empty());
     }
 }

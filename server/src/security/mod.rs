@@ -18,6 +18,8 @@ pub mod sasl;
 pub mod scram;
 pub mod tls;
 
+use std::sync::Arc;
+
 use crate::config::ServerConfig;
 use crate::shard::BrokerShared;
 
@@ -31,9 +33,9 @@ pub struct Security {
     /// By listener index: the SASL mechanisms it offers.
     pub sasl_mechanisms: Vec<Vec<String>>,
     /// SCRAM credentials of a single node (a cluster keeps them in the metadata image).
-    pub credentials: credentials::LocalStore,
+    pub credentials: Arc<credentials::LocalStore>,
     /// ACL bindings of a single node (a cluster keeps them in the metadata image).
-    pub acls: acl::LocalAcls,
+    pub acls: Arc<acl::LocalAcls>,
 }
 
 impl Security {
@@ -56,9 +58,9 @@ impl Security {
             .iter()
             .map(|l| config.sasl_mechanisms_for(&l.name))
             .collect();
-        let credentials = credentials::LocalStore::open(&config.data_dir)
+        let credentials = credentials::open_local(&config.data_dir)
             .map_err(|e| format!("SCRAM credentials: {e}"))?;
-        let acls = acl::LocalAcls::open(&config.data_dir).map_err(|e| format!("ACLs: {e}"))?;
+        let acls = acl::open_local(&config.data_dir).map_err(|e| format!("ACLs: {e}"))?;
         Ok(Security {
             tls,
             sasl_mechanisms,
@@ -73,7 +75,7 @@ impl BrokerShared {
     pub fn scram_users(&self) -> std::sync::Arc<credentials::ScramUsers> {
         match self.image() {
             Some(img) => std::sync::Arc::new(img.scram.clone()),
-            None => self.security.credentials.users(),
+            None => self.security.credentials.get(),
         }
     }
 }
@@ -99,7 +101,7 @@ impl BrokerShared {
     pub fn acl_bindings(&self) -> Acls {
         match self.image() {
             Some(img) => Acls::Image(img),
-            None => Acls::Local(self.security.acls.bindings()),
+            None => Acls::Local(self.security.acls.get()),
         }
     }
 }
@@ -190,7 +192,7 @@ impl sasl::Credentials for BrokerShared {
             None => self
                 .security
                 .credentials
-                .users()
+                .get()
                 .get(user)
                 .and_then(|m| m.get(&hash))
                 .cloned(),
