@@ -158,7 +158,14 @@ fn state_bytes(dir: &Path, prefix: &str) -> u64 {
 #[test]
 fn transaction_state_logs_are_compacted() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = || compacting(dir.path());
+    let cfg = || {
+        let mut c = compacting(dir.path());
+        // the coordinator also compacts on its abort ticker: none may run while the inits fill
+        // the log (a slow machine takes more than the default 10 s for them); the restart
+        // compacts at open
+        c.transaction_abort_interval_ms = 3_600_000;
+        c
+    };
     let b = start(cfg());
     let mut c = Client::connect(b.addr);
     // every InitProducerId stores the id's state again (epoch bump)
