@@ -38,6 +38,7 @@ import tempfile
 import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+POLL_RECORDS = 10000  # messages asked for per consume()/poll() call
 MIB = 1 << 20
 
 
@@ -141,14 +142,16 @@ def confluent_consumer_conf(bootstrap, group):
 def kafka_python_producer_conf(bootstrap, acks):
     return {
         "bootstrap_servers": bootstrap,
-        "acks": 1 if acks == "1" else "all",
+        "acks": {"1": 1, "all": "all"}.get(acks, acks),
         "linger_ms": 5,
         "batch_size": 1000000,  # kafka-python's default is 16384; librdkafka's 1000000
         "max_request_size": 1048576,
-        "buffer_memory": 33554432,
         "max_in_flight_requests_per_connection": 5,
         "compression_type": None,
+        # kafka-python 3.0 defaults to True; plain, as for confluent-kafka
         "enable_idempotence": False,
+        # kafka-python keeps client-side metrics by default; off for throughput
+        "metrics_enabled": False,
     }
 
 
@@ -161,13 +164,13 @@ def kafka_python_consumer_conf(bootstrap, group):
         "fetch_max_bytes": 52428800,
         "max_partition_fetch_bytes": 1048576,
         "fetch_max_wait_ms": 500,
+        "max_poll_records": POLL_RECORDS,
+        "check_crcs": True,
+        "metrics_enabled": False,
     }
 
 
-POLL_RECORDS = 10000  # messages asked for per consume()/poll() call
-
-
-def settings_for(client, bootstrap="BOOTSTRAP", acks="ACKS", group="GROUP"):
+def settings_for(client, bootstrap="BOOTSTRAP", acks="1|all", group="GROUP"):
     if client == "confluent-kafka":
         return {"producer": confluent_producer_conf(bootstrap, acks),
                 "consumer": confluent_consumer_conf(bootstrap, group),
@@ -525,7 +528,7 @@ def main():
         "machine": {"vcpus": os.cpu_count(), "kernel": platform.release(),
                     "python": platform.python_version()},
         "load_average_start": loadavg(),
-        "versions": {"confluent-kafka": confluent_kafka.version()[0],
+        "versions": {"confluent-kafka": confluent_kafka.version(),
                      "librdkafka": confluent_kafka.libversion()[0],
                      "kafka-python": kafka.__version__},
         "message_size": args.size,
