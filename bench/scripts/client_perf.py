@@ -52,18 +52,32 @@ def proc_cpu(pid):
 
 
 def thread_cpus(pid):
-    """{tid: (name, cpu seconds)} of a process's live threads."""
+    """{tid: (name, cpu seconds, runqueue wait seconds)} of a process's live threads: utime+stime
+    from stat, and the time spent runnable but waiting for a CPU from schedstat."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/stat") as f:
                 text = f.read()
-        except OSError:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                wait = int(f.read().split()[1]) / 1e9
+        except (OSError, IndexError):
             continue
         name = text[text.index("(") + 1:text.rindex(")")]
         fields = text.rsplit(")", 1)[1].split()
-        out[tid] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+        out[tid] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK, wait)
     return out
+
+
+def thread_deltas(before, after, wall):
+    threads = []
+    for tid, (name, cpu, wait) in after.items():
+        _, cpu0, wait0 = before.get(tid, (name, 0.0, 0.0))
+        threads.append({"tid": int(tid), "name": name, "cpu_s": round(cpu - cpu0, 3),
+                        "cpu_pct": round(100 * (cpu - cpu0) / wall, 1),
+                        "runqueue_wait_pct": round(100 * (wait - wait0) / wall, 1)})
+    threads.sort(key=lambda t: -t["cpu_s"])
+    return threads
 
 
 def loadavg():
@@ -72,38 +86,46 @@ def loadavg():
 
 
 class Window:
-    """CPU of this process, its threads and the broker between open() and close()."""
+    """CPU of this process, its threads and the broker (and its threads) between open() and
+    close()."""
 
     def __init__(self, broker_pid):
         self.broker_pid = broker_pid
 
     def open(self):
-        self.t0 = time.monotonic()
-        self.self0 = proc_cpu("self")
-        self.threads0 = thread_cpus("self")
+        self.broker_threads0 = thread_cpus(self.broker_pid)
         self.broker0 = proc_cpu(self.broker_pid)
+        self.threads0 = thread_cpus("self")
+        self.self0 = proc_cpu("self")
+        self.t0 = time.monotonic()
 
     def close(self):
-        broker1 = proc_cpu(self.broker_pid)
-        threads1 = thread_cpus("self")
-        self1 = proc_cpu("self")
         wall = time.monotonic() - self.t0
-        threads = []
-        for tid, (name, cpu) in threads1.items():
-            before = self.threads0.get(tid, (name, 0.0))[1]
-            threads.append({"tid": int(tid), "name": name, "cpu_s": round(cpu - before, 3)})
-        threads.sort(key=lambda t: -t["cpu_s"])
+        self1 = proc_cpu("self")
+        threads1 = thread_cpus("self")
+        broker1 = proc_cpu(self.broker_pid)
+        broker_threads1 = thread_cpus(self.broker_pid)
+        threads = thread_deltas(self.threads0, threads1, wall)
+        bthreads = thread_deltas(self.broker_threads0, broker_threads1, wall)
         client = self1 - self.self0
         broker = broker1 - self.broker0
+        top = threads[0] if threads else {}
+        btop = bthreads[0] if bthreads else {}
         return {
             "wall_s": round(wall, 4),
             "client_cpu_s": round(client, 3),
             "client_cpu_pct": round(100 * client / wall, 1),
-            "client_busiest_thread": threads[0]["name"] if threads else None,
-            "client_busiest_thread_pct": round(100 * threads[0]["cpu_s"] / wall, 1) if threads else None,
+            "client_busiest_thread": top.get("name"),
+            "client_busiest_thread_pct": top.get("cpu_pct"),
+            # on a CPU or waiting for one: 100 % means the thread never waited for anything else
+            "client_busiest_thread_runnable_pct": round(
+                top.get("cpu_pct", 0) + top.get("runqueue_wait_pct", 0), 1),
             "client_threads": threads[:6],
             "broker_cpu_s": round(broker, 3),
             "broker_cpu_pct": round(100 * broker / wall, 1),
+            "broker_busiest_thread": btop.get("name"),
+            "broker_busiest_thread_pct": btop.get("cpu_pct"),
+            "broker_threads": bthreads[:6],
         }
 
 
@@ -136,6 +158,11 @@ def confluent_consumer_conf(bootstrap, group):
         "max.partition.fetch.bytes": 1048576,
         "fetch.wait.max.ms": 500,
         "queued.max.messages.kbytes": 65536,
+        "queued.min.messages": 100000,
+        # librdkafka's default is 1000: once queued.min.messages are waiting in the client, the
+        # partition's next fetch is put off for a whole second, and 1 M messages take seconds of
+        # idle client and broker (bench run 1 in results/README.md); 0 fetches again at once
+        "fetch.queue.backoff.ms": 0,
     }
 
 
@@ -480,7 +507,9 @@ def fmt_line(c):
     return (f"{c['client']:<15} {c['phase']:<7} p={c['partitions']} acks={c['acks']:<3} "
             f"{msgs:>8} msgs {rate:>10.0f} msg/s {c['mib_s']:>7.2f} MB/s  "
             f"client CPU {c['client_cpu_pct']:>5.1f} % (busiest thread {c['client_busiest_thread']} "
-            f"{c['client_busiest_thread_pct']:.1f} %)  broker CPU {c['broker_cpu_pct']:>5.1f} %  "
+            f"{c['client_busiest_thread_pct']:.1f} %, runnable {c['client_busiest_thread_runnable_pct']:.0f} %)"
+            f"  broker CPU {c['broker_cpu_pct']:>5.1f} % (busiest thread "
+            f"{c['broker_busiest_thread_pct']:.1f} %)  "
             f"errors {c['errors']}  {check}{'' if ok else '  FAILED'}")
 
 
@@ -555,7 +584,9 @@ def main():
     print("# produce window: first produce() to the last delivery report (flush); consume window: "
           "from the first batch received (after the group join, left out of the count) to the last "
           "message; client CPU = the client process (all threads), busiest thread of it, broker "
-          "CPU = sluice-server process, all from /proc over the same window; % of one core")
+          "CPU = sluice-server process, all from /proc over the same window; % of one core; "
+          "runnable = the busiest client thread's CPU + its run-queue wait (schedstat): near "
+          "100 % it was CPU-bound, waiting for nothing but a CPU")
     failed = False
     try:
         for client in args.clients.split(","):
