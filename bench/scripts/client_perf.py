@@ -161,7 +161,8 @@ def confluent_consumer_conf(bootstrap, group):
         "queued.min.messages": 100000,
         # librdkafka's default is 1000: once queued.min.messages are waiting in the client, the
         # partition's next fetch is put off for a whole second, and 1 M messages take seconds of
-        # idle client and broker (bench run 1 in results/README.md); 0 fetches again at once
+        # idle client and broker (results/2026-12-06-client-perf-fetch-backoff-default.txt);
+        # 0 fetches again at once
         "fetch.queue.backoff.ms": 0,
     }
 
