@@ -20,7 +20,8 @@ from /proc over the same run). Prints one line per case and writes a JSON report
         [--confluent-messages 1000000] [--kafka-python-messages 200000]
 
 CPU % is of one core (100 % = one core busy for the whole window; the broker has one shard per
-core by default, so it can reach 100 x shards %).
+core by default, so it can reach 100 x shards %). /proc counts CPU in clock ticks (10 ms here) and
+schedstat in ns, so windows shorter than a second (small --*-messages) give rough percentages.
 """
 
 import argparse
@@ -447,13 +448,16 @@ def create_topic(bootstrap, topic, partitions):
 
 
 def run_child(python, script, child_args):
-    proc = subprocess.Popen([python, script, "child"] + child_args,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # wait4 gives the child's whole-life CPU (import, connect, the phase, close)
-    _, status, ru = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    out = proc.stdout.read().decode()
-    err = proc.stderr.read().decode()
+    # output to files, not pipes: wait4 below does not read, so a chatty child must not block
+    with tempfile.TemporaryFile() as fout, tempfile.TemporaryFile() as ferr:
+        proc = subprocess.Popen([python, script, "child"] + child_args, stdout=fout, stderr=ferr)
+        # wait4 gives the child's whole-life CPU (import, connect, the phase, close)
+        _, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        fout.seek(0)
+        ferr.seek(0)
+        out = fout.read().decode(errors="replace")
+        err = ferr.read().decode(errors="replace")
     m = re.search(r"^RESULT (.*)$", out, re.M)
     if proc.returncode != 0 or not m:
         raise SystemExit(f"child {child_args} failed ({proc.returncode}):\n{out}\n{err}")
@@ -468,13 +472,15 @@ def run_loadgen(loadgen, bootstrap, broker_pid, messages, acks, partitions, topi
            "--partitions", str(partitions), "--topic", topic, "--no-report"] + extra
     b0 = proc_cpu(broker_pid)
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "RUST_LOG": "warn"})
-    _, status, ru = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - t0
-    b1 = proc_cpu(broker_pid)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    out = proc.stdout.read().decode()
+    with tempfile.TemporaryFile() as fout:
+        proc = subprocess.Popen(cmd, stdout=fout, stderr=subprocess.STDOUT,
+                                env={**os.environ, "RUST_LOG": "warn"})
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t0
+        b1 = proc_cpu(broker_pid)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        fout.seek(0)
+        out = fout.read().decode(errors="replace")
     sent = re.search(r"(\d+) records sent, ([\d.]+) records/sec", out)
     consumed = re.search(r"(\d+) records consumed, ([\d.]+) records/sec", out)
     verified = re.search(r"^.*\b(lost|verified)\b.*$", out, re.M)
