@@ -4,10 +4,12 @@ AlterUserScramCredentials / DescribeUserScramCredentials (durable, and replicate
 v0 and v1 framing, nothing served before authentication, wrong passwords and unknown users
 refused quickly while other clients carry on, and connections.max.reauth.ms (KIP-368)."""
 
+import os
 import socket
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import kafka
 import pytest
@@ -23,6 +25,9 @@ from confluent_kafka.admin import (
 from certs import CA
 from cluster_helpers import managed_cluster
 from helpers import TIMEOUT, consume, produce_all, producer, values
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = Path(os.environ.get("SLUICE_CLI_BIN", REPO / "target" / "debug" / "sluice"))
 
 JAAS = (
     "listener.name.sasl_plaintext.plain.sasl.jaas.config="
@@ -368,6 +373,23 @@ def test_sessions_expire_without_reauthentication(broker_factory):
         sent.append(v)
         time.sleep(0.2)
     assert values(consume(f"{host}:{port}", "reauth", [0], **underscored(conf))) == sent
+    # so does the sluice CLI: a consumer that outlives three session lifetimes on one
+    # connection keeps fetching (without re-authentication the broker closes it at 2 s)
+    xs = [a for k, v in conf.items() for a in ("-X", f"{k}={v}")]
+    more = [b"late-%d" % i for i in range(6)]
+    cli = subprocess.Popen(
+        [str(CLI), "consume", "reauth", "-b", f"{host}:{port}", "--from-beginning",
+         "-n", str(len(sent) + len(more)), "--timeout", "20000"] + xs,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for v in more:
+            time.sleep(1)
+            produce_all(p, "reauth", [v], partition=0)
+        out, err = cli.communicate(timeout=TIMEOUT)
+    finally:
+        cli.kill()
+    assert cli.returncode == 0, err.decode()
+    assert out.split(b"\n")[:-1] == sent + more
 
 
 @pytest.fixture

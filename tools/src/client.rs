@@ -244,12 +244,13 @@ impl Client {
                     (v >= min.max(bmin)).then_some(v)
                 })
             };
-            sasl::authenticate(
-                &mut conn,
-                s,
+            let (handshake, authenticate) = (
                 range(ApiKey::SaslHandshake, 1, 1),
                 range(ApiKey::SaslAuthenticate, 0, 2),
-            )?;
+            );
+            let began = std::time::Instant::now();
+            let lifetime = sasl::authenticate(&mut conn, s, handshake, authenticate)?;
+            conn.sasl_session(began, lifetime, s, handshake, authenticate);
         }
         Ok(Client {
             conn,

@@ -1,10 +1,12 @@
 //! One blocking connection to a broker: request framing (i32 length prefix, request header,
-//! body encoded with kafka-protocol) and response reading.
+//! body encoded with kafka-protocol) and response reading; and, on a SASL connection whose
+//! broker set a session lifetime (`connections.max.reauth.ms`, KIP-368), re-authentication
+//! on the same connection before the next request once 85 % of the lifetime has passed.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
@@ -12,7 +14,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use thiserror::Error;
 
-use crate::security::{self, ClientSecurity, SecurityError};
+use crate::security::{self, ClientSecurity, SaslSettings, SecurityError};
 
 /// Largest response frame accepted (a fetch can be large, but not unbounded).
 pub const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
@@ -58,6 +60,8 @@ pub enum ConnError {
     TlsAnswer,
     #[error(transparent)]
     Security(#[from] SecurityError),
+    #[error("re-authentication (KIP-368) failed: {0}")]
+    Reauthentication(String),
 }
 
 impl ConnError {
@@ -269,6 +273,21 @@ pub struct Connection {
     client_id: StrBytes,
     next_id: i32,
     buf: BytesMut,
+    reauth: Option<Box<Reauth>>,
+}
+
+/// What re-authenticating a SASL session needs, and when it is due.
+struct Reauth {
+    settings: SaslSettings,
+    handshake_version: Option<i16>,
+    authenticate_version: Option<i16>,
+    due: Instant,
+}
+
+/// When a session of `lifetime_ms` is re-authenticated: at 85 % of it (the Java client picks
+/// a point between 85 and 95 %), so the broker never closes a connection for an expired one.
+pub fn reauth_point(authenticated: Instant, lifetime_ms: i64) -> Instant {
+    authenticated + Duration::from_millis(lifetime_ms.max(0) as u64 * 85 / 100)
 }
 
 impl Connection {
@@ -314,7 +333,55 @@ impl Connection {
             client_id: StrBytes::from_string(client_id.to_string()),
             next_id: 1,
             buf: BytesMut::with_capacity(4096),
+            reauth: None,
         })
+    }
+
+    /// After a SASL exchange that began at `began`: arms re-authentication when the broker
+    /// gave the session a lifetime (`session_lifetime_ms` > 0), disarms it otherwise.
+    pub fn sasl_session(
+        &mut self,
+        began: Instant,
+        lifetime_ms: i64,
+        settings: &SaslSettings,
+        handshake_version: Option<i16>,
+        authenticate_version: Option<i16>,
+    ) {
+        self.reauth = (lifetime_ms > 0).then(|| {
+            Box::new(Reauth {
+                settings: settings.clone(),
+                handshake_version,
+                authenticate_version,
+                due: reauth_point(began, lifetime_ms),
+            })
+        });
+    }
+
+    /// Runs the SASL exchange again if the session is due for it (KIP-368: the broker takes a
+    /// SaslHandshake on an authenticated connection as the start of a re-authentication).
+    fn reauthenticate_if_due(&mut self) -> Result<(), ConnError> {
+        if self.reauth.as_ref().is_none_or(|r| Instant::now() < r.due) {
+            return Ok(());
+        }
+        let Some(r) = self.reauth.take() else {
+            return Ok(());
+        };
+        let began = Instant::now();
+        let lifetime = crate::sasl::authenticate(
+            self,
+            &r.settings,
+            r.handshake_version,
+            r.authenticate_version,
+        )
+        .map_err(|e| ConnError::Reauthentication(e.to_string()))?;
+        self.sasl_session(
+            began,
+            lifetime,
+            &r.settings,
+            r.handshake_version,
+            r.authenticate_version,
+        );
+        Ok(())
     }
 
     pub fn client_id(&self) -> &StrBytes {
@@ -334,6 +401,7 @@ impl Connection {
         version: i16,
         body: &T,
     ) -> Result<R, ConnError> {
+        self.reauthenticate_if_due()?;
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.buf.clear();
@@ -350,7 +418,8 @@ impl Connection {
         matches!(self.stream, Stream::Tls(_))
     }
 
-    /// Gives up the stream (for [`crate::pipeline::Pipeline`]).
+    /// Gives up the stream (for [`crate::pipeline::Pipeline`], which does not re-authenticate:
+    /// its requests are in flight back to back).
     pub fn into_stream(self) -> (Stream, StrBytes, i32) {
         (self.stream, self.client_id, self.next_id)
     }

@@ -50,12 +50,13 @@ pub enum SaslError {
 
 /// Runs the SASL exchange on `conn`. `authenticate_version`: the SaslAuthenticate version to
 /// use (0..=2, from the broker's ApiVersions), `None` when the broker has no SaslAuthenticate.
+/// Returns the session lifetime the broker gave (ms; 0: none, or SaslAuthenticate v0).
 pub fn authenticate(
     conn: &mut Connection,
     settings: &SaslSettings,
     handshake_version: Option<i16>,
     authenticate_version: Option<i16>,
-) -> Result<(), SaslError> {
+) -> Result<i64, SaslError> {
     // SaslHandshake v0 would mean raw tokens outside Kafka framing: v1 only
     if handshake_version.is_none_or(|v| v < 1) {
         return Err(SaslError::Unsupported("SaslHandshake v1"));
@@ -83,8 +84,7 @@ pub fn authenticate(
     match mech {
         SaslMechanism::Plain => {
             let token = plain_token(&settings.username, &settings.password);
-            exchange(conn, auth_v, token)?;
-            Ok(())
+            Ok(exchange(conn, auth_v, token)?.1)
         }
         SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
             let hash = if mech == SaslMechanism::ScramSha256 {
@@ -94,24 +94,30 @@ pub fn authenticate(
             };
             let mut scram =
                 ScramClient::new(hash, &settings.username, &settings.password, nonce()?);
-            let server_first = exchange(conn, auth_v, scram.client_first().into_bytes())?;
+            let (server_first, _) = exchange(conn, auth_v, scram.client_first().into_bytes())?;
             let server_first = String::from_utf8(server_first.to_vec())
                 .map_err(|_| SaslError::Scram("server-first-message is not UTF-8".into()))?;
             let client_final = scram.client_final(&server_first)?;
-            let server_final = exchange(conn, auth_v, client_final.into_bytes())?;
+            let (server_final, lifetime) = exchange(conn, auth_v, client_final.into_bytes())?;
             let server_final = String::from_utf8(server_final.to_vec())
                 .map_err(|_| SaslError::Scram("server-final-message is not UTF-8".into()))?;
-            scram.verify_server_final(&server_final)
+            scram.verify_server_final(&server_final)?;
+            Ok(lifetime)
         }
     }
 }
 
-/// One SaslAuthenticate round trip: our token out, the broker's back.
-fn exchange(conn: &mut Connection, version: i16, token: Vec<u8>) -> Result<Bytes, SaslError> {
+/// One SaslAuthenticate round trip: our token out, the broker's back, with the session
+/// lifetime it states (v1+).
+fn exchange(
+    conn: &mut Connection,
+    version: i16,
+    token: Vec<u8>,
+) -> Result<(Bytes, i64), SaslError> {
     let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
     let resp: SaslAuthenticateResponse = conn.call(ApiKey::SaslAuthenticate, version, &req)?;
     match resp.error_code {
-        0 => Ok(resp.auth_bytes),
+        0 => Ok((resp.auth_bytes, resp.session_lifetime_ms)),
         SASL_AUTHENTICATION_FAILED => Err(SaslError::Failed(
             resp.error_message
                 .map(|m| m.to_string())
