@@ -95,13 +95,19 @@ pub fn padded_batch(tag: u64, count: usize, value_len: usize, ts: i64) -> Vec<u8
 }
 
 /// Copies the regular files of `src` (a partition directory, which has no subdirectories)
-/// into `dst`, creating it.
+/// into `dst`, creating it. The log may be open and writing meanwhile.
 pub fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
     std::fs::create_dir_all(dst).expect("create copy dir");
     for entry in std::fs::read_dir(src).expect("list dir") {
         let entry = entry.expect("dir entry");
         if entry.file_type().expect("file type").is_file() {
-            std::fs::copy(entry.path(), dst.join(entry.file_name())).expect("copy file");
+            match std::fs::copy(entry.path(), dst.join(entry.file_name())) {
+                Ok(_) => {}
+                // renamed or deleted since the listing (a seal's temp file, on the blocking
+                // thread): as a crash at that moment would find it
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("copy file: {e}"),
+            }
         }
     }
 }

@@ -153,6 +153,8 @@ impl PartitionLog {
     /// leave the log as it was (the `.cleaned` files are removed); an error after it poisons
     /// the log, whose next open finishes the swap.
     pub async fn clean(&self, cfg: &CleanerConfig) -> Result<Option<CleanStats>> {
+        // segments rolled before the pass count as sealed once their seals finish
+        self.seals_settled().await;
         let Some(plan) = self.plan_clean(cfg).await? else {
             return Ok(None);
         };

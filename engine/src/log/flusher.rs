@@ -82,6 +82,13 @@ fn next_job(st: &mut Inner, signals: &Signals) -> Job {
         }
     }
     if space_wait.is_none() && (st.state != RunState::Open || st.pause_flusher) {
+        if st.seals_in_flight > 0 {
+            // a close or truncation finds every seal finished
+            return Job::Wait {
+                listener: signals.work.listen(),
+                deadline: None,
+            };
+        }
         return Job::Stop;
     }
     let flush_wait = due_at.map(|t| Duration::from_millis(t.saturating_sub(now).max(1) as u64));
@@ -239,7 +246,7 @@ async fn sync_to(inner: &Rc<RefCell<Inner>>, dma: &DmaFile, target: Offset) -> R
 /// failed first, with its bytes) go back to the front of the write queue for the retry.
 async fn write_chunks(
     inner: &Rc<RefCell<Inner>>,
-    signals: &Signals,
+    signals: &Rc<Signals>,
     chunks: Vec<Chunk>,
 ) -> Result<()> {
     let mut chunks = VecDeque::from(chunks);
@@ -255,7 +262,7 @@ async fn write_chunks(
 
 async fn write_segment_chunks(
     inner: &Rc<RefCell<Inner>>,
-    signals: &Signals,
+    signals: &Rc<Signals>,
     chunks: &mut VecDeque<Chunk>,
 ) -> Result<()> {
     let (dir, seg_base, existing) = {
@@ -412,7 +419,7 @@ async fn write_once(
 /// recovery point past it.
 async fn seal(
     inner: &Rc<RefCell<Inner>>,
-    signals: &Signals,
+    signals: &Rc<Signals>,
     dma: &DmaFile,
     base: Offset,
     snapshot: Option<&[u8]>,
@@ -450,18 +457,67 @@ async fn seal(
         (writes, next)
     };
     signals.progress.notify(usize::MAX);
-    // the index files and the snapshot, then the recovery point past them; until it moves a
-    // restart scans this segment (and rebuilds whatever of them did not land)
-    metafiles::write_segment_files(inner, writes).await?;
-    {
-        let mut st = inner.borrow_mut();
-        if let Some(seg) = st.segments.get_mut(&base) {
-            // retention and the cleaner may take it from now on (its files are complete)
-            seg.sealed = true;
+    // the index files, the snapshot and the recovery point are written beside the flusher,
+    // which goes on with the next segment's data (a bounded number of seals at a time)
+    loop {
+        let freed = signals.work.listen();
+        if inner.borrow().seals_in_flight < MAX_SEALS_IN_FLIGHT {
+            break;
         }
+        freed.await;
+    }
+    inner.borrow_mut().seals_in_flight += 1;
+    glommio::spawn_local(finish_seal(
+        inner.clone(),
+        signals.clone(),
+        base,
+        writes,
+        next,
+    ))
+    .detach();
+    Ok(())
+}
+
+/// Seals whose metadata files are still being written, per log, at most.
+const MAX_SEALS_IN_FLIGHT: usize = 4;
+
+/// The rest of a seal, after the segment's data is durable: its index files and snapshot,
+/// then the recovery point past it. Until the recovery point moves, a restart scans the
+/// segment (and rebuilds what of them did not land). A full disk leaves them to that rebuild
+/// (the segment still counts as sealed, so retention can free space); any other failure
+/// poisons the log.
+async fn finish_seal(
+    inner: Rc<RefCell<Inner>>,
+    signals: Rc<Signals>,
+    base: Offset,
+    writes: SegmentWrites,
+    next: Offset,
+) {
+    let files = metafiles::write_segment_files(&inner, writes).await;
+    if files.is_ok() {
+        let mut st = inner.borrow_mut();
         st.recovery_point = st.recovery_point.max(next);
     }
-    metafiles::store_meta(inner, |_| {}).await
+    let stored = match files {
+        Ok(()) => metafiles::store_meta(&inner, |_| {}).await,
+        Err(e) => Err(e),
+    };
+    let mut st = inner.borrow_mut();
+    st.seals_in_flight -= 1;
+    if let Some(seg) = st.segments.get_mut(&base) {
+        // retention and the cleaner may take it from now on
+        seg.sealed = true;
+    }
+    match stored {
+        Ok(()) => {}
+        Err(e) if waits_for_space(&e) => {
+            tracing::warn!(dir = %st.dir.display(), %base, error = %e, "sealed segment's index files or snapshot not written (disk full): the next open rebuilds them");
+        }
+        Err(e) => st.poison(e.to_string()),
+    }
+    drop(st);
+    signals.work.notify(usize::MAX);
+    signals.progress.notify(usize::MAX);
 }
 
 impl PartitionLog {

@@ -210,6 +210,9 @@ struct Inner {
     cleaning: bool,
     /// One metadata-file writer at a time (see `metafiles`).
     meta_lock: Rc<glommio::sync::Semaphore>,
+    /// Seals whose index files, snapshot and recovery point are still being written (the
+    /// flusher waits for them before it stops).
+    seals_in_flight: usize,
 }
 
 /// Wake-ups between appenders, waiters and the flusher.
@@ -609,13 +612,28 @@ impl PartitionLog {
         if moved {
             metafiles::store_meta_or_defer(&self.inner).await?;
         }
+        // segments rolled before the call are deleted too, once sealed
+        self.seals_settled().await;
         self.delete_segments_below_start().await?;
         Ok(self.inner.borrow().log_start)
+    }
+
+    /// Waits until every rolled segment's seal has finished (index files, snapshot, recovery
+    /// point: see `flusher::finish_seal`), so it counts as sealed.
+    pub async fn seals_settled(&self) {
+        loop {
+            let done = self.signals.work.listen();
+            if self.inner.borrow().seals_in_flight == 0 {
+                return;
+            }
+            done.await;
+        }
     }
 
     /// Applies retention.ms and retention.bytes: deletes whole sealed segments, oldest first.
     /// Returns how many were deleted.
     pub async fn enforce_retention(&self) -> Result<usize> {
+        self.seals_settled().await;
         let Ok(_one_at_a_time) = self.maintenance.try_acquire_permit(1) else {
             // a truncation, close or DeleteRecords is changing the segments; the next round
             // applies it

@@ -344,6 +344,7 @@ impl PartitionLog {
             gapped,
             meta_dirty: meta_behind,
             meta_lock: super::metafiles::new_lock(),
+            seals_in_flight: 0,
             cleaning: false,
         };
         let inner = Rc::new(RefCell::new(inner));
