@@ -17,9 +17,21 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(request_frame produce_batch segment_scan sasl tls_handshake)
 fi
-cargo +nightly fuzz build --sanitizer "${FUZZ_SANITIZER:-address}" || exit 1
 bin=target/x86_64-unknown-linux-gnu/release
-"$bin/seeds" corpus || exit 1
+sanitizer=${FUZZ_SANITIZER:-address}
+if [ "$sanitizer" = none ]; then
+    # without a sanitizer runtime only libFuzzer defines the coverage symbols, so the seeds
+    # binary (no libFuzzer) is built by plain cargo and only the targets by cargo-fuzz
+    for t in "${targets[@]}"; do
+        cargo +nightly fuzz build --sanitizer none "$t" || exit 1
+    done
+    cargo +nightly build --release --bin seeds || exit 1
+    seeds=target/release/seeds
+else
+    cargo +nightly fuzz build --sanitizer "$sanitizer" || exit 1
+    seeds=$bin/seeds
+fi
+"$seeds" corpus || exit 1
 mkdir -p logs
 for t in "${targets[@]}"; do
     mkdir -p "artifacts/$t"
