@@ -25,7 +25,7 @@
 # SIZE_BYTES (500000000: value bytes per message-size point, messages = SIZE_BYTES / size),
 # PARTITIONS ("1 16 256 4096"), PRODUCERS ("1 8 64 512"), SIZES ("24 100 1024 10240 102400
 # 1048576"; loadgen needs >= 24 B, so 24 stands for 10 B), LOG_GIB ("1 10"; add 50 if the disk
-# has ~60 GB free), PORT (23817, the standalone server), DATA (/var/tmp: a real disk), EXTRA
+# has ~60 GB free), RSS_PARTITIONS (4096: the many-partition topic), PORT (23817, the standalone server), DATA (/var/tmp: a real disk), EXTRA
 # (more loadgen flags for the curves), BUILD (1: cargo build first), SKIP_CURVES / SKIP_RESTART.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,6 +39,7 @@ PARTITIONS=${PARTITIONS:-"1 16 256 4096"}
 PRODUCERS=${PRODUCERS:-"1 8 64 512"}
 SIZES=${SIZES:-"24 100 1024 10240 102400 1048576"}
 LOG_GIB=${LOG_GIB:-"1 10"}
+RSS_PARTITIONS=${RSS_PARTITIONS:-4096}
 PORT=${PORT:-23817}
 DATA=${DATA:-/var/tmp}
 EXTRA=${EXTRA:-}
@@ -154,10 +155,18 @@ rrow() { echo "$*" >>"$RCSV"; }
 
 # srv_start DIR: starts sluice-server on DIR in the background (SRV_PID, T0)
 srv_start() {
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-        say "port $PORT is in use by something else: set PORT"
-        exit 1
-    fi
+    # a SIGKILLed server's listening socket can outlive the process for a moment (io_uring
+    # tears its requests down asynchronously): wait up to 10 s for the port to be free
+    local i
+    for i in $(seq 1000); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || break
+        if [ "$i" = 1000 ]; then
+            say "port $PORT is in use by something else: set PORT"
+            exit 1
+        fi
+        sleep 0.01
+    done
+    [ "$i" = 1 ] || say "(port $PORT was still accepting for $((i * 10)) ms after the stop)"
     : >"$SRVLOG"
     T0=$(now_ns)
     "$SERVER" --listen "127.0.0.1:$PORT" --data-dir "$1" --cores 1 \
@@ -236,8 +245,8 @@ if [ "$SKIP_RESTART" != 1 ]; then
     srv_stop TERM
     rm -rf "$SRV_DIR"
 
-    # idle RSS, then 4,096 partitions
-    SRV_DIR=$(mktemp -d "$DATA/scaling-p4096-XXXXXX")
+    # idle RSS, then $RSS_PARTITIONS partitions
+    SRV_DIR=$(mktemp -d "$DATA/scaling-p$RSS_PARTITIONS-XXXXXX")
     srv_start "$SRV_DIR"
     acc=$(wait_accept)
     sleep 2
@@ -246,20 +255,20 @@ if [ "$SKIP_RESTART" != 1 ]; then
     rrow "rss_idle,0,none,0,$(data_bytes),,$acc,,,$r,fresh start; no topics; 2 s idle"
     # loadgen creates the topic (and waits out a CreateTopics timeout), then writes 1 message
     t=$(now_ns)
-    "$LOADGEN" -b "127.0.0.1:$PORT" --topic scale --partitions 4096 --messages 1 --mode produce \
+    "$LOADGEN" -b "127.0.0.1:$PORT" --topic scale --partitions "$RSS_PARTITIONS" --messages 1 --mode produce \
         --no-report 2>&1 | grep -v '^\s*$' | tee -a "$TXT"
-    say "created topic 'scale' with 4096 partitions (and wrote 1 message) in $(ms_since "$t") ms"
+    say "created topic 'scale' with $RSS_PARTITIONS partitions (and wrote 1 message) in $(ms_since "$t") ms"
     sleep 2
     r=$(rss)
-    say "4096 partitions created, idle 2 s: VmRSS $r KiB"
-    rrow "rss_4096_created,4096,none,4096,$(data_bytes),,,,,$r,after creating 4096 partitions; 2 s idle"
+    say "$RSS_PARTITIONS partitions created, idle 2 s: VmRSS $r KiB"
+    rrow "rss_${RSS_PARTITIONS}_created,$RSS_PARTITIONS,none,$RSS_PARTITIONS,$(data_bytes),,,,,$r,after creating $RSS_PARTITIONS partitions; 2 s idle"
     say "## writing 100 keyed messages of 100 B to each partition (murmur2 spreads them)"
-    "$LOADGEN" -b "127.0.0.1:$PORT" --topic scale --keys --messages 409600 --acks all \
+    "$LOADGEN" -b "127.0.0.1:$PORT" --topic scale --keys --messages $((RSS_PARTITIONS * 100)) --acks all \
         --no-report 2>&1 | grep -v '^\s*$' | tee -a "$TXT"
     sleep 2
     r=$(rss)
-    say "4096 partitions written, idle 2 s: VmRSS $r KiB"
-    rrow "rss_4096_written,4096,none,4096,$(data_bytes),,,,,$r,after e2e of 409600 keyed 100 B messages over 4096 partitions; 2 s idle"
+    say "$RSS_PARTITIONS partitions written, idle 2 s: VmRSS $r KiB"
+    rrow "rss_${RSS_PARTITIONS}_written,$RSS_PARTITIONS,none,$RSS_PARTITIONS,$(data_bytes),,,,,$r,after e2e of $((RSS_PARTITIONS * 100)) keyed 100 B messages over $RSS_PARTITIONS partitions; 2 s idle"
     pms=$(probe_ms scale)
     say "warm probe on 'scale': $pms ms"
     for how in TERM KILL; do
@@ -270,9 +279,9 @@ if [ "$SKIP_RESTART" != 1 ]; then
         sleep 2
         r=$(rss)
         pms=$(probe_ms scale)
-        say "restart after SIG$how with 4096 partitions: accepting after $acc ms, first produce + fetch answered after $srv ms (warm probe $pms ms); VmRSS 2 s later $r KiB"
+        say "restart after SIG$how with $RSS_PARTITIONS partitions: accepting after $acc ms, first produce + fetch answered after $srv ms (warm probe $pms ms); VmRSS 2 s later $r KiB"
         srv_log
-        rrow "cold_start_4096_$(echo "$how" | tr 'A-Z' 'a-z'),4096,$how,4096,$(data_bytes),,$acc,$srv,$pms,$r,4096 partitions with 100 messages each"
+        rrow "cold_start_${RSS_PARTITIONS}_$(echo "$how" | tr 'A-Z' 'a-z'),$RSS_PARTITIONS,$how,$RSS_PARTITIONS,$(data_bytes),,$acc,$srv,$pms,$r,$RSS_PARTITIONS partitions with 100 messages each"
     done
     srv_stop TERM
     rm -rf "$SRV_DIR"
@@ -307,6 +316,31 @@ if [ "$SKIP_RESTART" != 1 ]; then
         last=$g
     done
     if [ -n "$last" ]; then
+        # the worst case for a SIGKILL: an active segment nearly full (log.segment.bytes 1 GiB),
+        # all of it after the recovery point
+        srv_start "$SRV_DIR"
+        wait_accept >/dev/null
+        act=$(active_segment)
+        per=$(( $(data_bytes) / (have * 1048576) ))
+        n=$(( (1043333120 - act) / per ))
+        if [ "$n" -gt 0 ]; then
+            say "## filling the active segment from $act to ~995 MiB: $n more messages of 1 KiB"
+            "$LOADGEN" -b "127.0.0.1:$PORT" --topic loadgen --partitions 1 --message-size 1024 \
+                --messages "$n" --acks 1 --mode produce --no-report 2>&1 | grep -v '^\s*$' | tee -a "$TXT"
+        fi
+        bytes=$(data_bytes)
+        act=$(active_segment)
+        say "data dir: $bytes bytes, active segment $act bytes"
+        srv_stop KILL
+        srv_start "$SRV_DIR"
+        acc=$(wait_accept)
+        srv=$(wait_serve loadgen)
+        pms=$(probe_ms loadgen)
+        gib=$(python3 -c "print(round($bytes / 2**30, 2))")
+        say "restart after SIGKILL with $gib GiB and a full active segment: accepting after $acc ms, first produce + fetch answered after $srv ms (warm probe $pms ms)"
+        srv_log
+        rrow "log_size_full_active,$gib,KILL,1,$bytes,$act,$acc,$srv,$pms,$(rss),1 partition; 1 KiB messages; active segment ~1 GiB"
+        srv_stop TERM
         # the same data after a clean shutdown, for comparison
         srv_start "$SRV_DIR"
         acc=$(wait_accept)
