@@ -441,6 +441,10 @@ where
                 PathElement::new(vec![(lx, ly), (lx + 20, ly)], color.stroke_width(2))
             });
     }
+    if panel.series.len() < 2 && panel.goal.is_none() {
+        // one line: the y axis says what it is
+        return Ok(());
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)

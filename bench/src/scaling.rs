@@ -121,17 +121,17 @@ pub fn x_desc(curve: &str) -> String {
 }
 
 fn title(table: &Table, rows: &[&Vec<String>], what: &str, curve: &str) -> String {
+    // the axis description without its unit
+    let x = x_desc(curve);
+    let x = x.split(" (").next().unwrap_or_default().to_lowercase();
     let settings = rows
         .first()
         .map(|r| table.get(r, "settings").trim().to_string())
         .unwrap_or_default();
     if settings.is_empty() {
-        format!("{what} against {}", x_desc(curve).to_lowercase())
+        format!("{what} against {x}")
     } else {
-        format!(
-            "{what} against {} ({settings})",
-            x_desc(curve).to_lowercase()
-        )
+        format!("{what} against {x} ({settings})")
     }
 }
 
