@@ -123,7 +123,12 @@ pub fn x_desc(curve: &str) -> String {
 fn title(table: &Table, rows: &[&Vec<String>], what: &str, curve: &str) -> String {
     // the axis description without its unit
     let x = x_desc(curve);
-    let x = x.split(" (").next().unwrap_or_default().to_lowercase();
+    let x = x.split(" (").next().unwrap_or_default();
+    let mut c = x.chars();
+    let x: String = c
+        .next()
+        .map(|f| f.to_lowercase().chain(c).collect())
+        .unwrap_or_default();
     let settings = rows
         .first()
         .map(|r| table.get(r, "settings").trim().to_string())
@@ -203,9 +208,24 @@ pub fn plot_table(table: &Table, prefix: &Path, format: &str) -> Result<Vec<Path
             written.push(path);
         }
     } else if table.has(&["curve", "x", "accept_ms", "serve_ms"]) {
-        for curve in table.curves() {
+        let curves = table.curves();
+        // `<curve>_<variant>` (e.g. log_size_full_active): points in <curve>'s plot
+        let variant_of = |c: &str| {
+            curves
+                .iter()
+                .find(|m| {
+                    c.len() > m.len() + 1
+                        && c.starts_with(m.as_str())
+                        && c[m.len()..].starts_with('_')
+                })
+                .cloned()
+        };
+        for curve in &curves {
+            if variant_of(curve).is_some() {
+                continue;
+            }
             let rows: Vec<&Vec<String>> = table
-                .curve_rows(&curve)
+                .curve_rows(curve)
                 .into_iter()
                 .filter(|r| table.num(r, "x").is_some_and(|x| x > 0.0))
                 .collect();
@@ -214,20 +234,35 @@ pub fn plot_table(table: &Table, prefix: &Path, format: &str) -> Result<Vec<Path
             }
             let accept = table.points(&rows, "accept_ms");
             let serve = table.points(&rows, "serve_ms");
+            let mut series = vec![
+                ("port accepting connections".into(), accept.clone()),
+                ("first produce + fetch answered".into(), serve),
+            ];
+            let mut all_x = accept.clone();
+            for v in curves
+                .iter()
+                .filter(|c| variant_of(c).as_ref() == Some(curve))
+            {
+                let pts = table.points(&table.curve_rows(v), "serve_ms");
+                all_x.extend(pts.iter().copied());
+                let name = match &v[curve.len() + 1..] {
+                    "full_active" => "active segment ~1 GiB".to_string(),
+                    "clean" => "after SIGTERM".to_string(),
+                    other => other.replace('_', " "),
+                };
+                series.push((format!("first produce + fetch answered, {name}"), pts));
+            }
             let panels = vec![Panel {
                 y_desc: "Time from restart (ms)".into(),
-                series: vec![
-                    ("port accepting connections".into(), accept.clone()),
-                    ("first produce + fetch answered".into(), serve),
-                ],
+                series,
                 goal: Some(("goal: serving within 1 s".into(), 1000.0)),
             }];
-            let path = out_path(&curve);
+            let path = out_path(curve);
             plot::panels_plot(
                 &path,
-                &title(table, &rows, "Restart time", &curve),
-                &x_desc(&curve),
-                x_range(&accept),
+                &title(table, &rows, "Restart time", curve),
+                &x_desc(curve),
+                x_range(&all_x),
                 &panels,
             )?;
             written.push(path);
@@ -275,7 +310,7 @@ mod tests {
 
     #[test]
     fn parses_and_groups_by_curve() {
-        let t = Table::parse(CURVES).unwrap();
+        let t = Table::parse(CURVES).expect("csv");
         assert_eq!(t.rows.len(), 4);
         assert_eq!(t.curves(), vec!["partitions", "message_size"]);
         let rows = t.curve_rows("partitions");
@@ -290,25 +325,25 @@ mod tests {
     #[test]
     fn rejects_ragged_rows_and_unknown_columns() {
         assert!(Table::parse("a,b\n1\n").is_err());
-        let t = Table::parse("a,b\n1,2\n").unwrap();
-        let dir = tempfile::tempdir().unwrap();
+        let t = Table::parse("a,b\n1,2\n").expect("csv");
+        let dir = tempfile::tempdir().expect("tempdir");
         assert!(plot_table(&t, &dir.path().join("s"), "svg").is_err());
     }
 
     #[test]
     fn writes_one_svg_per_curve() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = Table::parse(CURVES).unwrap();
-        let files = plot_table(&t, &dir.path().join("scaling"), "svg").unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = Table::parse(CURVES).expect("csv");
+        let files = plot_table(&t, &dir.path().join("scaling"), "svg").expect("plots");
         let names: Vec<String> = files
             .iter()
-            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .map(|f| f.file_name().expect("name").to_string_lossy().into_owned())
             .collect();
         assert_eq!(
             names,
             vec!["scaling-partitions.svg", "scaling-message_size.svg"]
         );
-        let svg = std::fs::read_to_string(&files[1]).unwrap();
+        let svg = std::fs::read_to_string(&files[1]).expect("svg");
         assert!(svg.contains("<svg"));
         assert!(svg.contains("Message size (bytes)"));
     }
@@ -318,14 +353,16 @@ mod tests {
         let csv = "curve,x,accept_ms,serve_ms,settings\n\
             log_size,1,40,120,1 partition\n\
             log_size,10,45,300,1 partition\n\
+            log_size_full_active,11,900,1500,1 partition\n\
             cold_start,0,30,80,empty\n";
-        let t = Table::parse(csv).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let files = plot_table(&t, &dir.path().join("r"), "svg").unwrap();
+        let t = Table::parse(csv).expect("csv");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = plot_table(&t, &dir.path().join("r"), "svg").expect("plots");
         assert_eq!(files.len(), 1);
         assert!(files[0].ends_with("r-log_size.svg"));
-        let svg = std::fs::read_to_string(&files[0]).unwrap();
+        let svg = std::fs::read_to_string(&files[0]).expect("svg");
         assert!(svg.contains("goal: serving within 1 s"));
+        assert!(svg.contains("answered, active segment ~1 GiB"));
     }
 
     #[test]
