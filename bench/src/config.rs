@@ -38,6 +38,22 @@ pub enum Command {
     /// Side-by-side table of two or more runs (result directories) with ratios to the first,
     /// and one overlaid percentile plot.
     Compare(CompareArgs),
+    /// Plots of scaling curves from CSV files (bench/scripts/run-scaling.sh writes them):
+    /// throughput and p99 against each parameter, and restart times.
+    PlotScaling(PlotScalingArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PlotScalingArgs {
+    /// CSV files: curve,x,msg_per_sec,mb_per_sec,p99_ms,... or curve,x,accept_ms,serve_ms,...
+    #[arg(required = true, num_args = 1..)]
+    pub csv: Vec<PathBuf>,
+    /// Prefix of the plots: PREFIX-<curve>.<format>.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// svg or png.
+    #[arg(long, default_value = "svg")]
+    pub format: String,
 }
 
 #[derive(Debug, Args, Clone)]

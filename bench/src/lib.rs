@@ -4,7 +4,8 @@
 //! sampling), [`producer`] / [`consumer`] (one thread each on `sluice-tools` connections),
 //! [`verify`] (loss, duplicates, order), [`report`] (summary.json, .hgrm, .hlog, csv),
 //! [`html`] (the report's index.html),
-//! [`hgrm`] (HdrHistogram percentile-distribution text), [`plot`], [`compare`], [`nullsink`],
+//! [`hgrm`] (HdrHistogram percentile-distribution text), [`plot`], [`compare`], [`scaling`]
+//! (`loadgen plot-scaling`), [`nullsink`],
 //! [`dial`] (TLS and SASL settings of the connections), [`txn`] (producer ids, transactions and batch stamping for `--idempotent` and
 //! `--transactional`).
 
@@ -19,6 +20,7 @@ pub mod plot;
 pub mod producer;
 pub mod report;
 pub mod run;
+pub mod scaling;
 pub mod stats;
 pub mod txn;
 pub mod verify;

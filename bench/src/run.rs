@@ -459,6 +459,80 @@ fn make_run_id(clock: &Clock) -> u32 {
     ((x >> 32) as u32).max(1)
 }
 
+/// How long loadgen waits for a topic whose CreateTopics timed out.
+const CREATE_WAIT: Duration = Duration::from_secs(600);
+
+/// A CreateTopics answer that did not come in time: the client's read timed out (30 s) or the
+/// broker answered REQUEST_TIMED_OUT.
+fn timed_out(e: &sluice_tools::ClientError) -> bool {
+    use sluice_tools::conn::ConnError;
+    use sluice_tools::ClientError;
+    match e {
+        ClientError::Conn(ConnError::Io(io)) => matches!(
+            io.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        ClientError::Kafka { code, .. } => *code == 7,
+        _ => false,
+    }
+}
+
+/// Creates the topic. The broker creates partitions one after the other (4,096 took over a
+/// minute on the 2-vCPU VM), so a CreateTopics that times out is waited out: loadgen reconnects
+/// and polls until the topic has all its partitions and each answers ListOffsets, for up to
+/// [`CREATE_WAIT`].
+fn create_topic(
+    dial: &Dial,
+    addr: SocketAddr,
+    admin: &mut Client,
+    args: &RunArgs,
+) -> Result<(), RunError> {
+    let e = match admin.create_topic(&args.topic, args.partitions, args.replication_factor, &[]) {
+        Ok(_) => return Ok(()),
+        Err(e) if timed_out(&e) => e,
+        Err(e) => return Err(e.into()),
+    };
+    let started = Instant::now();
+    eprintln!(
+        "loadgen: creating topic {} ({} partitions) timed out ({e}); waiting for its partitions",
+        args.topic, args.partitions
+    );
+    let all: Vec<i32> = (0..args.partitions).collect();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        // the old connection may still get the late CreateTopics answer: use a new one
+        let ready = dial.connect(addr, "loadgen-admin").and_then(|mut c| {
+            let n = c.partitions(&args.topic)?.map_or(0, |p| p.len());
+            if n as i32 == args.partitions {
+                c.list_offsets(&args.topic, &all, -1)?;
+            }
+            Ok((n, c))
+        });
+        match ready {
+            Ok((n, c)) if n as i32 == args.partitions => {
+                eprintln!(
+                    "loadgen: topic {} ready {:.1} s after the timeout",
+                    args.topic,
+                    started.elapsed().as_secs_f64()
+                );
+                *admin = c;
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(e) if started.elapsed() > CREATE_WAIT => return Err(e.into()),
+            Err(_) => {}
+        }
+        if started.elapsed() > CREATE_WAIT {
+            return Err(RunError::Broker(format!(
+                "topic {} did not get its {} partitions within {} s of the CreateTopics timeout",
+                args.topic,
+                args.partitions,
+                CREATE_WAIT.as_secs()
+            )));
+        }
+    }
+}
+
 /// Runs loadgen with `args`.
 pub fn run(args: &RunArgs) -> Result<RunResult, RunError> {
     args.validate().map_err(RunError::Config)?;
@@ -572,7 +646,7 @@ fn drive(
                     args.topic
                 )));
             }
-            admin.create_topic(&args.topic, args.partitions, args.replication_factor, &[])?;
+            create_topic(dial, addr, &mut admin, args)?;
             args.partitions
         }
     };

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sluice_bench::config::{Cli, Command};
-use sluice_bench::{compare, report, run};
+use sluice_bench::{compare, report, run, scaling};
 use sluice_server::alloc::GuardedAlloc;
 
 /// The embedded broker survives allocations sized by hostile length prefixes, as
@@ -15,6 +15,20 @@ static ALLOC: GuardedAlloc = GuardedAlloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::PlotScaling(p)) = &cli.command {
+        return match scaling::plot_scaling(&p.csv, &p.output, &p.format) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("loadgen plot-scaling: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(Command::Compare(c)) = cli.command {
         return match compare::compare(&c.runs, c.output.as_deref()) {
             Ok((text, dir)) => {
