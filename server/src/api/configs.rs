@@ -405,6 +405,18 @@ fn config_error(e: ConfigError) -> TopicError {
     TopicError(codes::INVALID_CONFIG, e.to_string())
 }
 
+/// The topic's config overrides as the catalog holds them.
+fn current_configs(shard: &Shard, name: &str) -> Result<BTreeMap<String, String>, TopicError> {
+    shard
+        .shared
+        .catalog
+        .read()
+        .topics
+        .get(name)
+        .map(|t| t.configs.clone())
+        .ok_or_else(|| unknown_topic(name))
+}
+
 /// Replaces a topic's overrides with `change(current)`: validates, persists, then applies the
 /// result to the live logs on every shard owning a partition of the topic.
 async fn alter_topic(
@@ -429,14 +441,7 @@ async fn alter_topic(
         return Ok(());
     }
     if shard.shared.is_clustered() {
-        let current = shard
-            .shared
-            .catalog
-            .read()
-            .topics
-            .get(name)
-            .map(|t| t.configs.clone())
-            .ok_or_else(|| unknown_topic(name))?;
+        let current = current_configs(shard, name)?;
         let next = checked(&current)?;
         let cmd = crate::cluster::image::Command::SetTopicConfigs {
             name: name.to_string(),
@@ -453,14 +458,7 @@ async fn alter_topic(
     // computed here from what the catalog holds, stored off the reactor if that is still what
     // it holds (else computed again: another alter of the topic landed in between)
     let owners: BTreeSet<usize> = loop {
-        let current = shard
-            .shared
-            .catalog
-            .read()
-            .topics
-            .get(name)
-            .map(|t| t.configs.clone())
-            .ok_or_else(|| unknown_topic(name))?;
+        let current = current_configs(shard, name)?;
         let next = checked(&current)?;
         let owned = name.to_string();
         let stored = shard
